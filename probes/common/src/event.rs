@@ -1,0 +1,68 @@
+//! Records the eBPF programs put in the [`crate::maps::EVENTS`] ring buffer, for the live view
+//! and for export. Totals never depend on them (see [`crate::maps`]).
+//!
+//! This is a first layout; the probes' owner extends it (new kinds get new numbers; numbers are
+//! never reused).
+
+/// What an [`Event`] records.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A wait-type futex call returned (`start_ns` is when it began, `ret` its result).
+    Wait = 1,
+    /// A wake-type futex call returned (`ret` is the number woken or -errno).
+    Wake = 2,
+    /// A futexscope marker fired (`op` is the marker id, `args` its arguments).
+    Marker = 3,
+}
+
+impl EventKind {
+    /// The kind numbered `value`, if any.
+    pub const fn from_u32(value: u32) -> Option<EventKind> {
+        match value {
+            1 => Some(EventKind::Wait),
+            2 => Some(EventKind::Wake),
+            3 => Some(EventKind::Marker),
+            _ => None,
+        }
+    }
+}
+
+/// One ring-buffer record. Fixed size, `repr(C)`, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// CPU the record was made on.
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC time in ns when the call returned (or the marker fired).
+    pub ts_ns: u64,
+    /// CLOCK_MONOTONIC time in ns when the call began (0 for markers).
+    pub start_ns: u64,
+    /// Futex word address (first word for multi-word calls).
+    pub uaddr: u64,
+    /// Second word (requeue, wake-op), 0 if none.
+    pub uaddr2: u64,
+    /// Futex op (command with flags), syscall-specific; the marker id for markers.
+    pub op: u32,
+    /// The syscall number the record came from (0 for markers).
+    pub syscall: u32,
+    /// Syscall result: >= 0, or -errno.
+    pub ret: i64,
+    /// Absolute CLOCK_MONOTONIC deadline in ns, 0 if untimed.
+    pub deadline_ns: u64,
+    /// Marker arguments, or op-specific values (expected value, wake count…).
+    pub args: [u64; 6],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Event` is `repr(C)`, made only of integers laid out without padding (checked by the
+// size assertion below), so every bit pattern is valid.
+unsafe impl aya::Pod for Event {}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 4 * 4 + 8 * 4 + 4 * 2 + 8 * 2 + 8 * 6);
