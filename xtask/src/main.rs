@@ -53,8 +53,24 @@ fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["fmt", "--manifest-path", ebpf_manifest, "--check"])?;
     step("clippy");
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&["clippy", "-p", "futexscope-semaphore", "--no-default-features", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "futexscope-semaphore",
+        "--no-default-features",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     run(Command::new("cargo").args([
         "+nightly",
         "clippy",
@@ -75,7 +91,12 @@ fn test() -> anyhow::Result<()> {
     }
     cargo(&["test", "--workspace"])?;
     step("tests with markers compiled out");
-    cargo(&["test", "-p", "futexscope-semaphore", "--no-default-features"])?;
+    cargo(&[
+        "test",
+        "-p",
+        "futexscope-semaphore",
+        "--no-default-features",
+    ])?;
     println!("\nall checks passed");
     Ok(())
 }
@@ -95,10 +116,15 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
-        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("$ {shown}");
-    let status = cmd.status().with_context(|| format!("cannot run `{shown}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }

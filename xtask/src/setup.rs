@@ -7,7 +7,13 @@ use anyhow::{Context, bail};
 
 /// Debian packages: LLVM 22 (bpf-linker links against it; it must match rustc's LLVM), what
 /// bpf-linker's build links, and bpftrace (the independent witness the tests compare against).
-const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "bpftrace"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftrace",
+];
 
 /// The bpf-linker release built against Debian's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -26,16 +32,26 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     let install = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     if which("apt-get").is_none() {
-        bail!("missing Debian packages {} and there is no apt-get here: install their equivalents by hand", missing.join(", "));
+        bail!(
+            "missing Debian packages {} and there is no apt-get here: install their equivalents by hand",
+            missing.join(", ")
+        );
     }
     if !super::is_root() {
-        bail!("missing Debian packages {}: run as root, or by hand: sudo sh -c '{install}'", missing.join(", "));
+        bail!(
+            "missing Debian packages {}: run as root, or by hand: sudo sh -c '{install}'",
+            missing.join(", ")
+        );
     }
     println!("setup: installing Debian packages {}", missing.join(" "));
     super::run(Command::new("apt-get").arg("update").arg("-q"))?;
@@ -51,12 +67,21 @@ fn deb_installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+        })
 }
 
 fn rust_src() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ])
         .output()
         .context("cannot run `rustup`: futexscope needs rustup with a nightly toolchain")?;
     if !installed.status.success() {
@@ -64,11 +89,20 @@ fn rust_src() -> anyhow::Result<()> {
             "the `{EBPF_TOOLCHAIN}` toolchain is missing (it builds the eBPF programs): run `rustup toolchain install {EBPF_TOOLCHAIN} --component rust-src`"
         );
     }
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(());
     }
     println!("setup: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
-    super::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+    super::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
@@ -81,7 +115,13 @@ fn bpf_linker() -> anyhow::Result<()> {
     println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     super::run(
         Command::new(env!("CARGO"))
-            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
