@@ -2,7 +2,11 @@
 
 mod setup;
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -89,16 +93,73 @@ fn test() -> anyhow::Result<()> {
     if !is_root() {
         println!("note: not root, so the eBPF tests will skip (in CI they fail instead)");
     }
-    cargo(&["test", "--workspace"])?;
+    let mut totals = TestTotals::default();
+    totals.run(&["test", "--workspace"])?;
     step("tests with markers compiled out");
-    cargo(&[
+    totals.run(&[
         "test",
         "-p",
         "futexscope-semaphore",
         "--no-default-features",
     ])?;
     println!("\nall checks passed");
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(())
+}
+
+/// Test counts summed over several `cargo test` runs, for one closing line.
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Runs `cargo ARGS`, echoing its output and adding up its `test result:` lines.
+    fn run(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(args)
+            .current_dir(workspace_root())
+            .stdout(Stdio::piped());
+        println!("$ cargo {}", args.join(" "));
+        let mut child = cmd.spawn().context("cannot run cargo")?;
+        let stdout = child.stdout.take().context("cargo's stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(result) = line.strip_prefix("test result: ") {
+                self.add(result);
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("`cargo {}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// Adds the counts of one `ok. 3 passed; 0 failed; 1 ignored; ...` summary.
+    fn add(&mut self, summary: &str) {
+        for part in summary.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn step(name: &str) {
