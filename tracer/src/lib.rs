@@ -1,5 +1,12 @@
 //! futexscope's userspace half: loads the eBPF probes, traces processes, reports.
 
+pub mod export;
+pub mod live;
 pub mod probes;
+pub mod render;
+pub mod report;
+pub mod session;
 pub mod spawn;
+pub mod stdsync;
+pub mod symbols;
 pub mod workload;

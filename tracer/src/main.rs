@@ -1,59 +1,67 @@
 //! The `futexscope` command.
 
-use clap::{Parser, Subcommand};
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, TraceArgs};
 use futexscope::{
-    probes::Probes,
-    spawn::{self, GatedChild},
-    workload,
+    session::{self, Options, Target, TraceError},
+    stdsync, workload,
 };
 
-/// See what futexes do inside real programs.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Start CMD, trace it, and print per-futex totals when it exits.
-    Run {
-        /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true)]
-        command: Vec<String>,
-    },
-    /// Run a scripted workload with known futex counts (for tests and demos).
-    #[command(hide = true)]
-    Workload {
-        /// Number of EAGAIN waits.
-        eagain_waits: u32,
-    },
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::Run { command } => run(&command),
-        Cmd::Workload { eagain_waits } => {
+        Command::Run { trace, command } => traced(&Target::Command(command), &trace),
+        Command::Attach { trace, pid } => traced(&Target::Pid(pid), &trace),
+        Command::Workload { eagain_waits } => {
             let word = workload::eagain_waits(eagain_waits);
             println!("workload: {eagain_waits} waits on {word:#x}");
-            Ok(())
+            ExitCode::SUCCESS
+        }
+        Command::StdSync { timeouts, parked } => {
+            let counts = stdsync::run(timeouts, parked);
+            println!(
+                "std-sync: timed condvar {:#x}: {} timeouts",
+                counts.timed_condvar, counts.timeouts
+            );
+            println!(
+                "std-sync: park condvar {:#x}: {} parked at once",
+                counts.park_condvar, counts.parked
+            );
+            ExitCode::SUCCESS
         }
     }
 }
 
-fn run(command: &[String]) -> anyhow::Result<()> {
-    let mut probes = Probes::load()?;
-    let child = GatedChild::spawn(command)?;
-    probes.trace_tgid(child.pid())?;
-    let pid = child.start(&command[0])?;
-    let status = spawn::wait(pid)?;
-    for (key, stats) in probes.futex_stats()? {
-        println!(
-            "pid {} futex {:#x}: waits {}",
-            key.tgid, key.uaddr, stats.waits
-        );
+fn options(args: &TraceArgs) -> Options {
+    Options {
+        duration: args.duration,
+        interval: args.interval,
+        json: args.json.clone(),
+        export: args.export.clone(),
+        events: args.events.clone(),
+        view: args.view,
+        sort: args.sort,
     }
-    println!("exit status: {status}");
-    Ok(())
+}
+
+/// Runs a tracing session; errors are printed with their causes.
+fn traced(target: &Target, args: &TraceArgs) -> ExitCode {
+    match session::trace(target, &options(args)) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(err) => ExitCode::from(report_error(&err)),
+    }
+}
+
+/// Prints `err` and its causes to stderr; returns its exit code.
+fn report_error(err: &TraceError) -> u8 {
+    eprintln!("futexscope: error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    err.exit_code()
 }

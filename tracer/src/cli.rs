@@ -1,0 +1,150 @@
+//! The command line: subcommands and options (definitions only; `main.rs` runs them).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use futexscope::{report::SortKey, session::View};
+
+/// What `--help` says about exit codes (docs/tracer.md has the same table).
+const EXIT_CODES: &str = "\
+Exit codes:
+  run      the command's own exit status (128+N if killed by signal N),
+           124 if --duration elapsed first (the command is sent SIGTERM)
+  attach   0 when the process exits, --duration elapses or on Ctrl-C
+  1    other failure (reading the probes' maps, drawing on the terminal)
+  2    command line error
+  67   attach: no such process
+  69   the kernel has no BPF support or rejected the probes
+  74   an output file (--json, --export, --events) cannot be written
+  77   not permitted: needs root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)
+  126  run: the command cannot be executed
+  127  run: the command was not found";
+
+/// See what futexes do inside real programs: every futex wait and wake of a process, with
+/// waiter counts, spurious wakeups, timeout drift and wait times per futex word.
+#[derive(Parser)]
+#[command(version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start CMD and trace it (its threads and children); print the summary when it exits.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// Tracing options.
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Trace a running process until it exits, Ctrl-C or --duration.
+    #[command(after_help = EXIT_CODES)]
+    Attach {
+        /// Tracing options.
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// The process id.
+        pid: u32,
+    },
+    /// Run a scripted workload with known futex counts (for tests).
+    #[command(hide = true)]
+    Workload {
+        /// Number of EAGAIN waits.
+        eagain_waits: u32,
+    },
+    /// Run a std `Mutex`/`Condvar` workload with known counts (for tests).
+    #[command(hide = true)]
+    StdSync {
+        /// Condvar waits that time out.
+        #[arg(long, default_value_t = 20)]
+        timeouts: u32,
+        /// Threads parked on one condvar at once.
+        #[arg(long, default_value_t = 4)]
+        parked: u32,
+    },
+}
+
+/// Options shared by `run`, `attach` and `demo`.
+#[derive(Args, Clone)]
+pub struct TraceArgs {
+    /// Stop tracing after this long (e.g. `10s`, `500ms`, `2m`; a bare number is seconds).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Live view refresh period.
+    #[arg(short, long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a trace ui.perfetto.dev opens (Chrome trace-event JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    /// Write every event record as one JSON object per line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Live view: a full-screen table on a terminal (auto), plain text lines, or nothing.
+    #[arg(long, value_enum, default_value_t)]
+    pub view: View,
+    /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
+    #[arg(long, value_enum, default_value_t)]
+    pub sort: SortKey,
+    /// Show the probes' own diagnostics.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds (fractions allowed).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try `10s` or `500ms`)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use h, m, s, ms or us)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("abc").is_err());
+        assert!(
+            parse_duration("5 weeks")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

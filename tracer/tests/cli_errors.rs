@@ -1,0 +1,357 @@
+//! Every error case of the `futexscope` command: a clear message and its documented exit code,
+//! and nothing lost when tracing ends early (Ctrl-C, --duration, the target exiting).
+
+mod common;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    thread,
+    time::Duration,
+};
+
+fn futexscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_futexscope"))
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "futexscope-cli-errors-{}-{name}",
+        std::process::id()
+    ))
+}
+
+#[test]
+fn not_root_names_the_capabilities_and_exits_77() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let mut command = futexscope();
+    command.args(["run", "--", "true"]);
+    // SAFETY: setgid/setuid are async-signal-safe and only change this child's credentials.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run futexscope as nobody");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(77), "{stderr}");
+    for capability in ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"] {
+        assert!(
+            stderr.contains(capability),
+            "message names {capability}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn bpf_and_perfmon_capabilities_are_enough() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    // Drop every capability but CAP_BPF and CAP_PERFMON (still uid 0).
+    let output = Command::new("setpriv")
+        .args([
+            "--bounding-set=-all,+bpf,+perfmon",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_futexscope"),
+        ])
+        .args([
+            "run",
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "workload",
+            "5",
+        ])
+        .output()
+        .expect("setpriv runs");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("futexscope summary"), "{stdout}");
+}
+
+#[test]
+fn no_such_pid_exits_67() {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap true");
+    let output = futexscope()
+        .args(["attach", &pid.to_string()])
+        .output()
+        .expect("run futexscope");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(67), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no such process: {pid}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn command_not_found_exits_127_and_not_executable_126() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let output = futexscope()
+        .args(["run", "--", "/nonexistent/futexscope-test-command"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(127), "{stderr}");
+    assert!(stderr.contains("cannot start the command"), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+
+    let script = temp_path("not-executable");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let output = futexscope()
+        .args(["run", "--"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&script).unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+}
+
+/// Installs a seccomp filter that makes `bpf(2)` fail with ENOSYS, as on a kernel built
+/// without BPF.
+fn deny_bpf_syscall() -> std::io::Result<()> {
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let statement = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        statement(load, 4), // seccomp_data.arch
+        jump(jeq, AUDIT_ARCH_X86_64, 1, 0),
+        statement(ret, SECCOMP_RET_ALLOW),
+        statement(load, 0), // seccomp_data.nr
+        jump(jeq, libc::SYS_bpf as u32, 0, 1),
+        statement(ret, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        statement(ret, SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: `program` points at a live, well-formed classic BPF filter for the duration of
+    // the call; PR_SET_NO_NEW_PRIVS and PR_SET_SECCOMP only affect this process.
+    let ok = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const program,
+            ) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn kernel_without_bpf_exits_69() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let mut command = futexscope();
+    command.args(["run", "--", "true"]);
+    // SAFETY: the closure only calls prctl, which is async-signal-safe, on data it owns.
+    unsafe { command.pre_exec(deny_bpf_syscall) };
+    let output = command.output().expect("run futexscope");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("no BPF support"), "{stderr}");
+}
+
+#[test]
+fn unwritable_output_file_exits_74_before_running_the_command() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let marker = temp_path("must-not-exist");
+    let output = futexscope()
+        .args([
+            "run",
+            "--json",
+            "/nonexistent/dir/summary.json",
+            "--",
+            "touch",
+        ])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("cannot write `/nonexistent/dir/summary.json`"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the command must not have run");
+}
+
+#[test]
+fn the_commands_exit_status_is_passed_through() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let output = futexscope()
+        .args(["run", "--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stdout.contains("the command exited with status 3"),
+        "{stdout}"
+    );
+
+    let output = futexscope()
+        .args(["run", "--", "sh", "-c", "kill -9 $$"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(128 + 9), "{stderr}");
+    assert!(stdout.contains("killed by signal 9"), "{stdout}");
+}
+
+#[test]
+fn duration_ends_run_with_124_and_stops_the_command() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let output = futexscope()
+        .args(["run", "--duration", "300ms", "--", "sleep", "30"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the duration elapsed"), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the command was not stopped"
+    );
+}
+
+#[test]
+fn ctrl_c_on_attach_prints_the_summary_and_writes_complete_files() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let mut target = Command::new("sleep").arg("30").spawn().unwrap();
+    let json = temp_path("ctrl-c.json");
+    let export = temp_path("ctrl-c.trace.json");
+    let tracer = futexscope()
+        .args(["attach", "--view", "plain", "--interval", "100ms", "--json"])
+        .arg(&json)
+        .arg("--export")
+        .arg(&export)
+        .arg(target.id().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let output = tracer.wait_with_output().unwrap();
+    target.kill().unwrap();
+    target.wait().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("futexscope summary") && stdout.contains("interrupted"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["ending"]["how"], "interrupted");
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    assert!(trace["traceEvents"].is_array());
+    std::fs::remove_file(json).unwrap();
+    std::fs::remove_file(export).unwrap();
+}
+
+#[test]
+fn attach_ends_cleanly_when_the_target_exits() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let mut target = Command::new("sleep").arg("1").spawn().unwrap();
+    let output = futexscope()
+        .args(["attach", "--view", "plain"])
+        .arg(target.id().to_string())
+        .output()
+        .unwrap();
+    target.wait().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the traced process exited"), "{stdout}");
+}
+
+fn tracefs_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - tracefs "))
+        .count()
+}
+
+#[test]
+fn tracing_needs_no_tracefs() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let before = tracefs_mounts();
+    let output = futexscope()
+        .args([
+            "run",
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "workload",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("  7  ") || l.split_whitespace().nth(5) == Some("7")),
+        "{stdout}"
+    );
+    assert_eq!(
+        tracefs_mounts(),
+        before,
+        "futexscope must not mount tracefs"
+    );
+}
