@@ -206,3 +206,20 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn adds_up_cargo_test_summaries() {
+        let mut totals = TestTotals::default();
+        totals.add(
+            "ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        );
+        totals.add(
+            "FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 5 filtered out; finished in 1s",
+        );
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (5, 1, 1));
+    }
+}
