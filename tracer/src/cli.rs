@@ -9,7 +9,8 @@ use futexscope::{report::SortKey, session::View};
 const EXIT_CODES: &str = "\
 Exit codes:
   run      the command's own exit status (128+N if killed by signal N),
-           124 if --duration elapsed first (the command is sent SIGTERM)
+           124 if --duration elapsed first (the command is sent SIGTERM),
+           130 if interrupted by Ctrl-C or SIGTERM (the command is sent SIGINT)
   attach   0 when the process exits, --duration elapses or on Ctrl-C
   1    other failure (reading the probes' maps, drawing on the terminal)
   2    command line error

@@ -1,7 +1,20 @@
-//! The live view: what is shown each interval while tracing. Plain text lines when stdout is
-//! not a terminal (or with `--view plain`), nothing with `--view quiet`.
+//! The live view: what is shown each interval while tracing. On a terminal, a full-screen
+//! table (ratatui) sortable with `s`; plain text lines when stdout is not a terminal (or with
+//! `--view plain`); nothing with `--view quiet`.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use ratatui::{
+    DefaultTerminal,
+    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+    layout::{Constraint, Layout},
+    style::{Color, Modifier, Style},
+    text::Line,
+    widgets::{Cell, Paragraph, Row as TableRow, Table},
+};
 
 use crate::{
     render,
@@ -12,25 +25,71 @@ use crate::{
 /// Rows shown per interval in plain mode.
 const PLAIN_TOP_ROWS: usize = 10;
 
+/// The latest snapshot, kept to redraw on resize and re-sort.
+#[derive(Default)]
+struct Snapshot {
+    elapsed_s: f64,
+    rows: Vec<Row>,
+    events: u64,
+    drops: Drops,
+}
+
 /// The live view of one session.
 pub struct Live {
-    view: View,
+    mode: Mode,
     sort: SortKey,
+    snapshot: Snapshot,
+    title: String,
+}
+
+enum Mode {
+    Quiet,
+    Plain,
+    Screen(Box<DefaultTerminal>),
 }
 
 impl Live {
-    /// A live view in style `view`; `terminal` says whether stdout is a terminal.
-    pub fn new(view: View, sort: SortKey, terminal: bool) -> io::Result<Live> {
-        let view = match view {
-            View::Auto if !terminal => View::Plain,
-            View::Auto => View::Plain,
-            other => other,
+    /// A live view in style `view` titled `title`; `terminal` says whether stdout is one.
+    pub fn new(view: View, sort: SortKey, terminal: bool, title: String) -> io::Result<Live> {
+        let mode = match view {
+            View::Auto if terminal => Mode::Screen(Box::new(ratatui::try_init()?)),
+            View::Auto | View::Plain => Mode::Plain,
+            View::Quiet => Mode::Quiet,
         };
-        Ok(Live { view, sort })
+        Ok(Live {
+            mode,
+            sort,
+            snapshot: Snapshot::default(),
+            title,
+        })
     }
 
-    /// Whether the user asked to stop from the view itself.
+    /// Handles pending key presses; true if the user asked to stop (`q`, Esc or Ctrl-C).
     pub fn poll_quit(&mut self) -> io::Result<bool> {
+        if !matches!(self.mode, Mode::Screen(_)) {
+            return Ok(false);
+        }
+        let mut redraw = false;
+        while event::poll(Duration::ZERO)? {
+            match event::read()? {
+                Event::Key(key) if key.kind == KeyEventKind::Press => match key.code {
+                    KeyCode::Char('q') | KeyCode::Esc => return Ok(true),
+                    KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                        return Ok(true);
+                    }
+                    KeyCode::Char('s') => {
+                        self.sort = self.sort.next();
+                        redraw = true;
+                    }
+                    _ => {}
+                },
+                Event::Resize(..) => redraw = true,
+                _ => {}
+            }
+        }
+        if redraw {
+            self.draw()?;
+        }
         Ok(false)
     }
 
@@ -38,26 +97,128 @@ impl Live {
     pub fn update(
         &mut self,
         elapsed_s: f64,
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         events: u64,
         drops: &Drops,
     ) -> io::Result<()> {
-        if self.view != View::Plain {
-            return Ok(());
+        self.snapshot = Snapshot {
+            elapsed_s,
+            rows,
+            events,
+            drops: *drops,
+        };
+        self.draw()
+    }
+
+    fn draw(&mut self) -> io::Result<()> {
+        report::sort_rows(&mut self.snapshot.rows, self.sort);
+        let snapshot = &self.snapshot;
+        match &mut self.mode {
+            Mode::Quiet => Ok(()),
+            Mode::Plain => {
+                let mut out = io::stdout().lock();
+                let text = render::interval(
+                    snapshot.elapsed_s,
+                    &snapshot.rows,
+                    snapshot.events,
+                    &snapshot.drops,
+                    PLAIN_TOP_ROWS,
+                );
+                out.write_all(text.as_bytes())?;
+                if let Some(line) = render::drops_line(&snapshot.drops) {
+                    writeln!(out, "{line}")?;
+                }
+                out.flush()
+            }
+            Mode::Screen(terminal) => {
+                let header = format!(
+                    "futexscope: {}  {:.0}s  {} words  {} events  sorted by {:?}  (s: sort, q: quit)",
+                    self.title,
+                    snapshot.elapsed_s,
+                    snapshot.rows.len(),
+                    snapshot.events,
+                    self.sort
+                );
+                let drops = render::drops_line(&snapshot.drops);
+                let sort = self.sort;
+                terminal.draw(|frame| {
+                    let [top, status, body] = Layout::vertical([
+                        Constraint::Length(1),
+                        Constraint::Length(1),
+                        Constraint::Min(1),
+                    ])
+                    .areas(frame.area());
+                    frame.render_widget(Paragraph::new(header), top);
+                    let status_line = match &drops {
+                        Some(text) => Line::styled(
+                            text.as_str(),
+                            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                        ),
+                        None => Line::raw("no records dropped"),
+                    };
+                    frame.render_widget(Paragraph::new(status_line), status);
+                    frame.render_widget(table(&snapshot.rows, sort), body);
+                })?;
+                Ok(())
+            }
         }
-        report::sort_rows(&mut rows, self.sort);
-        let mut out = io::stdout().lock();
-        out.write_all(
-            render::interval(elapsed_s, &rows, events, drops, PLAIN_TOP_ROWS).as_bytes(),
-        )?;
-        if let Some(line) = render::drops_line(drops) {
-            writeln!(out, "{line}")?;
-        }
-        out.flush()
     }
 
     /// Leaves the view (restores the terminal).
     pub fn close(self) -> io::Result<()> {
+        if let Mode::Screen(_) = self.mode {
+            ratatui::try_restore()?;
+        }
         Ok(())
     }
+}
+
+/// The column a sort key sorts by, as an index into [`render::HEADERS`].
+fn sort_column(key: SortKey) -> usize {
+    match key {
+        SortKey::WaitersNow => 3,
+        SortKey::MaxWaiters => 4,
+        SortKey::Waits => 5,
+        SortKey::WakeCalls => 6,
+        SortKey::Woken => 7,
+        SortKey::Timeouts => 8,
+        SortKey::Spurious => 9,
+        SortKey::WaitTime => 14,
+        SortKey::Drift => 15,
+    }
+}
+
+fn table(rows: &[Row], sort: SortKey) -> Table<'static> {
+    let sorted = sort_column(sort);
+    let header = TableRow::new(render::HEADERS.iter().enumerate().map(|(column, name)| {
+        let style = Style::new().add_modifier(Modifier::BOLD);
+        Cell::from(*name).style(if column == sorted {
+            style.fg(Color::Yellow)
+        } else {
+            style
+        })
+    }));
+    let body = rows
+        .iter()
+        .map(|row| TableRow::new(render::cells(row).map(Cell::from)));
+    let widths = [
+        Constraint::Length(7),
+        Constraint::Length(14),
+        Constraint::Min(16),
+        Constraint::Length(7),
+        Constraint::Length(4),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(8),
+    ];
+    Table::new(body, widths).header(header)
 }

@@ -120,6 +120,8 @@ pub mod exit_code {
     pub const NO_SUCH_PID: u8 = 64 + 3;
     /// `run`: `--duration` elapsed before the command exited (it was sent SIGTERM).
     pub const TIMED_OUT: u8 = 124;
+    /// `run`: interrupted (Ctrl-C or SIGTERM); the command was sent SIGINT.
+    pub const INTERRUPTED: u8 = 130;
     /// `run`: the command was found but could not be executed.
     pub const CANNOT_EXECUTE: u8 = 126;
     /// `run`: the command was not found.
@@ -160,6 +162,7 @@ impl Outcome {
             Ending::Exited { code } => code as u8,
             Ending::Killed { signal } => 128 + signal as u8,
             Ending::Duration if !self.summary.target_was_pid() => exit_code::TIMED_OUT,
+            Ending::Interrupted if !self.summary.target_was_pid() => exit_code::INTERRUPTED,
             _ => 0,
         }
     }
@@ -282,6 +285,24 @@ fn child_ending(pid: libc::pid_t) -> Option<Ending> {
     })
 }
 
+/// Stops our child `pid` with `signal` (SIGKILL if it is still there after 2 s) and reaps it.
+fn stop_child(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: signalling our own child, not yet reaped, so the pid is still ours.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while child_ending(pid).is_none() {
+        if Instant::now() >= deadline {
+            // SAFETY: as above; then a blocking reap of our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Where event records go: counted, written as JSON lines, kept for export.
 pub struct EventSink {
     count: u64,
@@ -376,8 +397,13 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let _ = symbolizer.refresh(root_pid);
     let mut labels: HashMap<FutexKey, String> = HashMap::new();
     let notes: Vec<String> = Vec::new();
-    let mut live = Live::new(options.view, options.sort, std::io::stdout().is_terminal())
-        .map_err(TraceError::Terminal)?;
+    let mut live = Live::new(
+        options.view,
+        options.sort,
+        io::stdout().is_terminal(),
+        target_name.clone(),
+    )
+    .map_err(TraceError::Terminal)?;
     let mut next_tick = started + options.interval;
 
     let ending = loop {
@@ -414,13 +440,11 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         std::thread::sleep(Duration::from_millis(20));
     };
     live.close().map_err(TraceError::Terminal)?;
-    if ending == Ending::Duration
-        && let Some(pid) = child
-    {
-        // SAFETY: signalling and reaping our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
+    if let Some(pid) = child {
+        match ending {
+            Ending::Duration => stop_child(pid, libc::SIGTERM),
+            Ending::Interrupted => stop_child(pid, libc::SIGINT),
+            _ => {}
         }
     }
 
