@@ -83,7 +83,8 @@ pub struct TraceArgs {
     /// Write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write a trace ui.perfetto.dev opens (Chrome trace-event JSON) to FILE.
+    /// Write a trace ui.perfetto.dev opens to FILE: Chrome trace-event JSON if FILE ends in
+    /// `.json`, else Perfetto protobuf (e.g. `trace.pftrace`).
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
     /// Write every event record as one JSON object per line to FILE.

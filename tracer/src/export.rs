@@ -167,27 +167,19 @@ impl Recorder {
         &self.semaphores
     }
 
-    /// Writes the trace as Chrome trace-event JSON. `labels` names futex words; `complete`
-    /// says no record was dropped (only then is a woken wait with no matching wake marked as
-    /// a wakeup with no waker).
-    pub fn write_chrome_json(
+    /// The timeline of everything recorded. `labels` names futex words; `process_names`
+    /// names processes; `complete` says no record was dropped (only then is a woken wait with
+    /// no matching wake marked as a wakeup with no waker).
+    pub fn timeline(
         &self,
-        out: &mut impl Write,
         labels: &HashMap<FutexKey, String>,
         process_names: &HashMap<u32, String>,
         complete: bool,
-    ) -> io::Result<()> {
+    ) -> Timeline {
         let name_of = |key: FutexKey| match labels.get(&key) {
             Some(label) if !label.is_empty() => label.clone(),
             _ => format!("{:#x}", key.uaddr),
         };
-        let mut writer = JsonArrayWriter::new(out)?;
-        for (pid, name) in process_names {
-            writer.event(
-                &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": pid,
-                "args": {"name": name}}),
-            )?;
-        }
         let mut threads: Vec<(u32, u32)> = self
             .waits
             .iter()
@@ -196,81 +188,438 @@ impl Recorder {
             .collect();
         threads.sort_unstable();
         threads.dedup();
-        for (pid, tid) in threads {
+        let mut processes: Vec<(u32, String)> = threads
+            .iter()
+            .map(|&(pid, _)| {
+                (
+                    pid,
+                    process_names
+                        .get(&pid)
+                        .cloned()
+                        .unwrap_or_else(|| format!("pid {pid}")),
+                )
+            })
+            .collect();
+        processes.dedup();
+
+        let flows = match_wakes(&self.waits, &self.wakes);
+        let mut flow_into_wait = vec![None; self.waits.len()];
+        let mut flows_out_of_wake = vec![Vec::new(); self.wakes.len()];
+        for (id, flow) in flows.iter().enumerate() {
+            flow_into_wait[flow.wait] = Some(id as u64 + 1);
+            flows_out_of_wake[flow.wake].push(id as u64 + 1);
+        }
+        let mut slices = Vec::with_capacity(self.waits.len() + self.wakes.len());
+        let mut instants = Vec::new();
+        for (wait, flow_in) in self.waits.iter().zip(&flow_into_wait) {
+            slices.push(Slice {
+                pid: wait.tgid,
+                tid: wait.tid,
+                name: format!("wait {}", name_of(wait.key())),
+                start_ns: wait.start_ns,
+                end_ns: wait.end_ns.max(wait.start_ns),
+                args: vec![
+                    ("uaddr", Arg::Text(format!("{:#x}", wait.uaddr))),
+                    ("result", Arg::Text(wait_result(wait.ret).to_owned())),
+                    ("deadline_ns", Arg::Int(wait.deadline_ns as i64)),
+                ],
+                flows_out: Vec::new(),
+                flow_in: *flow_in,
+            });
+            let instant = match wait.ret {
+                ETIMEDOUT => Some(("timeout", vec![("drift_ns", Arg::Int(drift_ns(wait)))])),
+                EINTR => Some(("spurious: interrupted (EINTR)", vec![])),
+                EAGAIN => Some(("spurious: value changed (EAGAIN)", vec![])),
+                0 if complete && flow_in.is_none() => {
+                    Some(("spurious: woken with no wake", vec![]))
+                }
+                _ => None,
+            };
+            if let Some((name, args)) = instant {
+                instants.push(Instant {
+                    pid: wait.tgid,
+                    tid: wait.tid,
+                    name,
+                    ts_ns: wait.end_ns,
+                    args,
+                });
+            }
+        }
+        for (wake, flows_out) in self.wakes.iter().zip(flows_out_of_wake) {
+            slices.push(Slice {
+                pid: wake.tgid,
+                tid: wake.tid,
+                name: format!("wake {}", name_of(wake.key())),
+                start_ns: wake.start_ns,
+                end_ns: wake.end_ns.max(wake.start_ns),
+                args: vec![
+                    ("uaddr", Arg::Text(format!("{:#x}", wake.uaddr))),
+                    ("woken", Arg::Int(wake.ret)),
+                ],
+                flows_out,
+                flow_in: None,
+            });
+        }
+        let counters = waiter_counts(&self.waits)
+            .into_iter()
+            .map(|((pid, uaddr), values)| Counter {
+                pid,
+                name: format!(
+                    "waiters {}",
+                    name_of(FutexKey {
+                        tgid: pid,
+                        pad: 0,
+                        uaddr
+                    })
+                ),
+                values,
+            })
+            .collect();
+        Timeline {
+            processes,
+            threads,
+            slices,
+            instants,
+            counters,
+        }
+    }
+}
+
+/// A value attached to a slice or instant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    /// A number.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+/// A wait or wake call on a thread's track.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id (the track).
+    pub tid: u32,
+    /// `wait WORD` or `wake WORD`.
+    pub name: String,
+    /// Begin, ns.
+    pub start_ns: u64,
+    /// End, ns.
+    pub end_ns: u64,
+    /// Details shown when the slice is selected.
+    pub args: Vec<(&'static str, Arg)>,
+    /// Flow ids leaving this slice (a wake, towards the waits it woke).
+    pub flows_out: Vec<u64>,
+    /// Flow id arriving at this slice (a woken wait, from its waker).
+    pub flow_in: Option<u64>,
+}
+
+/// A point event on a thread's track: a timeout or a spurious wakeup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instant {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// What happened.
+    pub name: &'static str,
+    /// When, ns.
+    pub ts_ns: u64,
+    /// Details.
+    pub args: Vec<(&'static str, Arg)>,
+}
+
+/// The waiter count of one futex word over time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counter {
+    /// Process id.
+    pub pid: u32,
+    /// `waiters WORD`.
+    pub name: String,
+    /// (time ns, waiters) after each change.
+    pub values: Vec<(u64, i64)>,
+}
+
+/// Everything an exported trace shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// (pid, name) of each process.
+    pub processes: Vec<(u32, String)>,
+    /// (pid, tid) of each thread.
+    pub threads: Vec<(u32, u32)>,
+    /// Wait and wake calls.
+    pub slices: Vec<Slice>,
+    /// Timeouts and spurious wakeups.
+    pub instants: Vec<Instant>,
+    /// Waiter counts.
+    pub counters: Vec<Counter>,
+}
+
+/// Export file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Chrome trace-event JSON.
+    ChromeJson,
+    /// Perfetto `Trace` protobuf (TrackEvent).
+    Perfetto,
+}
+
+impl Format {
+    /// The format for a file name: `.json` is Chrome JSON, anything else Perfetto protobuf.
+    pub fn for_path(path: &std::path::Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::ChromeJson,
+            _ => Format::Perfetto,
+        }
+    }
+}
+
+impl Timeline {
+    /// Writes the timeline in `format`.
+    pub fn write(&self, out: &mut impl Write, format: Format) -> io::Result<()> {
+        match format {
+            Format::ChromeJson => self.write_chrome_json(out),
+            Format::Perfetto => self.write_perfetto(out),
+        }
+    }
+
+    /// Writes Chrome trace-event JSON (`{"traceEvents": [...]}`, times in µs).
+    pub fn write_chrome_json(&self, out: &mut impl Write) -> io::Result<()> {
+        let args_json = |args: &[(&str, Arg)]| -> serde_json::Value {
+            args.iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        Arg::Int(n) => json!(n),
+                        Arg::Text(t) => json!(t),
+                    };
+                    ((*name).to_owned(), value)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let mut writer = JsonArrayWriter::new(out)?;
+        for (pid, name) in &self.processes {
+            writer.event(&json!({"ph": "M", "name": "process_name", "pid": pid, "tid": pid, "args": {"name": name}}))?;
+        }
+        for (pid, tid) in &self.threads {
             writer.event(
                 &json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
                 "args": {"name": format!("thread {tid}")}}),
             )?;
         }
-        for wait in &self.waits {
-            let name = name_of(wait.key());
-            writer.event(
-                &json!({"ph": "X", "cat": "futex", "name": format!("wait {name}"),
-                "pid": wait.tgid, "tid": wait.tid, "ts": us(wait.start_ns),
-                "dur": us(wait.end_ns.saturating_sub(wait.start_ns)),
-                "args": {"uaddr": format!("{:#x}", wait.uaddr), "result": wait_result(wait.ret),
-                    "deadline_ns": wait.deadline_ns}}),
-            )?;
-            let instant = match wait.ret {
-                ETIMEDOUT => Some(("timeout", json!({"drift_ns": drift_ns(wait)}))),
-                EINTR => Some(("spurious: interrupted (EINTR)", json!({}))),
-                EAGAIN => Some(("spurious: value changed (EAGAIN)", json!({}))),
-                _ => None,
-            };
-            if let Some((label, args)) = instant {
-                writer.event(&json!({"ph": "i", "s": "t", "cat": "futex", "name": label,
-                    "pid": wait.tgid, "tid": wait.tid, "ts": us(wait.end_ns), "args": args}))?;
+        for slice in &self.slices {
+            writer.event(&json!({"ph": "X", "cat": "futex", "name": slice.name, "pid": slice.pid,
+                "tid": slice.tid, "ts": us(slice.start_ns), "dur": us(slice.end_ns - slice.start_ns),
+                "args": args_json(&slice.args)}))?;
+            // Flow ends bind to the slice enclosing their timestamp: use the slice's middle.
+            let middle = us(slice.start_ns + (slice.end_ns - slice.start_ns) / 2);
+            for id in &slice.flows_out {
+                writer.event(&json!({"ph": "s", "cat": "wake", "name": "wake", "id": id,
+                    "pid": slice.pid, "tid": slice.tid, "ts": middle}))?;
+            }
+            if let Some(id) = slice.flow_in {
+                writer.event(
+                    &json!({"ph": "f", "bp": "e", "cat": "wake", "name": "wake", "id": id,
+                    "pid": slice.pid, "tid": slice.tid, "ts": middle}),
+                )?;
             }
         }
-        for wake in &self.wakes {
-            let name = name_of(wake.key());
+        for instant in &self.instants {
             writer.event(
-                &json!({"ph": "X", "cat": "futex", "name": format!("wake {name}"),
-                "pid": wake.tgid, "tid": wake.tid, "ts": us(wake.start_ns),
-                "dur": us(wake.end_ns.saturating_sub(wake.start_ns)),
-                "args": {"uaddr": format!("{:#x}", wake.uaddr), "woken": wake.ret}}),
+                &json!({"ph": "i", "s": "t", "cat": "futex", "name": instant.name,
+                "pid": instant.pid, "tid": instant.tid, "ts": us(instant.ts_ns),
+                "args": args_json(&instant.args)}),
             )?;
         }
-        let flows = match_wakes(&self.waits, &self.wakes);
-        let mut woken_by = vec![false; self.waits.len()];
-        for (id, flow) in flows.iter().enumerate() {
-            let (wake, wait) = (&self.wakes[flow.wake], &self.waits[flow.wait]);
-            woken_by[flow.wait] = true;
-            // Flow ends bind to the slice enclosing their timestamp: use each slice's middle.
-            writer.event(&json!({"ph": "s", "cat": "wake", "name": "wake", "id": id,
-                "pid": wake.tgid, "tid": wake.tid, "ts": us(midpoint(wake))}))?;
-            writer.event(
-                &json!({"ph": "f", "bp": "e", "cat": "wake", "name": "wake", "id": id,
-                "pid": wait.tgid, "tid": wait.tid, "ts": us(midpoint(wait))}),
-            )?;
-        }
-        if complete {
-            for (wait, _) in self
-                .waits
-                .iter()
-                .zip(&woken_by)
-                .filter(|(w, by)| w.ret == 0 && !**by)
-            {
-                writer.event(&json!({"ph": "i", "s": "t", "cat": "futex",
-                    "name": "spurious: woken with no wake", "pid": wait.tgid, "tid": wait.tid,
-                    "ts": us(wait.end_ns)}))?;
-            }
-        }
-        for ((tgid, uaddr), changes) in waiter_counts(&self.waits) {
-            let name = format!(
-                "waiters {}",
-                name_of(FutexKey {
-                    tgid,
-                    pad: 0,
-                    uaddr
-                })
-            );
-            for (ts, count) in changes {
-                writer.event(&json!({"ph": "C", "name": name, "pid": tgid, "ts": us(ts),
-                    "args": {"waiters": count}}))?;
+        for counter in &self.counters {
+            for (ts, waiters) in &counter.values {
+                writer.event(
+                    &json!({"ph": "C", "name": counter.name, "pid": counter.pid, "ts": us(*ts),
+                    "args": {"waiters": waiters}}),
+                )?;
             }
         }
         writer.finish()
+    }
+
+    /// Writes a Perfetto `Trace` protobuf: a track per process, thread and counter, then
+    /// TrackEvent packets (slices as begin/end pairs, flows by id, instants, counter values).
+    pub fn write_perfetto(&self, out: &mut impl Write) -> io::Result<()> {
+        use protobuf::{Message, TrackEventType};
+        const SEQUENCE: u64 = 1;
+        const INCREMENTAL_STATE_CLEARED: u64 = 1;
+        let process_uuid = |pid: u32| 1u64 << 40 | u64::from(pid);
+        let thread_uuid = |tid: u32| 2u64 << 40 | u64::from(tid);
+        let mut packets: Vec<Message> = Vec::new();
+        let mut first = Message::default();
+        first.uint(13, INCREMENTAL_STATE_CLEARED).uint(10, SEQUENCE);
+        packets.push(first);
+        for (pid, name) in &self.processes {
+            let mut process = Message::default();
+            process.uint(1, u64::from(*pid)).text(6, name);
+            let mut track = Message::default();
+            track.uint(1, process_uuid(*pid)).message(3, &process);
+            let mut packet = Message::default();
+            packet.uint(10, SEQUENCE).message(60, &track);
+            packets.push(packet);
+        }
+        for (pid, tid) in &self.threads {
+            let mut thread = Message::default();
+            thread
+                .uint(1, u64::from(*pid))
+                .uint(2, u64::from(*tid))
+                .text(5, &format!("thread {tid}"));
+            let mut track = Message::default();
+            track
+                .uint(1, thread_uuid(*tid))
+                .uint(5, process_uuid(*pid))
+                .message(4, &thread);
+            let mut packet = Message::default();
+            packet.uint(10, SEQUENCE).message(60, &track);
+            packets.push(packet);
+        }
+        let event_packet = |ts: u64, event: &Message| {
+            let mut packet = Message::default();
+            packet.uint(8, ts).uint(10, SEQUENCE).message(11, event);
+            packet
+        };
+        let annotations = |event: &mut Message, args: &[(&str, Arg)]| {
+            for (name, value) in args {
+                let mut annotation = Message::default();
+                annotation.text(10, name);
+                match value {
+                    Arg::Int(n) => annotation.uint(4, *n as u64),
+                    Arg::Text(t) => annotation.text(6, t),
+                };
+                event.message(4, &annotation);
+            }
+        };
+        for slice in &self.slices {
+            let track = thread_uuid(slice.tid);
+            let mut begin = Message::default();
+            begin
+                .uint(9, TrackEventType::SliceBegin as u64)
+                .uint(11, track)
+                .text(23, &slice.name);
+            annotations(&mut begin, &slice.args);
+            for id in &slice.flows_out {
+                begin.fixed64(47, *id);
+            }
+            packets.push(event_packet(slice.start_ns, &begin));
+            let mut end = Message::default();
+            end.uint(9, TrackEventType::SliceEnd as u64).uint(11, track);
+            // The woken wait ends after its waker began: the flow arrives at the wait's end.
+            if let Some(id) = slice.flow_in {
+                end.fixed64(48, id);
+            }
+            packets.push(event_packet(slice.end_ns, &end));
+        }
+        for instant in &self.instants {
+            let mut event = Message::default();
+            event
+                .uint(9, TrackEventType::Instant as u64)
+                .uint(11, thread_uuid(instant.tid))
+                .text(23, instant.name);
+            annotations(&mut event, &instant.args);
+            packets.push(event_packet(instant.ts_ns, &event));
+        }
+        for (index, counter) in self.counters.iter().enumerate() {
+            let uuid = 3u64 << 40 | index as u64;
+            let mut track = Message::default();
+            track
+                .uint(1, uuid)
+                .uint(5, process_uuid(counter.pid))
+                .text(2, &counter.name)
+                .message(8, &Message::default());
+            let mut packet = Message::default();
+            packet.uint(10, SEQUENCE).message(60, &track);
+            packets.push(packet);
+            for (ts, waiters) in &counter.values {
+                let mut event = Message::default();
+                event
+                    .uint(9, TrackEventType::Counter as u64)
+                    .uint(11, uuid)
+                    .uint(30, *waiters as u64);
+                packets.push(event_packet(*ts, &event));
+            }
+        }
+        for packet in &packets {
+            let mut trace = Message::default();
+            trace.message(1, packet);
+            out.write_all(trace.bytes())?;
+        }
+        out.flush()
+    }
+}
+
+/// The few protobuf wire-format pieces a Perfetto trace needs.
+mod protobuf {
+    /// `TrackEvent.Type`.
+    #[derive(Clone, Copy)]
+    pub enum TrackEventType {
+        SliceBegin = 1,
+        SliceEnd = 2,
+        Instant = 3,
+        Counter = 4,
+    }
+
+    /// An encoded message being built, field by field.
+    #[derive(Default)]
+    pub struct Message(Vec<u8>);
+
+    const VARINT: u32 = 0;
+    const FIXED64: u32 = 1;
+    const LENGTH_DELIMITED: u32 = 2;
+
+    impl Message {
+        fn varint(&mut self, mut value: u64) {
+            while value >= 0x80 {
+                self.0.push(value as u8 | 0x80);
+                value >>= 7;
+            }
+            self.0.push(value as u8);
+        }
+
+        fn key(&mut self, field: u32, wire_type: u32) {
+            self.varint(u64::from(field << 3 | wire_type));
+        }
+
+        /// A varint field (uint, int64 as two's complement, enum).
+        pub fn uint(&mut self, field: u32, value: u64) -> &mut Self {
+            self.key(field, VARINT);
+            self.varint(value);
+            self
+        }
+
+        /// A fixed64 field.
+        pub fn fixed64(&mut self, field: u32, value: u64) -> &mut Self {
+            self.key(field, FIXED64);
+            self.0.extend_from_slice(&value.to_le_bytes());
+            self
+        }
+
+        /// A string field.
+        pub fn text(&mut self, field: u32, value: &str) -> &mut Self {
+            self.bytes_field(field, value.as_bytes())
+        }
+
+        /// An embedded message field.
+        pub fn message(&mut self, field: u32, value: &Message) -> &mut Self {
+            self.bytes_field(field, &value.0)
+        }
+
+        fn bytes_field(&mut self, field: u32, value: &[u8]) -> &mut Self {
+            self.key(field, LENGTH_DELIMITED);
+            self.varint(value.len() as u64);
+            self.0.extend_from_slice(value);
+            self
+        }
+
+        /// The encoded bytes.
+        pub fn bytes(&self) -> &[u8] {
+            &self.0
+        }
     }
 }
 
@@ -377,10 +726,6 @@ fn wait_result(ret: i64) -> &'static str {
 /// Return time minus deadline, in ns (negative if it returned early).
 fn drift_ns(wait: &Call) -> i64 {
     wait.end_ns as i64 - wait.deadline_ns as i64
-}
-
-fn midpoint(call: &Call) -> u64 {
-    call.start_ns + call.end_ns.saturating_sub(call.start_ns) / 2
 }
 
 /// ns → µs, the Chrome trace-event time unit.
@@ -512,8 +857,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chrome_json_holds_slices_flows_instants_and_counters() {
+    fn sample_timeline() -> Timeline {
         let mut recorder = Recorder::default();
         recorder.push(&event(EventKind::Wait, 2, 0x10, 1_000, 9_000, 0));
         recorder.push(&event(EventKind::Wake, 3, 0x10, 8_000, 8_500, 1));
@@ -527,15 +871,35 @@ mod tests {
             },
             "SEM".to_owned(),
         )]);
-        let mut out = Vec::new();
-        recorder
-            .write_chrome_json(
-                &mut out,
-                &labels,
-                &HashMap::from([(1, "prog".into())]),
-                true,
-            )
+        recorder.timeline(&labels, &HashMap::from([(1, "prog".into())]), true)
+    }
+
+    #[test]
+    fn timeline_links_the_wake_to_the_wait_it_woke() {
+        let timeline = sample_timeline();
+        assert_eq!(timeline.threads, [(1, 2), (1, 3), (1, 4)]);
+        assert_eq!(timeline.processes, [(1, "prog".to_owned())]);
+        let wake = timeline
+            .slices
+            .iter()
+            .find(|s| s.name == "wake SEM")
             .unwrap();
+        let woken = timeline
+            .slices
+            .iter()
+            .find(|s| s.flow_in.is_some())
+            .unwrap();
+        assert_eq!(wake.flows_out, [woken.flow_in.unwrap()]);
+        assert_eq!((woken.tid, woken.start_ns), (2, 1_000));
+        let names: Vec<_> = timeline.instants.iter().map(|i| (i.name, i.tid)).collect();
+        assert_eq!(names, [("timeout", 2), ("spurious: woken with no wake", 4)]);
+        assert_eq!(timeline.instants[0].args, [("drift_ns", Arg::Int(500))]);
+    }
+
+    #[test]
+    fn chrome_json_holds_slices_flows_instants_and_counters() {
+        let mut out = Vec::new();
+        sample_timeline().write_chrome_json(&mut out).unwrap();
         let trace: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let events = trace["traceEvents"].as_array().unwrap();
         let with = |ph: &str| events.iter().filter(|e| e["ph"] == ph).collect::<Vec<_>>();
@@ -558,15 +922,28 @@ mod tests {
                 .iter()
                 .any(|e| e["name"] == "timeout" && e["args"]["drift_ns"] == 500)
         );
-        assert!(
-            instants
-                .iter()
-                .any(|e| e["name"] == "spurious: woken with no wake" && e["tid"] == 4)
-        );
         let counters = with("C");
         assert_eq!(counters.first().unwrap()["args"]["waiters"], 1);
         assert!(counters.iter().all(|c| c["name"] == "waiters SEM"));
         assert_eq!(counters.last().unwrap()["args"]["waiters"], 0);
+    }
+
+    #[test]
+    fn varints_encode_as_protobuf_does() {
+        let mut message = protobuf::Message::default();
+        message.uint(1, 150);
+        assert_eq!(message.bytes(), [0x08, 0x96, 0x01]);
+        let mut message = protobuf::Message::default();
+        message.text(2, "testing");
+        assert_eq!(message.bytes(), b"\x12\x07testing");
+    }
+
+    #[test]
+    fn export_format_follows_the_extension() {
+        use std::path::Path;
+        assert_eq!(Format::for_path(Path::new("t.json")), Format::ChromeJson);
+        assert_eq!(Format::for_path(Path::new("t.pftrace")), Format::Perfetto);
+        assert_eq!(Format::for_path(Path::new("trace")), Format::Perfetto);
     }
 
     #[test]

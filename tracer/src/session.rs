@@ -477,8 +477,10 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     }
     if let (Some((path, file)), Some(recorder)) = (export_file, &sink.recorder) {
         let names = HashMap::from([(root_pid, target_name)]);
+        let format = export::Format::for_path(&path);
         recorder
-            .write_chrome_json(&mut BufWriter::new(file), &labels, &names, !drops.any())
+            .timeline(&labels, &names, !drops.any())
+            .write(&mut BufWriter::new(file), format)
             .map_err(|source| TraceError::Output { path, source })?;
     }
     Ok(Outcome { summary })

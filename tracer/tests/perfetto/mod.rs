@@ -1,0 +1,207 @@
+//! An independent reader for futexscope's Perfetto exports: the subset of Perfetto's
+//! `perfetto_trace.proto` schema they use, written out as prost messages (field numbers from
+//! protos/perfetto/trace/{trace,trace_packet}.proto and track_event/*.proto).
+
+use std::collections::HashMap;
+
+/// `Trace`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Trace {
+    #[prost(message, repeated, tag = "1")]
+    pub packet: Vec<TracePacket>,
+}
+
+/// `TracePacket`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TracePacket {
+    #[prost(uint64, optional, tag = "8")]
+    pub timestamp: Option<u64>,
+    #[prost(uint32, optional, tag = "10")]
+    pub trusted_packet_sequence_id: Option<u32>,
+    #[prost(message, optional, tag = "11")]
+    pub track_event: Option<TrackEvent>,
+    #[prost(uint32, optional, tag = "13")]
+    pub sequence_flags: Option<u32>,
+    #[prost(message, optional, tag = "60")]
+    pub track_descriptor: Option<TrackDescriptor>,
+}
+
+/// `TrackDescriptor`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TrackDescriptor {
+    #[prost(uint64, optional, tag = "1")]
+    pub uuid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+    #[prost(message, optional, tag = "3")]
+    pub process: Option<ProcessDescriptor>,
+    #[prost(message, optional, tag = "4")]
+    pub thread: Option<ThreadDescriptor>,
+    #[prost(uint64, optional, tag = "5")]
+    pub parent_uuid: Option<u64>,
+    #[prost(message, optional, tag = "8")]
+    pub counter: Option<CounterDescriptor>,
+}
+
+/// `ProcessDescriptor`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProcessDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pub pid: Option<i32>,
+    #[prost(string, optional, tag = "6")]
+    pub process_name: Option<String>,
+}
+
+/// `ThreadDescriptor`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ThreadDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pub pid: Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    pub tid: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub thread_name: Option<String>,
+}
+
+/// `CounterDescriptor` (empty: marks a counter track).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CounterDescriptor {}
+
+/// `TrackEvent`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TrackEvent {
+    #[prost(message, repeated, tag = "4")]
+    pub debug_annotations: Vec<DebugAnnotation>,
+    #[prost(int32, optional, tag = "9")]
+    pub r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "11")]
+    pub track_uuid: Option<u64>,
+    #[prost(string, optional, tag = "23")]
+    pub name: Option<String>,
+    #[prost(int64, optional, tag = "30")]
+    pub counter_value: Option<i64>,
+    #[prost(fixed64, repeated, packed = "false", tag = "47")]
+    pub flow_ids: Vec<u64>,
+    #[prost(fixed64, repeated, packed = "false", tag = "48")]
+    pub terminating_flow_ids: Vec<u64>,
+}
+
+/// `DebugAnnotation`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DebugAnnotation {
+    #[prost(int64, optional, tag = "4")]
+    pub int_value: Option<i64>,
+    #[prost(string, optional, tag = "6")]
+    pub string_value: Option<String>,
+    #[prost(string, optional, tag = "10")]
+    pub name: Option<String>,
+}
+
+pub const SLICE_BEGIN: i32 = 1;
+pub const SLICE_END: i32 = 2;
+pub const INSTANT: i32 = 3;
+pub const COUNTER: i32 = 4;
+
+/// A slice rebuilt from its begin and end events.
+#[derive(Clone, Debug)]
+pub struct Slice {
+    pub tid: i32,
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    pub args: HashMap<String, String>,
+    pub flows_out: Vec<u64>,
+    pub flows_in: Vec<u64>,
+}
+
+/// What a decoded trace holds.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub slices: Vec<Slice>,
+    /// (tid, name, timestamp, args).
+    pub instants: Vec<(i32, String, u64, HashMap<String, String>)>,
+    /// Counter track name → (timestamp, value) in file order.
+    pub counters: HashMap<String, Vec<(u64, i64)>>,
+}
+
+/// Decodes a trace and pairs slice begins with ends per thread track; panics on anything
+/// malformed (an end without a begin, an event on an undeclared track).
+pub fn decode(bytes: &[u8]) -> Decoded {
+    let trace = <Trace as prost::Message>::decode(bytes).expect("a valid Perfetto Trace protobuf");
+    let mut threads: HashMap<u64, i32> = HashMap::new();
+    let mut counter_names: HashMap<u64, String> = HashMap::new();
+    let mut open: HashMap<u64, Vec<Slice>> = HashMap::new();
+    let mut decoded = Decoded::default();
+    for packet in trace.packet {
+        if let Some(track) = packet.track_descriptor {
+            let uuid = track.uuid.expect("tracks have uuids");
+            if let Some(thread) = track.thread {
+                threads.insert(uuid, thread.tid.expect("threads have tids"));
+            }
+            if track.counter.is_some() {
+                counter_names.insert(uuid, track.name.expect("counter tracks have names"));
+            }
+        }
+        let Some(event) = packet.track_event else {
+            continue;
+        };
+        let ts = packet.timestamp.expect("events have timestamps");
+        let uuid = event.track_uuid.expect("events name their track");
+        let args: HashMap<String, String> = event
+            .debug_annotations
+            .iter()
+            .map(|a| {
+                let value = a
+                    .string_value
+                    .clone()
+                    .or(a.int_value.map(|n| n.to_string()))
+                    .unwrap_or_default();
+                (a.name.clone().unwrap_or_default(), value)
+            })
+            .collect();
+        match event.r#type {
+            Some(SLICE_BEGIN) => open.entry(uuid).or_default().push(Slice {
+                tid: *threads
+                    .get(&uuid)
+                    .expect("slice on a declared thread track"),
+                name: event.name.clone().unwrap_or_default(),
+                start: ts,
+                end: ts,
+                args,
+                flows_out: event.flow_ids.clone(),
+                flows_in: event.terminating_flow_ids.clone(),
+            }),
+            Some(SLICE_END) => {
+                let mut slice = open
+                    .get_mut(&uuid)
+                    .and_then(Vec::pop)
+                    .expect("slice end after its begin");
+                slice.end = ts;
+                slice.flows_in.extend(&event.terminating_flow_ids);
+                slice.flows_out.extend(&event.flow_ids);
+                decoded.slices.push(slice);
+            }
+            Some(INSTANT) => decoded.instants.push((
+                *threads
+                    .get(&uuid)
+                    .expect("instant on a declared thread track"),
+                event.name.clone().unwrap_or_default(),
+                ts,
+                args,
+            )),
+            Some(COUNTER) => decoded
+                .counters
+                .entry(
+                    counter_names
+                        .get(&uuid)
+                        .expect("counter on a declared counter track")
+                        .clone(),
+                )
+                .or_default()
+                .push((ts, event.counter_value.expect("counter events have values"))),
+            other => panic!("unexpected track event type {other:?}"),
+        }
+    }
+    assert!(open.values().all(Vec::is_empty), "every slice ends");
+    decoded
+}
