@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
     io::{self, BufWriter, IsTerminal, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -393,10 +393,16 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         }
     };
     let started = Instant::now();
+    // Read at once: a short-lived command may be gone in a moment.
+    let executable = std::fs::read_link(format!("/proc/{root_pid}/exe")).ok();
     let mut symbolizer = Symbolizer::default();
     let _ = symbolizer.refresh(root_pid);
     let mut labels: HashMap<FutexKey, String> = HashMap::new();
-    let notes: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(note) = executable.as_deref().and_then(markers_note) {
+        eprintln!("futexscope: note: {note}");
+        notes.push(note);
+    }
     let mut live = Live::new(
         options.view,
         options.sort,
@@ -484,6 +490,18 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             .map_err(|source| TraceError::Output { path, source })?;
     }
     Ok(Outcome { summary })
+}
+
+/// The note to give when the traced executable has no futexscope markers.
+fn markers_note(executable: &Path) -> Option<String> {
+    let data = std::fs::read(executable).ok()?;
+    match crate::symbols::has_markers(&data)? {
+        true => None,
+        false => Some(format!(
+            "`{}` has no futexscope markers: tracing its futex calls only (every lock's waits and wakes, without semaphore names or tokens)",
+            executable.display()
+        )),
+    }
 }
 
 /// Names the words that have no name yet, re-reading the mappings of their processes first.

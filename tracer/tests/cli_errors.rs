@@ -355,3 +355,44 @@ fn tracing_needs_no_tracefs() {
         "futexscope must not mount tracefs"
     );
 }
+
+#[test]
+fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let json = temp_path("no-markers.json");
+    let output = futexscope()
+        .args(["run", "--json"])
+        .arg(&json)
+        .args(["--", env!("CARGO_BIN_EXE_futexscope"), "workload", "9"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("has no futexscope markers: tracing its futex calls only"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("note: `"),
+        "the summary repeats the note: {stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert!(
+        summary["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("no futexscope markers"),
+        "{summary:#}"
+    );
+    let waits: u64 = summary["futexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["waits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(waits, 9, "futex calls still traced: {summary:#}");
+}
