@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start CMD and trace it (its threads and children); print the summary when it exits.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, override_usage = "futexscope run [OPTIONS] -- CMD [ARGS]...")]
     Run {
         /// Tracing options.
         #[command(flatten)]
@@ -45,7 +45,7 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Trace a running process until it exits, Ctrl-C or --duration.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, override_usage = "futexscope attach [OPTIONS] PID")]
     Attach {
         /// Tracing options.
         #[command(flatten)]
@@ -58,6 +58,19 @@ pub enum Command {
     Workload {
         /// Number of EAGAIN waits.
         eagain_waits: u32,
+    },
+    /// Make paced futex calls (EAGAIN waits) to measure the tracer's event rate.
+    #[command(hide = true)]
+    Flood {
+        /// Target calls per second, all threads together.
+        #[arg(long, default_value_t = 1_000_000)]
+        rate: u64,
+        /// How long.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
     },
     /// Run a std `Mutex`/`Condvar` workload with known counts (for tests).
     #[command(hide = true)]
@@ -96,9 +109,6 @@ pub struct TraceArgs {
     /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
     #[arg(long, value_enum, default_value_t)]
     pub sort: SortKey,
-    /// Show the probes' own diagnostics.
-    #[arg(short, long)]
-    pub verbose: bool,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds (fractions allowed).

@@ -1,6 +1,7 @@
 //! futexscope's userspace half: loads the eBPF probes, traces processes, reports.
 
 pub mod export;
+pub mod flood;
 pub mod live;
 pub mod probes;
 pub mod render;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use futexscope::{
+    flood,
     session::{self, Options, Target, TraceError},
     stdsync, workload,
 };
@@ -18,6 +19,15 @@ fn main() -> ExitCode {
         Command::Workload { eagain_waits } => {
             let word = workload::eagain_waits(eagain_waits);
             println!("workload: {eagain_waits} waits on {word:#x}");
+            ExitCode::SUCCESS
+        }
+        Command::Flood {
+            rate,
+            seconds,
+            threads,
+        } => {
+            let calls = flood::run(rate, seconds, threads);
+            println!("flood: {calls} futex calls in {seconds} s");
             ExitCode::SUCCESS
         }
         Command::StdSync { timeouts, parked } => {
