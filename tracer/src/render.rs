@@ -53,13 +53,13 @@ pub fn duration(ns: Option<u64>) -> String {
     }
 }
 
-/// Formats rows as an aligned table with a header line. Labels longer than 32 characters
+/// Formats rows as an aligned table with a header line. Labels longer than 40 characters
 /// are shortened from the left (the end of a symbol says most).
 pub fn table(rows: &[Row]) -> String {
     let mut lines: Vec<[String; 17]> = vec![HEADERS.map(str::to_owned)];
     lines.extend(rows.iter().map(|row| {
         let mut cells = cells(row);
-        cells[2] = shorten(&cells[2], 32);
+        cells[2] = shorten(&cells[2], 40);
         cells
     }));
     let widths: Vec<usize> = (0..HEADERS.len())
