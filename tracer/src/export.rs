@@ -131,8 +131,6 @@ impl Call {
 pub struct Recorder {
     waits: Vec<Call>,
     wakes: Vec<Call>,
-    /// Marker `wait_begin` records name the semaphore of a word: word key → semaphore address.
-    semaphores: HashMap<FutexKey, u64>,
 }
 
 impl Recorder {
@@ -150,21 +148,8 @@ impl Recorder {
         match EventKind::from_u32(event.kind) {
             Some(EventKind::Wait) => self.waits.push(call),
             Some(EventKind::Wake) => self.wakes.push(call),
-            Some(EventKind::Marker) if Marker::from_id(event.op) == Some(Marker::WaitBegin) => {
-                let word = FutexKey {
-                    tgid: event.tgid,
-                    pad: 0,
-                    uaddr: event.args[1],
-                };
-                self.semaphores.insert(word, event.args[0]);
-            }
             _ => {}
         }
-    }
-
-    /// The semaphore address the markers named for each word seen in a `wait_begin`.
-    pub fn semaphores(&self) -> &HashMap<FutexKey, u64> {
-        &self.semaphores
     }
 
     /// The timeline of everything recorded. `labels` names futex words; `process_names`
@@ -944,24 +929,6 @@ mod tests {
         assert_eq!(Format::for_path(Path::new("t.json")), Format::ChromeJson);
         assert_eq!(Format::for_path(Path::new("t.pftrace")), Format::Perfetto);
         assert_eq!(Format::for_path(Path::new("trace")), Format::Perfetto);
-    }
-
-    #[test]
-    fn marker_wait_begin_names_the_semaphore_of_a_word() {
-        let mut recorder = Recorder::default();
-        let mut marker = event(EventKind::Marker, 2, 0, 0, 5, 0);
-        marker.op = Marker::WaitBegin as u32;
-        marker.args[0] = 0x1000;
-        marker.args[1] = 0x1004;
-        recorder.push(&marker);
-        assert_eq!(
-            recorder.semaphores()[&FutexKey {
-                tgid: 1,
-                pad: 0,
-                uaddr: 0x1004
-            }],
-            0x1000
-        );
     }
 
     #[test]

@@ -164,12 +164,21 @@ impl Live {
         }
     }
 
-    /// Leaves the view (restores the terminal).
-    pub fn close(self) -> io::Result<()> {
-        if let Mode::Screen(_) = self.mode {
+    /// Leaves the view, restoring the terminal; reports a failure to restore it.
+    pub fn close(mut self) -> io::Result<()> {
+        if let Mode::Screen(_) = std::mem::replace(&mut self.mode, Mode::Quiet) {
             ratatui::try_restore()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Live {
+    /// Restores the terminal when a session ends early on an error.
+    fn drop(&mut self) {
+        if let Mode::Screen(_) = self.mode {
+            let _ = ratatui::try_restore();
+        }
     }
 }
 

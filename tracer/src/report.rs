@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 
-use futexscope_probes_common::maps::{FutexKey, FutexStats, HIST_BUCKETS};
+use futexscope_probes_common::{
+    event::{Event, EventKind},
+    maps::{FutexKey, FutexStats, HIST_BUCKETS},
+    markers::Marker,
+};
 use serde::Serialize;
 
 /// One futex word of one process, as reported.
@@ -225,6 +229,36 @@ pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<FutexKey, String>
         .collect()
 }
 
+/// The futex word a marker record names, with its semaphore's address: `wait_begin` and
+/// `wake_begin` carry `(sem, word, …)`.
+pub fn semaphore_of_word(event: &Event) -> Option<(FutexKey, u64)> {
+    if EventKind::from_u32(event.kind) != Some(EventKind::Marker) {
+        return None;
+    }
+    match Marker::from_id(event.op)? {
+        Marker::WaitBegin | Marker::WakeBegin => Some((
+            FutexKey {
+                tgid: event.tgid,
+                pad: 0,
+                uaddr: event.args[1],
+            },
+            event.args[0],
+        )),
+        _ => None,
+    }
+}
+
+/// The label of a futex word: the symbol it lives in if any, else the semaphore the markers
+/// name for it (by symbol or address), else empty.
+pub fn label(word_symbol: Option<String>, semaphore: Option<(u64, Option<String>)>) -> String {
+    match (word_symbol, semaphore) {
+        (Some(symbol), _) => symbol,
+        (None, Some((_, Some(symbol)))) => format!("semaphore {symbol}"),
+        (None, Some((address, None))) => format!("semaphore {address:#x}"),
+        (None, None) => String::new(),
+    }
+}
+
 /// The key with its padding cleared, so keys read from a map compare equal to built ones.
 pub fn normalized(key: FutexKey) -> FutexKey {
     FutexKey { pad: 0, ..key }
@@ -376,6 +410,40 @@ mod tests {
         let labels = HashMap::from([(normalized(key), "SEM".to_owned())]);
         let rows = rows(&[(key, FutexStats::ZERO)], &labels);
         assert_eq!(rows[0].label, "SEM");
+    }
+
+    #[test]
+    fn markers_name_the_semaphore_of_heap_words() {
+        let mut event = Event {
+            kind: EventKind::Marker as u32,
+            tid: 2,
+            tgid: 1,
+            cpu: 0,
+            ts_ns: 5,
+            start_ns: 0,
+            uaddr: 0,
+            uaddr2: 0,
+            op: Marker::WaitBegin as u32,
+            syscall: 0,
+            ret: 0,
+            deadline_ns: 0,
+            args: [0x1000, 0x1008, 0, 1, 0, 1],
+        };
+        let (word, semaphore) = semaphore_of_word(&event).unwrap();
+        assert_eq!((word.tgid, word.uaddr, semaphore), (1, 0x1008, 0x1000));
+        event.op = Marker::Acquired as u32;
+        assert_eq!(semaphore_of_word(&event), None);
+
+        assert_eq!(
+            label(Some("POOL+8".into()), Some((0x1000, Some("POOL".into())))),
+            "POOL+8"
+        );
+        assert_eq!(
+            label(None, Some((0x1000, Some("QUEUE".into())))),
+            "semaphore QUEUE"
+        );
+        assert_eq!(label(None, Some((0x1000, None))), "semaphore 0x1000");
+        assert_eq!(label(None, None), "");
     }
 
     #[test]

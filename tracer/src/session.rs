@@ -306,6 +306,8 @@ fn stop_child(pid: libc::pid_t, signal: libc::c_int) {
 /// Where event records go: counted, written as JSON lines, kept for export.
 pub struct EventSink {
     count: u64,
+    /// The semaphore the markers named for each futex word.
+    semaphores: HashMap<FutexKey, u64>,
     lines: Option<(PathBuf, BufWriter<File>)>,
     recorder: Option<Recorder>,
 }
@@ -318,6 +320,7 @@ impl EventSink {
         };
         Ok(EventSink {
             count: 0,
+            semaphores: HashMap::new(),
             lines,
             recorder: options.export.as_ref().map(|_| Recorder::default()),
         })
@@ -326,6 +329,9 @@ impl EventSink {
     /// Takes one event record.
     pub fn push(&mut self, event: &Event) -> Result<(), TraceError> {
         self.count += 1;
+        if let Some((word, semaphore)) = report::semaphore_of_word(event) {
+            self.semaphores.insert(word, semaphore);
+        }
         if let Some((path, out)) = &mut self.lines {
             export::write_event_line(out, event).map_err(|source| TraceError::Output {
                 path: path.clone(),
@@ -433,7 +439,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         if now >= next_tick {
             next_tick += options.interval;
             let stats = probes.futex_stats().map_err(TraceError::Read)?;
-            label_new_words(&stats, &mut symbolizer, &mut labels);
+            label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
             let rows = report::rows(&stats, &labels);
             live.update(
                 started.elapsed().as_secs_f64(),
@@ -456,7 +462,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
 
     let seconds = started.elapsed().as_secs_f64();
     let stats = probes.futex_stats().map_err(TraceError::Read)?;
-    label_new_words(&stats, &mut symbolizer, &mut labels);
+    label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
     let mut futexes = report::rows(&stats, &labels);
     report::sort_rows(&mut futexes, SortKey::Waits);
     let pids: BTreeSet<u32> = std::iter::once(root_pid)
@@ -507,6 +513,7 @@ fn markers_note(executable: &Path) -> Option<String> {
 /// Names the words that have no name yet, re-reading the mappings of their processes first.
 fn label_new_words(
     stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
+    semaphores: &HashMap<FutexKey, u64>,
     symbolizer: &mut Symbolizer,
     labels: &mut HashMap<FutexKey, String>,
 ) {
@@ -526,9 +533,12 @@ fn label_new_words(
     for (key, _) in stats {
         let key = report::normalized(*key);
         if labels.get(&key).is_none_or(String::is_empty) {
+            let semaphore = semaphores
+                .get(&key)
+                .map(|&address| (address, symbolizer.resolve(key.tgid, address)));
             labels.insert(
                 key,
-                symbolizer.resolve(key.tgid, key.uaddr).unwrap_or_default(),
+                report::label(symbolizer.resolve(key.tgid, key.uaddr), semaphore),
             );
         }
     }
