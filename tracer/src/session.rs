@@ -256,6 +256,18 @@ fn load_probes() -> Result<Probes, TraceError> {
     })
 }
 
+/// The process (tgid) of thread or process `id`, if it exists and has not exited.
+fn process_of(id: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    process_alive(tgid).then_some(tgid)
+}
+
 fn process_alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; its state is `Z`.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -365,11 +377,11 @@ fn create(path: &PathBuf) -> Result<File, TraceError> {
 /// Traces `target` until it exits, `duration` elapses or the user interrupts, then prints
 /// the summary and writes the requested files.
 pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> {
-    if let Target::Pid(pid) = target
-        && !process_alive(*pid)
-    {
-        return Err(TraceError::NoSuchPid(*pid));
-    }
+    // A thread id names its whole process: futexes are traced per process.
+    let target = &match target {
+        Target::Pid(pid) => Target::Pid(process_of(*pid).ok_or(TraceError::NoSuchPid(*pid))?),
+        other => other.clone(),
+    };
     let mut probes = load_probes()?;
     // Output files are created before tracing starts, so a bad path fails at once.
     let mut sink = EventSink::new(options)?;

@@ -396,3 +396,40 @@ fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
         .sum();
     assert_eq!(waits, 9, "futex calls still traced: {summary:#}");
 }
+
+#[test]
+fn attach_to_a_thread_id_traces_its_whole_process() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    // A process whose second thread waits on a futex; attach by that thread's id.
+    let mut target = futexscope()
+        .args(["std-sync", "--timeouts", "0", "--parked", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    let thread = loop {
+        let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&tid| tid != pid)
+            .collect();
+        if let Some(&tid) = tasks.first() {
+            break tid;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let output = futexscope()
+        .args(["attach", "--view", "quiet"])
+        .arg(thread.to_string())
+        .output()
+        .unwrap();
+    target.wait().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("`pid {pid}` (pid {pid}")),
+        "traced the process: {stdout}"
+    );
+}
