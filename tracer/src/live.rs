@@ -40,6 +40,8 @@ pub struct Live {
     sort: SortKey,
     snapshot: Snapshot,
     title: String,
+    /// Notes shown under the header of the full-screen view.
+    notes: Vec<String>,
 }
 
 enum Mode {
@@ -61,7 +63,16 @@ impl Live {
             sort,
             snapshot: Snapshot::default(),
             title,
+            notes: Vec::new(),
         })
+    }
+
+    /// Tells the user something about the session: on stderr, or in the full-screen view.
+    pub fn note(&mut self, text: &str) {
+        match self.mode {
+            Mode::Screen(_) => self.notes.push(text.to_owned()),
+            Mode::Plain | Mode::Quiet => eprintln!("futexscope: note: {text}"),
+        }
     }
 
     /// Handles pending key presses; true if the user asked to stop (`q`, Esc or Ctrl-C).
@@ -141,14 +152,21 @@ impl Live {
                 );
                 let drops = render::drops_line(&snapshot.drops);
                 let sort = self.sort;
+                let notes: Vec<Line> = self
+                    .notes
+                    .iter()
+                    .map(|n| Line::raw(format!("note: {n}")))
+                    .collect();
                 terminal.draw(|frame| {
-                    let [top, status, body] = Layout::vertical([
+                    let [top, notes_area, status, body] = Layout::vertical([
                         Constraint::Length(1),
+                        Constraint::Length(notes.len() as u16),
                         Constraint::Length(1),
                         Constraint::Min(1),
                     ])
                     .areas(frame.area());
                     frame.render_widget(Paragraph::new(header), top);
+                    frame.render_widget(Paragraph::new(notes), notes_area);
                     let status_line = match &drops {
                         Some(text) => Line::styled(
                             text.as_str(),

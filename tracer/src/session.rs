@@ -396,18 +396,30 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         .map(|path| create(path).map(|f| (path.clone(), f)))
         .transpose()?;
     install_interrupt_handler();
+    let target_name = match target {
+        Target::Command(argv) => argv.join(" "),
+        Target::Pid(pid) => format!("pid {pid}"),
+    };
+    // The view comes first, so nothing fails between starting the command and tracing it.
+    let mut live = Live::new(
+        options.view,
+        options.sort,
+        io::stdout().is_terminal(),
+        target_name.clone(),
+    )
+    .map_err(TraceError::Terminal)?;
 
-    let (root_pid, child, target_name) = match target {
+    let (root_pid, child) = match target {
         Target::Command(argv) => {
             let gated = GatedChild::spawn(argv)?;
             let pid = gated.pid();
             probes.trace_tgid(pid).map_err(TraceError::Load)?;
             let child = gated.start(&argv[0])?;
-            (pid, Some(child), argv.join(" "))
+            (pid, Some(child))
         }
         Target::Pid(pid) => {
             probes.trace_tgid(*pid).map_err(TraceError::Load)?;
-            (*pid, None, format!("pid {pid}"))
+            (*pid, None)
         }
     };
     let started = Instant::now();
@@ -418,16 +430,9 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let mut labels: HashMap<FutexKey, String> = HashMap::new();
     let mut notes: Vec<String> = Vec::new();
     if let Some(note) = executable.as_deref().and_then(markers_note) {
-        eprintln!("futexscope: note: {note}");
+        live.note(&note);
         notes.push(note);
     }
-    let mut live = Live::new(
-        options.view,
-        options.sort,
-        io::stdout().is_terminal(),
-        target_name.clone(),
-    )
-    .map_err(TraceError::Terminal)?;
     let mut next_tick = started + options.interval;
 
     let ending = loop {
