@@ -6,7 +6,15 @@
 
 /// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none.
 #[inline(always)]
-pub(crate) fn wait_begin(sem: usize, word: usize, expected: u32, wanted: u32, deadline_ns: u64, waiters: u32) {}
+pub(crate) fn wait_begin(
+    sem: usize,
+    word: usize,
+    expected: u32,
+    wanted: u32,
+    deadline_ns: u64,
+    waiters: u32,
+) {
+}
 
 /// After a futex wait. `result`: 0 = woken, else -errno.
 #[inline(always)]
