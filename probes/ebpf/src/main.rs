@@ -342,11 +342,30 @@ unsafe fn add(counter: *mut u64, value: u64) {
 
 /// Adds `value` to the i64 at `counter` and returns the new value. Relaxed as in [`add`].
 ///
+/// A compare-exchange loop, not a fetch-add: the BPF backend of LLVM 22 emits a fetch-add whose
+/// result is used as a plain add (no `BPF_FETCH`), so its "result" would be garbage.
+///
 /// # Safety
 /// `counter` must point at a live, 8-aligned i64 in a map value.
 unsafe fn add_i64(counter: *mut i64, value: i64) -> i64 {
-    // SAFETY: as in `add`.
-    unsafe { atomic_xadd::<i64, i64, { Relaxed }>(counter, value) }.wrapping_add(value)
+    // SAFETY (all blocks): as in `add`. An aligned 8-byte BPF load is single-copy atomic.
+    let mut current = unsafe { core::ptr::read_volatile(counter) };
+    // Bounded for the verifier; each failure means another CPU changed the counter meanwhile.
+    for _ in 0..32 {
+        let new = current.wrapping_add(value);
+        // SAFETY: see above.
+        let (seen, exchanged) =
+            unsafe { atomic_cxchg::<i64, { Relaxed }, { Relaxed }>(counter, current, new) };
+        if exchanged {
+            return new;
+        }
+        current = seen;
+    }
+    // Still contended: add without learning the exact new value (the count stays exact).
+    // SAFETY: see above.
+    unsafe { atomic_xadd::<i64, i64, { Relaxed }>(counter, value) };
+    // SAFETY: see above.
+    unsafe { core::ptr::read_volatile(counter) }
 }
 
 /// Reads the u64 at `counter` atomically. Relaxed as in [`add`].
@@ -379,13 +398,17 @@ fn word_stats(tgid: u32, uaddr: u64) -> Option<*mut FutexStats> {
         pad: 0,
         uaddr,
     };
-    if let Some(stats) = FUTEX_STATS.get_ptr_mut(&key) {
+    if let Some(stats) = FUTEX_STATS.get_ptr_mut(key) {
         return Some(stats);
     }
     // FutexStats is too large for the 512-byte stack: insert the static zero, then update in
     // place. NOEXIST: another CPU may have just created it, which is fine.
-    let _ = FUTEX_STATS.insert(&key, &ZERO_STATS, u64::from(BPF_NOEXIST));
-    let stats = FUTEX_STATS.get_ptr_mut(&key);
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "passed by value it would be copied to the 512-byte BPF stack"
+    )]
+    let _ = FUTEX_STATS.insert(key, &ZERO_STATS, u64::from(BPF_NOEXIST));
+    let stats = FUTEX_STATS.get_ptr_mut(key);
     if stats.is_none() {
         count_drop(DropReason::MapFull);
     }
@@ -397,6 +420,10 @@ fn thread_state(tid: u32) -> Option<*mut ThreadState> {
     if let Some(state) = THREAD_STATE.get_ptr_mut(tid) {
         return Some(state);
     }
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "passed by value it would be copied to the 512-byte BPF stack"
+    )]
     let _ = THREAD_STATE.insert(tid, &ZERO_THREAD, u64::from(BPF_NOEXIST));
     let state = THREAD_STATE.get_ptr_mut(tid);
     if state.is_none() {
@@ -591,7 +618,7 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
         }
         if let Some(stats) = word_stats(tgid, state.words[i]) {
             // SAFETY: `stats` points at the word's value in the map.
-            unsafe { add_i64(&raw mut (*stats).waiters_now, -1) };
+            unsafe { add((&raw mut (*stats).waiters_now).cast(), (-1i64) as u64) };
         }
     }
     let word = state.words[primary & (WAITV_TRACKED_WORDS - 1)];
@@ -760,7 +787,7 @@ fn try_thread_exit() -> Result<(), i64> {
             if let Some(stats) = word_stats(tgid, state.words[i]) {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe {
-                    add_i64(&raw mut (*stats).waiters_now, -1);
+                    add((&raw mut (*stats).waiters_now).cast(), (-1i64) as u64);
                     add(&raw mut (*stats).died_waiting, 1);
                 }
             }
