@@ -31,7 +31,7 @@ pub fn eagain_waits(count: u32) -> usize {
 pub enum WorkloadError {
     /// Unknown workload name or bad arguments.
     #[error(
-        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join"
+        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join | mixed K MS W"
     )]
     Usage,
 }
@@ -57,6 +57,11 @@ pub fn run(args: &[String]) -> Result<Vec<String>, WorkloadError> {
         Some("stolen") => stolen(num(1)?, num(2)?, num(3)?),
         Some("waitv") => waitv(num(1)?, num(2)?),
         Some("join") => join(),
+        Some("mixed") => {
+            let mut lines = timeouts(num(1)?, num(2)?);
+            lines.extend(parked(num(3)?).into_iter().map(|l| format!("parked_{l}")));
+            lines
+        }
         _ => return Err(WorkloadError::Usage),
     })
 }
