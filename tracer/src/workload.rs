@@ -31,7 +31,7 @@ pub fn eagain_waits(count: u32) -> usize {
 pub enum WorkloadError {
     /// Unknown workload name or bad arguments.
     #[error(
-        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join | mixed K MS W"
+        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join | markers | mixed K MS W"
     )]
     Usage,
 }
@@ -57,6 +57,7 @@ pub fn run(args: &[String]) -> Result<Vec<String>, WorkloadError> {
         Some("stolen") => stolen(num(1)?, num(2)?, num(3)?),
         Some("waitv") => waitv(num(1)?, num(2)?),
         Some("join") => join(),
+        Some("markers") => markers(),
         Some("mixed") => {
             let mut lines = timeouts(num(1)?, num(2)?);
             lines.extend(parked(num(3)?).into_iter().map(|l| format!("parked_{l}")));
@@ -450,4 +451,85 @@ fn join() -> Vec<String> {
     let worker = thread::spawn(|| thread::sleep(Duration::from_millis(50)));
     worker.join().expect("worker thread");
     vec!["joined 1".to_owned()]
+}
+
+/// Stand-ins for the semaphore's marker sites: functions whose entry a test attaches the
+/// marker program to, with the arguments in the System V argument registers (rdi, rsi, rdx,
+/// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them.
+pub mod marker_sites {
+    /// `wait_begin(sem, word, expected, wanted, deadline_ns, waiters)`.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn futexscope_workload_wait_begin(
+        sem: u64,
+        word: u64,
+        expected: u64,
+        wanted: u64,
+        deadline_ns: u64,
+        waiters: u64,
+    ) {
+        std::hint::black_box((sem, word, expected, wanted, deadline_ns, waiters));
+    }
+
+    /// `wait_end(sem, word, result, wanted)`.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn futexscope_workload_wait_end(sem: u64, word: u64, result: i64, wanted: u64) {
+        std::hint::black_box((sem, word, result, wanted));
+    }
+
+    /// `acquired(sem, tokens, waits)`.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn futexscope_workload_acquired(sem: u64, tokens: u64, waits: u64) {
+        std::hint::black_box((sem, tokens, waits));
+    }
+
+    /// `timed_out(sem, wanted, deadline_ns, now_ns)`.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn futexscope_workload_timed_out(
+        sem: u64,
+        wanted: u64,
+        deadline_ns: u64,
+        now_ns: u64,
+    ) {
+        std::hint::black_box((sem, wanted, deadline_ns, now_ns));
+    }
+}
+
+/// Fires the stand-in marker sites in a known order around real (EAGAIN) futex waits: one wait
+/// woken, then waiting again without `acquired` (a lost race), then woken and `acquired`; then
+/// a timed wait that gives up 5 µs after its deadline.
+fn markers() -> Vec<String> {
+    use marker_sites::*;
+    let word = AtomicU32::new(1);
+    let (sem, w) = (
+        &word as *const AtomicU32 as u64 + 0x100,
+        word.as_ptr() as u64,
+    );
+    let wait = || {
+        let _ = futex_wait(&word, 0, None);
+    };
+    futexscope_workload_wait_begin(sem, w, 0, 3, 0, 1);
+    wait();
+    futexscope_workload_wait_end(sem, w, 0, 3);
+    futexscope_workload_wait_begin(sem, w, 0, 3, 0, 1);
+    wait();
+    futexscope_workload_wait_end(sem, w, 0, 3);
+    futexscope_workload_acquired(sem, 3, 2);
+    let deadline = clock_ns(libc::CLOCK_MONOTONIC) + 1_000;
+    futexscope_workload_wait_begin(sem, w, 0, 2, deadline, 1);
+    wait();
+    futexscope_workload_wait_end(sem, w, -i64::from(libc::ETIMEDOUT), 2);
+    futexscope_workload_timed_out(sem, 2, deadline, deadline + 5_000);
+    vec![
+        format!("word {w:#x}"),
+        format!("sem {sem:#x}"),
+        format!("deadline {deadline}"),
+        "tokens_asked 8".to_owned(),
+        "lost_race 1".to_owned(),
+        "woken_satisfied 1".to_owned(),
+        "caller_drift 5000".to_owned(),
+    ]
 }
