@@ -448,7 +448,7 @@ fn waitv(count: u32, ms: u32) -> Vec<String> {
 /// Joins a thread that exits after a pause: glibc's `pthread_join` waits on the thread-id word,
 /// which the kernel clears and wakes at thread exit without any wake call.
 fn join() -> Vec<String> {
-    let worker = thread::spawn(|| thread::sleep(Duration::from_millis(50)));
+    let worker = thread::spawn(|| thread::sleep(Duration::from_millis(300)));
     worker.join().expect("worker thread");
     vec!["joined 1".to_owned()]
 }
