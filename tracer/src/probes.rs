@@ -106,6 +106,9 @@ pub struct ProbeOptions {
     /// A woken thread that waits again on the same word within this many ns (with no futex
     /// call in between) lost the race; used for code without markers.
     pub lost_race_window_ns: u64,
+    /// Keep the probes' own diagnostics (a map full, markers out of order) for
+    /// [`Probes::drain_log`]; off, the kernel drops them from the programs at load.
+    pub verbose: bool,
 }
 
 impl Default for ProbeOptions {
@@ -114,6 +117,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             realtime_offset_ns: None,
             lost_race_window_ns: DEFAULT_LOST_RACE_WINDOW_NS,
+            verbose: false,
         }
     }
 }
@@ -159,6 +163,26 @@ pub struct Probes {
     syscalls: Vec<SyscallSupport>,
     follows_forks: bool,
     marker_sites: u32,
+    log: Option<aya_log::EbpfLogger<StderrLog>>,
+}
+
+/// Prints the probes' diagnostics to stderr.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!(
+            "futexscope: probe {}: {}",
+            record.level().as_str().to_lowercase(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
 }
 
 impl Probes {
@@ -180,8 +204,11 @@ impl Probes {
         let tgid_offset =
             btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
                 .unwrap_or(0);
+        // Level 0 turns every log site off, and the verifier then drops them.
+        let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, ring)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
             .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
             .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
             .override_global(
@@ -233,12 +260,19 @@ impl Probes {
                     source,
                 })
             })?;
+        let log = if options.verbose {
+            // Without the log map (an object built without log sites) there is nothing to show.
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, StderrLog).ok()
+        } else {
+            None
+        };
         Ok(Probes {
             ebpf,
             events,
             syscalls: detect_syscalls(),
             follows_forks: tgid_offset != 0,
             marker_sites: 0,
+            log,
         })
     }
 
@@ -324,6 +358,14 @@ impl Probes {
     /// `tokio::io::unix::AsyncFd`).
     pub fn events_fd(&self) -> BorrowedFd<'_> {
         self.events.as_fd()
+    }
+
+    /// With [`ProbeOptions::verbose`], prints the probes' waiting diagnostics to stderr;
+    /// otherwise does nothing.
+    pub fn drain_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
     }
 
     /// Attaches the marker program to `sites` in the executable or library `path`, for every

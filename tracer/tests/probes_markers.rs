@@ -8,7 +8,7 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use futexscope::{
-    probes::{MarkerSiteSpec, Probes},
+    probes::{MarkerSiteSpec, ProbeOptions, Probes},
     spawn::GatedChild,
 };
 use futexscope_probes_common::{
@@ -76,7 +76,12 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
             &[],
         ),
     ];
-    let mut probes = Probes::load().expect("load the probes");
+    // Verbose, so the programs are loaded with their diagnostics on as well.
+    let options = ProbeOptions {
+        verbose: true,
+        ..ProbeOptions::default()
+    };
+    let mut probes = Probes::load_with(&options).expect("load the probes with diagnostics on");
     assert_eq!(
         probes
             .attach_markers(binary, &sites)
@@ -168,4 +173,5 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
         "signed result decoded"
     );
     assert_eq!(markers[7].args[..4], [sem, 2, deadline, deadline + 5_000]);
+    probes.drain_log();
 }

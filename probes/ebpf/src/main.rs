@@ -35,6 +35,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext},
 };
+use aya_log_ebpf::warn;
 use futexscope_probes_common::{
     event::{Event, EventKind, NO_CLOCK, spurious},
     maps::{
@@ -141,9 +142,18 @@ struct Call {
     word_count: u32,
 }
 
+/// Error result of the `try_*` functions meaning "a map is full" (the rest are helper errors,
+/// which only a bad user pointer causes and which are not worth a log line).
+const MAP_FULL: i64 = -28;
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn futex_enter(ctx: RawTracePointContext) -> i32 {
-    let _ = try_futex_enter(&ctx);
+    if try_futex_enter(&ctx) == Err(MAP_FULL) {
+        warn!(
+            &ctx,
+            "futexscope: the per-thread map is full: waits of new threads are not counted"
+        );
+    }
     0
 }
 
@@ -155,7 +165,12 @@ pub fn futex_exit(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn process_fork(ctx: RawTracePointContext) -> i32 {
-    let _ = try_process_fork(&ctx);
+    if try_process_fork(&ctx) == Err(MAP_FULL) {
+        warn!(
+            &ctx,
+            "futexscope: the traced-process map is full: a child is not traced"
+        );
+    }
     0
 }
 
@@ -167,8 +182,27 @@ pub fn thread_exit(_ctx: RawTracePointContext) -> i32 {
 
 #[uprobe]
 pub fn futexscope_marker(ctx: ProbeContext) -> u32 {
-    let _ = try_marker(&ctx);
+    match try_marker(&ctx) {
+        Err(MAP_FULL) => warn!(
+            &ctx,
+            "futexscope: the per-thread map is full: a marker is not counted"
+        ),
+        Ok(MarkerCheck::OutOfOrder(word)) => {
+            warn!(
+                &ctx,
+                "futexscope: marker out of order: wait_end on {:x} without its wait_begin", word
+            )
+        }
+        _ => {}
+    }
     0
+}
+
+/// What [`try_marker`] noticed about the marker sequence.
+enum MarkerCheck {
+    InOrder,
+    /// A `wait_end` for a word whose `wait_begin` this thread did not fire.
+    OutOfOrder(u64),
 }
 
 fn is_futex_syscall(id: i64) -> bool {
@@ -472,7 +506,7 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let now = now_ns();
-    let state = thread_state(tid).ok_or(0)?;
+    let state = thread_state(tid).ok_or(MAP_FULL)?;
     // SAFETY: `state` points at this thread's value in the map; only this thread writes it
     // (the marker program runs in the same thread, never concurrently with this one).
     let state = unsafe { &mut *state };
@@ -761,7 +795,7 @@ fn try_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     if TRACED_TGIDS.insert(child, 1, u64::from(BPF_ANY)).is_err() {
         count_drop(DropReason::MapFull);
-        return Ok(());
+        return Err(MAP_FULL);
     }
     let mut event = blank_event(EventKind::Fork, pid_tgid as u32, parent, now_ns());
     event.args[0] = u64::from(child);
@@ -829,11 +863,11 @@ fn marker_arg(ctx: &ProbeContext, site: &MarkerSite, index: usize) -> u64 {
     }
 }
 
-fn try_marker(ctx: &ProbeContext) -> Result<(), i64> {
+fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
-        return Ok(());
+        return Ok(MarkerCheck::InOrder);
     }
     let tid = pid_tgid as u32;
     // SAFETY: the helper reads this attachment's cookie from the program context.
@@ -841,7 +875,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<(), i64> {
     let site_index = (cookie >> 32) as u32;
     let site = MARKER_SITES.get(site_index).ok_or(0)?;
     let Some(marker) = Marker::from_id(cookie as u32) else {
-        return Ok(());
+        return Ok(MarkerCheck::InOrder);
     };
     let now = now_ns();
     let mut event = blank_event(EventKind::Marker, tid, tgid, now);
@@ -852,10 +886,11 @@ fn try_marker(ctx: &ProbeContext) -> Result<(), i64> {
         }
     }
     let args = event.args;
-    let state = thread_state(tid).ok_or(0)?;
+    let state = thread_state(tid).ok_or(MAP_FULL)?;
     // SAFETY: this thread's own value in the map.
     let state = unsafe { &mut *state };
     state.instrumented = 1;
+    let mut check = MarkerCheck::InOrder;
     match marker {
         Marker::WaitBegin => {
             // wait_begin(sem, word, expected, wanted, deadline_ns, waiters)
@@ -879,6 +914,9 @@ fn try_marker(ctx: &ProbeContext) -> Result<(), i64> {
         Marker::WaitEnd => {
             // wait_end(sem, word, result, wanted)
             event.uaddr = args[1];
+            if state.marker_word != args[1] {
+                check = MarkerCheck::OutOfOrder(args[1]);
+            }
             if args[2] as i64 == 0 {
                 state.marker_woken_word = args[1];
             }
@@ -912,7 +950,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<(), i64> {
         Marker::WakeBegin | Marker::WakeEnd => event.uaddr = args[1],
     }
     emit(&event);
-    Ok(())
+    Ok(check)
 }
 
 #[cfg(not(test))]
