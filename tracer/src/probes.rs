@@ -142,9 +142,6 @@ pub struct DropCounts {
     pub map_full: u64,
 }
 
-/// Where one marker argument is, for [`MarkerSiteSpec`].
-pub type ArgLocation = MarkerArg;
-
 /// One marker site to attach: the place in a file and how to read its arguments.
 #[derive(Clone, Debug)]
 pub struct MarkerSiteSpec {
@@ -152,8 +149,8 @@ pub struct MarkerSiteSpec {
     pub marker: Marker,
     /// Offset of the marker's instruction in the file (not its virtual address).
     pub file_offset: u64,
-    /// Where each argument is, in order (at most 6).
-    pub args: Vec<ArgLocation>,
+    /// Where each argument is, in order (at most 6; see [`MarkerArg::register`] and friends).
+    pub args: Vec<MarkerArg>,
 }
 
 /// Loaded and attached probes.

@@ -13,7 +13,7 @@ use futexscope::{
 };
 use futexscope_probes_common::{
     event::{Event, EventKind, spurious},
-    maps::{MarkerArg, arg_kind, log2_bucket},
+    maps::{MarkerArg, log2_bucket},
     markers::Marker,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
@@ -38,13 +38,7 @@ fn file_offset(data: &[u8], name: &str) -> u64 {
 fn site(data: &[u8], marker: Marker, function: &str, signed: &[usize]) -> MarkerSiteSpec {
     let count = marker.spec().args.len();
     let args = (0..count)
-        .map(|i| MarkerArg {
-            kind: arg_kind::REGISTER,
-            size: 8,
-            signed: u32::from(signed.contains(&i)),
-            reg_offset: ARG_REGISTERS[i],
-            value: 0,
-        })
+        .map(|i| MarkerArg::register(ARG_REGISTERS[i], 8, signed.contains(&i)))
         .collect();
     MarkerSiteSpec {
         marker,

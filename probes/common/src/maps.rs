@@ -254,6 +254,41 @@ pub struct MarkerArg {
     pub value: u64,
 }
 
+impl MarkerArg {
+    /// A `size`-byte value in the register at byte offset `reg_offset` of `struct pt_regs`.
+    pub const fn register(reg_offset: u32, size: u32, signed: bool) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::REGISTER,
+            size,
+            signed: signed as u32,
+            reg_offset,
+            value: 0,
+        }
+    }
+
+    /// The constant `value`.
+    pub const fn constant(value: u64) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::CONSTANT,
+            size: 8,
+            signed: 0,
+            reg_offset: 0,
+            value,
+        }
+    }
+
+    /// A `size`-byte value in user memory at (register at `reg_offset`) + `displacement`.
+    pub const fn memory(reg_offset: u32, displacement: i64, size: u32, signed: bool) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::MEMORY,
+            size,
+            signed: signed as u32,
+            reg_offset,
+            value: displacement as u64,
+        }
+    }
+}
+
 /// Most arguments a marker has.
 pub const MAX_MARKER_ARGS: usize = 6;
 
