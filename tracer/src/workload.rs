@@ -31,7 +31,7 @@ pub fn eagain_waits(count: u32) -> usize {
 pub enum WorkloadError {
     /// Unknown workload name or bad arguments.
     #[error(
-        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join | markers | mixed K MS W"
+        "usage: futexscope-workload eagain N | timeouts K MS | parked W | signals N | stolen ROUNDS STEALS PAUSE_MS | waitv K MS | join | markers | die | mixed K MS W"
     )]
     Usage,
 }
@@ -58,6 +58,7 @@ pub fn run(args: &[String]) -> Result<Vec<String>, WorkloadError> {
         Some("waitv") => waitv(num(1)?, num(2)?),
         Some("join") => join(),
         Some("markers") => markers(),
+        Some("die") => die(),
         Some("mixed") => {
             let mut lines = timeouts(num(1)?, num(2)?);
             lines.extend(parked(num(3)?).into_iter().map(|l| format!("parked_{l}")));
@@ -451,6 +452,22 @@ fn join() -> Vec<String> {
     let worker = thread::spawn(|| thread::sleep(Duration::from_millis(300)));
     worker.join().expect("worker thread");
     vec!["joined 1".to_owned()]
+}
+
+/// A thread waits (untimed) on a word; once it sleeps in the kernel the process exits, killing
+/// it inside the wait. Prints its report first, since it never returns.
+fn die() -> Vec<String> {
+    static WORD: AtomicU32 = AtomicU32::new(0);
+    let (tid_send, tid_recv) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        tid_send.send(gettid()).expect("send tid");
+        let _ = futex_wait(&WORD, 0, None);
+    });
+    wait_in_syscall(tid_recv.recv().expect("waiter tid"), libc::SYS_futex);
+    println!("word {:#x}", WORD.as_ptr() as usize);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
 }
 
 /// Stand-ins for the semaphore's marker sites: functions whose entry a test attaches the

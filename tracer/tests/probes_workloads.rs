@@ -422,3 +422,21 @@ fn children_of_traced_processes_are_traced() {
         .sum();
     assert_eq!(eagain, 40, "the child's waits were traced");
 }
+
+#[test]
+fn a_thread_killed_inside_a_wait_leaves_no_waiter_behind() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let run = traced(&ProbeOptions::default(), &["die"]);
+    let stats = run.stats_of("word");
+    assert_eq!(stats.waits, 1);
+    assert_eq!(
+        stats.waiters_now, 0,
+        "the dead thread still counts as waiting"
+    );
+    // The kernel ends the wait for the fatal signal (a restart code at syscall exit) or the
+    // thread exits without one: either way the wait is booked exactly once.
+    assert_eq!(stats.eintr + stats.died_waiting, 1, "{stats:?}");
+    assert_no_drops(&run);
+}
