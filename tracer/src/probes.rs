@@ -292,6 +292,23 @@ impl Probes {
         })
     }
 
+    /// Stops tracing process `tgid` (its statistics stay). Not an error if it was not traced.
+    pub fn untrace_tgid(&mut self, tgid: u32) -> Result<(), LoadError> {
+        let mut tgids: HashMap<&mut MapData, u32, u8> = self.hash_map_mut(maps::TRACED_TGIDS)?;
+        match tgids.remove(&tgid) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(LoadError::Map {
+                name: maps::TRACED_TGIDS,
+                source,
+            }),
+        }
+    }
+
     /// The processes being traced (those added and their children).
     pub fn traced_tgids(&self) -> Result<Vec<u32>, LoadError> {
         let name = maps::TRACED_TGIDS;

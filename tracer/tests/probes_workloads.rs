@@ -382,6 +382,11 @@ fn untraced_processes_produce_nothing() {
         "an untraced process has statistics"
     );
     assert_eq!(probes.traced_tgids().expect("tgids"), vec![traced_pid]);
+    probes.untrace_tgid(traced_pid).expect("untrace");
+    probes
+        .untrace_tgid(traced_pid)
+        .expect("untracing twice is no error");
+    assert!(probes.traced_tgids().expect("tgids").is_empty());
 }
 
 #[test]
