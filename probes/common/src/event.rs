@@ -71,6 +71,27 @@ pub struct Event {
     pub clock: u32,
 }
 
+impl Event {
+    /// A record with every field zero (`clock` untimed), to fill in with struct update syntax.
+    pub const ZERO: Event = Event {
+        kind: 0,
+        tid: 0,
+        tgid: 0,
+        cpu: 0,
+        ts_ns: 0,
+        start_ns: 0,
+        uaddr: 0,
+        uaddr2: 0,
+        op: 0,
+        syscall: 0,
+        ret: 0,
+        deadline_ns: 0,
+        args: [0; 6],
+        spurious: 0,
+        clock: NO_CLOCK,
+    };
+}
+
 /// [`Event::clock`] of an untimed wait.
 pub const NO_CLOCK: u32 = u32::MAX;
 

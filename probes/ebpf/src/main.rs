@@ -761,16 +761,7 @@ fn blank_event(kind: EventKind, tid: u32, tgid: u32, now: u64) -> Event {
         tgid,
         cpu: current_cpu(),
         ts_ns: now,
-        start_ns: 0,
-        uaddr: 0,
-        uaddr2: 0,
-        op: 0,
-        syscall: 0,
-        ret: 0,
-        deadline_ns: 0,
-        args: [0; 6],
-        spurious: 0,
-        clock: NO_CLOCK,
+        ..Event::ZERO
     }
 }
 
