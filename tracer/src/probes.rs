@@ -368,6 +368,29 @@ impl Probes {
         count
     }
 
+    /// Waits up to `timeout` for event records; true if some are waiting.
+    pub fn wait_for_events(&self, timeout: std::time::Duration) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut poll = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for an fd this object owns, for the duration of the call.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            n if n < 0 => {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+            n => Ok(n > 0 && poll.revents & libc::POLLIN != 0),
+        }
+    }
+
     /// The ring buffer's file descriptor: readable when records are waiting (for `poll` or
     /// `tokio::io::unix::AsyncFd`).
     pub fn events_fd(&self) -> BorrowedFd<'_> {

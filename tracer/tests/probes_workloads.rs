@@ -364,7 +364,17 @@ fn untraced_processes_produce_nothing() {
     let out = other.wait_with_output().expect("untraced workload");
     assert!(out.status.success());
     let mut events = Vec::new();
+    assert!(
+        probes
+            .wait_for_events(Duration::from_secs(5))
+            .expect("poll"),
+        "records are waiting"
+    );
     probes.read_events(|e| events.push(*e));
+    assert!(
+        !probes.wait_for_events(Duration::ZERO).expect("poll"),
+        "all records were read"
+    );
     assert!(
         events.iter().all(|e| e.tgid == traced_pid),
         "an untraced process made records"
