@@ -64,7 +64,7 @@ pub enum LoadError {
     NotPermitted(#[source] aya::EbpfError),
     /// The kernel rejected the object.
     #[error(
-        "the kernel rejected futexscope's eBPF object (it needs BPF, BTF, ring buffers: Linux 5.8 or later)"
+        "the kernel rejected futexscope's eBPF object (it needs BPF with BTF, ring buffers and atomic compare-exchange: Linux 5.12 or later)"
     )]
     Load(#[source] aya::EbpfError),
     /// A program could not be loaded or attached.
