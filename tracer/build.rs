@@ -37,7 +37,7 @@ fn main() {
         .arg(&target_dir)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3",
         );
     // Variables of the outer (stable, host) build that must not leak into the eBPF build.
     for var in [

@@ -1,17 +1,60 @@
-//! Loading the embedded eBPF object and attaching its programs.
+//! Loading futexscope's eBPF programs and reading what they record.
+//!
+//! ```no_run
+//! use futexscope::probes::{ProbeOptions, Probes};
+//! let mut probes = Probes::load_with(&ProbeOptions::default())?;
+//! probes.trace_tgid(1234)?;
+//! // … later, from a polling loop:
+//! probes.read_events(|event| println!("{event:?}"));
+//! for (word, stats) in probes.futex_stats()? {
+//!     println!("{:#x}: {} waits", word.uaddr, stats.waits);
+//! }
+//! println!("dropped: {:?}", probes.drops()?);
+//! # Ok::<(), futexscope::probes::LoadError>(())
+//! ```
+//!
+//! Totals ([`Probes::futex_stats`]) are exact even when event records are dropped; every
+//! dropped record is counted ([`Probes::drops`]). `docs/probes.md` defines every counter.
+
+pub mod btf;
+
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::Path,
+};
 
 use aya::{
-    Ebpf,
-    maps::{HashMap, MapData},
-    programs::RawTracePoint,
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        RawTracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
-use futexscope_probes_common::maps::{self, FutexKey, FutexStats};
+use futexscope_probes_common::{
+    event::Event,
+    maps::{
+        self, DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DropReason, FutexKey,
+        FutexStats, MAX_MARKER_SITES, MarkerArg, MarkerSite, marker_cookie, syscalls,
+    },
+    markers::Marker,
+};
 
 /// The eBPF object built by `build.rs`, embedded so the binary is one file.
 static PROBES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/futexscope-probes"));
 
-/// Errors while loading or attaching the probes.
+/// The raw tracepoint programs and the tracepoints they attach to.
+const RAW_TRACEPOINTS: [(&str, &str); 4] = [
+    ("futex_enter", "sys_enter"),
+    ("futex_exit", "sys_exit"),
+    ("process_fork", "sched_process_fork"),
+    ("thread_exit", "sched_process_exit"),
+];
+/// The marker uprobe program.
+const MARKER_PROGRAM: &str = "futexscope_marker";
+
+/// Errors while loading, attaching or reading the probes.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The process lacks the privilege to load eBPF programs.
@@ -20,19 +63,23 @@ pub enum LoadError {
     )]
     NotPermitted(#[source] aya::EbpfError),
     /// The kernel rejected the object.
-    #[error("the kernel rejected futexscope's eBPF object")]
+    #[error(
+        "the kernel rejected futexscope's eBPF object (it needs BPF with BTF, ring buffers and atomic compare-exchange: Linux 5.12 or later)"
+    )]
     Load(#[source] aya::EbpfError),
     /// A program could not be loaded or attached.
-    #[error("failed to load or attach the `{name}` program")]
+    #[error("failed to load or attach the `{name}` program (kernel hook `{hook}`)")]
     Program {
         /// Program name.
         name: &'static str,
+        /// The hook it attaches to.
+        hook: String,
         /// Cause.
         #[source]
         source: aya::programs::ProgramError,
     },
-    /// A map is missing or has the wrong type.
-    #[error("map `{name}` is missing or has the wrong type")]
+    /// A map is missing, has the wrong type, or could not be read or written.
+    #[error("map `{name}` is missing, has the wrong type, or failed")]
     Map {
         /// Map name.
         name: &'static str,
@@ -40,57 +87,244 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// The ring buffer size is not a power of two of at least one page.
+    #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
+    RingBufferSize(u32),
+    /// More marker sites than the probes can hold.
+    #[error("too many marker sites: at most {MAX_MARKER_SITES} can be attached")]
+    TooManySites,
+}
+
+/// Settings fixed at load time.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Byte size of the event ring buffer: a power of two, at least 4096.
+    pub ring_buffer_bytes: u32,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, for converting realtime deadlines; `None`
+    /// measures it at load.
+    pub realtime_offset_ns: Option<i64>,
+    /// A woken thread that waits again on the same word within this many ns (with no futex
+    /// call in between) lost the race; used for code without markers.
+    pub lost_race_window_ns: u64,
+    /// Keep the probes' own diagnostics (a map full, markers out of order) for
+    /// [`Probes::drain_log`]; off, the kernel drops them from the programs at load.
+    pub verbose: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            realtime_offset_ns: None,
+            lost_race_window_ns: DEFAULT_LOST_RACE_WINDOW_NS,
+            verbose: false,
+        }
+    }
+}
+
+/// One futex syscall and whether the running kernel has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallSupport {
+    /// The syscall's name.
+    pub name: &'static str,
+    /// Its x86_64 number.
+    pub number: u32,
+    /// Whether the kernel has it (absent ones can never be called, so nothing is missed).
+    pub present: bool,
+}
+
+/// Records and map entries lost, summed over all CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Event records lost because the ring buffer was full (totals stay exact).
+    pub ring_buffer_full: u64,
+    /// Words, threads or processes not recorded because a map was full (totals incomplete).
+    pub map_full: u64,
+}
+
+/// One marker site to attach: the place in a file and how to read its arguments.
+#[derive(Clone, Debug)]
+pub struct MarkerSiteSpec {
+    /// Which marker.
+    pub marker: Marker,
+    /// Offset of the marker's instruction in the file (not its virtual address).
+    pub file_offset: u64,
+    /// Where each argument is, in order (at most 6; see [`MarkerArg::register`] and friends).
+    pub args: Vec<MarkerArg>,
 }
 
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    syscalls: Vec<SyscallSupport>,
+    follows_forks: bool,
+    marker_sites: u32,
+    log: Option<aya_log::EbpfLogger<StderrLog>>,
+}
+
+/// Prints the probes' diagnostics to stderr.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!(
+            "futexscope: probe {}: {}",
+            record.level().as_str().to_lowercase(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
 }
 
 impl Probes {
-    /// Loads the embedded object and attaches the futex programs.
+    /// Loads the probes with default [`ProbeOptions`].
     pub fn load() -> Result<Probes, LoadError> {
-        let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(|err| {
-            if is_permission_error(&err) {
-                LoadError::NotPermitted(err)
-            } else {
-                LoadError::Load(err)
-            }
-        })?;
-        let name = "futex_enter";
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        program
-            .load()
-            .map_err(|source| LoadError::Program { name, source })?;
-        program
-            .attach("sys_enter")
-            .map_err(|source| LoadError::Program { name, source })?;
-        Ok(Probes { ebpf })
+        Probes::load_with(&ProbeOptions::default())
     }
 
-    /// Starts tracing process `tgid`.
+    /// Loads the embedded object with `options` and attaches the futex, fork and exit programs.
+    pub fn load_with(options: &ProbeOptions) -> Result<Probes, LoadError> {
+        let ring = options.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(LoadError::RingBufferSize(ring));
+        }
+        let realtime_offset = options
+            .realtime_offset_ns
+            .unwrap_or_else(realtime_offset_ns);
+        // Without BTF fork following is off; the rest works.
+        let tgid_offset =
+            btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
+                .unwrap_or(0);
+        // Level 0 turns every log site off, and the verifier then drops them.
+        let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::EVENTS, ring)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
+            .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
+            .override_global(
+                maps::LOST_RACE_WINDOW_NS,
+                &options.lost_race_window_ns,
+                true,
+            )
+            .load(PROBES_OBJECT)
+            .map_err(|err| {
+                if is_permission_error(&err) {
+                    LoadError::NotPermitted(err)
+                } else {
+                    LoadError::Load(err)
+                }
+            })?;
+        for (name, hook) in RAW_TRACEPOINTS {
+            let program_error = |source| LoadError::Program {
+                name,
+                hook: hook.into(),
+                source,
+            };
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
+                .map_err(program_error)?
+                .try_into()
+                .map_err(program_error)?;
+            program.load().map_err(program_error)?;
+            program.attach(hook).map_err(program_error)?;
+        }
+        let marker_error = |source| LoadError::Program {
+            name: MARKER_PROGRAM,
+            hook: "uprobe".into(),
+            source,
+        };
+        let marker: &mut UProbe = ebpf
+            .program_mut(MARKER_PROGRAM)
+            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
+            .map_err(marker_error)?
+            .try_into()
+            .map_err(marker_error)?;
+        marker.load().map_err(marker_error)?;
+        let events = ebpf
+            .take_map(maps::EVENTS)
+            .ok_or_else(|| missing(maps::EVENTS))
+            .and_then(|map| {
+                RingBuf::try_from(map).map_err(|source| LoadError::Map {
+                    name: maps::EVENTS,
+                    source,
+                })
+            })?;
+        let log = if options.verbose {
+            // Without the log map (an object built without log sites) there is nothing to show.
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, StderrLog).ok()
+        } else {
+            None
+        };
+        Ok(Probes {
+            ebpf,
+            events,
+            syscalls: detect_syscalls(),
+            follows_forks: tgid_offset != 0,
+            marker_sites: 0,
+            log,
+        })
+    }
+
+    /// The futex syscalls futexscope hooks and whether this kernel has each.
+    pub fn syscalls(&self) -> &[SyscallSupport] {
+        &self.syscalls
+    }
+
+    /// Whether children of traced processes are traced too (needs the kernel's BTF).
+    pub fn follows_forks(&self) -> bool {
+        self.follows_forks
+    }
+
+    /// Starts tracing process `tgid` (and, with [`Probes::follows_forks`], its future children).
     pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), LoadError> {
-        let mut tgids: HashMap<&mut MapData, u32, u8> = self.map_mut(maps::TRACED_TGIDS)?;
+        let mut tgids: HashMap<&mut MapData, u32, u8> = self.hash_map_mut(maps::TRACED_TGIDS)?;
         tgids.insert(tgid, 1, 0).map_err(|source| LoadError::Map {
             name: maps::TRACED_TGIDS,
             source,
         })
     }
 
+    /// Stops tracing process `tgid` (its statistics stay). Not an error if it was not traced.
+    pub fn untrace_tgid(&mut self, tgid: u32) -> Result<(), LoadError> {
+        let mut tgids: HashMap<&mut MapData, u32, u8> = self.hash_map_mut(maps::TRACED_TGIDS)?;
+        match tgids.remove(&tgid) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(LoadError::Map {
+                name: maps::TRACED_TGIDS,
+                source,
+            }),
+        }
+    }
+
+    /// The processes being traced (those added and their children).
+    pub fn traced_tgids(&self) -> Result<Vec<u32>, LoadError> {
+        let name = maps::TRACED_TGIDS;
+        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
+        let tgids: HashMap<&MapData, u32, u8> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+        tgids
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| LoadError::Map { name, source })
+    }
+
     /// Per-word totals of every traced process.
     pub fn futex_stats(&self) -> Result<Vec<(FutexKey, FutexStats)>, LoadError> {
         let name = maps::FUTEX_STATS;
-        let map = self.ebpf.map(name).ok_or(LoadError::Map {
-            name,
-            source: aya::maps::MapError::InvalidName { name: name.into() },
-        })?;
+        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
         let stats: HashMap<&MapData, FutexKey, FutexStats> =
             HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
         stats
@@ -99,15 +333,147 @@ impl Probes {
             .map_err(|source| LoadError::Map { name, source })
     }
 
-    fn map_mut<'a, K: aya::Pod, V: aya::Pod>(
+    /// Records and map entries lost so far.
+    pub fn drops(&self) -> Result<DropCounts, LoadError> {
+        let name = maps::DROPS;
+        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
+        let drops: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+        let sum = |reason: DropReason| -> Result<u64, LoadError> {
+            let values = drops
+                .get(&(reason as u32), 0)
+                .map_err(|source| LoadError::Map { name, source })?;
+            Ok(values.iter().sum())
+        };
+        Ok(DropCounts {
+            ring_buffer_full: sum(DropReason::RingBufferFull)?,
+            map_full: sum(DropReason::MapFull)?,
+        })
+    }
+
+    /// Hands every event record waiting in the ring buffer to `each`, oldest first; returns how
+    /// many. Never blocks: poll [`Probes::events_fd`] for readability to wait.
+    pub fn read_events(&mut self, mut each: impl FnMut(&Event)) -> usize {
+        let mut count = 0;
+        while let Some(item) = self.events.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the record holds at least an `Event`'s bytes, written by the eBPF side
+                // as an `Event`; `Event` is plain integers, so any bytes are valid, and
+                // read_unaligned copes with the ring buffer's 8-byte alignment.
+                let event = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
+                each(&event);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Waits up to `timeout` for event records; true if some are waiting.
+    pub fn wait_for_events(&self, timeout: std::time::Duration) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut poll = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for an fd this object owns, for the duration of the call.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            n if n < 0 => {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+            n => Ok(n > 0 && poll.revents & libc::POLLIN != 0),
+        }
+    }
+
+    /// The ring buffer's file descriptor: readable when records are waiting (for `poll` or
+    /// `tokio::io::unix::AsyncFd`).
+    pub fn events_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    /// With [`ProbeOptions::verbose`], prints the probes' waiting diagnostics to stderr;
+    /// otherwise does nothing.
+    pub fn drain_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
+    }
+
+    /// Attaches the marker program to `sites` in the executable or library `path`, for every
+    /// process (records are still limited to traced processes). Returns the number attached.
+    pub fn attach_markers(
+        &mut self,
+        path: &Path,
+        sites: &[MarkerSiteSpec],
+    ) -> Result<usize, LoadError> {
+        let first = self.marker_sites;
+        if sites.len() > (MAX_MARKER_SITES - first) as usize {
+            return Err(LoadError::TooManySites);
+        }
+        let name = maps::MARKER_SITES;
+        {
+            let map = self.ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+            let mut table: Array<&mut MapData, MarkerSite> =
+                Array::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+            for (i, site) in sites.iter().enumerate() {
+                let mut entry = MarkerSite {
+                    marker: site.marker as u32,
+                    ..MarkerSite::default()
+                };
+                for (slot, arg) in entry.args.iter_mut().zip(&site.args) {
+                    *slot = *arg;
+                }
+                entry.arg_count = site.args.len().min(entry.args.len()) as u32;
+                table
+                    .set(first + i as u32, entry, 0)
+                    .map_err(|source| LoadError::Map { name, source })?;
+            }
+        }
+        let hook = format!("uprobe:{}", path.display());
+        let program_error = |source| LoadError::Program {
+            name: MARKER_PROGRAM,
+            hook: hook.clone(),
+            source,
+        };
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(MARKER_PROGRAM)
+            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
+            .map_err(program_error)?
+            .try_into()
+            .map_err(program_error)?;
+        for (i, site) in sites.iter().enumerate() {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+                cookie: Some(marker_cookie(site.marker as u32, first + i as u32)),
+            };
+            program
+                .attach(point, path, UProbeScope::AllProcesses)
+                .map_err(program_error)?;
+            self.marker_sites += 1;
+        }
+        Ok(sites.len())
+    }
+
+    fn hash_map_mut<'a, K: aya::Pod, V: aya::Pod>(
         &'a mut self,
         name: &'static str,
     ) -> Result<HashMap<&'a mut MapData, K, V>, LoadError> {
-        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
-            name,
-            source: aya::maps::MapError::InvalidName { name: name.into() },
-        })?;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| missing(name))?;
         HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })
+    }
+}
+
+fn missing(name: &'static str) -> LoadError {
+    LoadError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
     }
 }
 
@@ -116,4 +482,77 @@ fn is_permission_error(err: &aya::EbpfError) -> bool {
     text.contains("EPERM")
         || text.contains("PermissionDenied")
         || text.contains("Operation not permitted")
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, from the closest of a few paired readings.
+pub fn realtime_offset_ns() -> i64 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for clock_gettime to fill; both clocks always exist.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    let mut best = (i64::MAX, 0);
+    for _ in 0..5 {
+        let before = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        let after = read(libc::CLOCK_MONOTONIC);
+        if after - before < best.0 {
+            best = (after - before, real - (before + (after - before) / 2));
+        }
+    }
+    best.1
+}
+
+/// Which futex syscalls the kernel has: each is called with arguments it must reject
+/// (`EINVAL`); `ENOSYS` means absent.
+fn detect_syscalls() -> Vec<SyscallSupport> {
+    let probe = |number: u32| -> bool {
+        // SAFETY: every call passes null pointers with zero counts or invalid flags, which the
+        // kernel rejects before touching memory; an absent syscall returns ENOSYS.
+        let ret = unsafe {
+            match number {
+                syscalls::FUTEX_WAITV => {
+                    libc::syscall(number as i64, 0usize, 0u32, 0u32, 0usize, 0u32)
+                }
+                syscalls::FUTEX_WAKE => libc::syscall(number as i64, 0usize, 0u64, 0u32, !0u32),
+                syscalls::FUTEX_WAIT => {
+                    libc::syscall(number as i64, 0usize, 0u64, 0u64, !0u32, 0usize, 0u32)
+                }
+                syscalls::FUTEX_REQUEUE => libc::syscall(number as i64, 0usize, !0u32, 0u32, 0u32),
+                _ => 0,
+            }
+        };
+        ret == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    };
+    vec![
+        SyscallSupport {
+            name: "futex",
+            number: syscalls::FUTEX,
+            present: true,
+        },
+        SyscallSupport {
+            name: "futex_waitv",
+            number: syscalls::FUTEX_WAITV,
+            present: probe(syscalls::FUTEX_WAITV),
+        },
+        SyscallSupport {
+            name: "futex_wake",
+            number: syscalls::FUTEX_WAKE,
+            present: probe(syscalls::FUTEX_WAKE),
+        },
+        SyscallSupport {
+            name: "futex_wait",
+            number: syscalls::FUTEX_WAIT,
+            present: probe(syscalls::FUTEX_WAIT),
+        },
+        SyscallSupport {
+            name: "futex_requeue",
+            number: syscalls::FUTEX_REQUEUE,
+            present: probe(syscalls::FUTEX_REQUEUE),
+        },
+    ]
 }

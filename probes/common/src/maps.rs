@@ -11,6 +11,51 @@ pub const DROPS: &str = "DROPS";
 pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
 /// Hash map [`FutexKey`] → [`FutexStats`].
 pub const FUTEX_STATS: &str = "FUTEX_STATS";
+/// Hash map thread id → [`ThreadState`]: the futex call in flight and marker context.
+pub const THREAD_STATE: &str = "THREAD_STATE";
+/// Array of [`MarkerSite`], indexed by the site number in the upper half of a marker uprobe's
+/// attach cookie.
+pub const MARKER_SITES: &str = "MARKER_SITES";
+
+/// Global (set at load): CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, used to convert
+/// CLOCK_REALTIME deadlines to the monotonic clock.
+pub const REALTIME_OFFSET_NS: &str = "REALTIME_OFFSET_NS";
+/// Global (set at load): byte offset of `tgid` in the kernel's `struct task_struct`, read from
+/// BTF; 0 turns fork following off.
+pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+/// Global (set at load): a thread that was woken and waits again on the same word within this
+/// many ns, with no futex call in between, lost the race (for code without markers).
+pub const LOST_RACE_WINDOW_NS: &str = "LOST_RACE_WINDOW_NS";
+
+/// Default for [`LOST_RACE_WINDOW_NS`]: 1 ms.
+pub const DEFAULT_LOST_RACE_WINDOW_NS: u64 = 1_000_000;
+/// Default byte size of the [`EVENTS`] ring buffer (a power of two, at least a page).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
+/// Capacity of [`MARKER_SITES`].
+pub const MAX_MARKER_SITES: u32 = 256;
+/// Capacity of [`TRACED_TGIDS`].
+pub const MAX_TRACED_TGIDS: u32 = 4096;
+/// Capacity of [`FUTEX_STATS`].
+pub const MAX_FUTEX_WORDS: u32 = 16384;
+/// Capacity of [`THREAD_STATE`].
+pub const MAX_THREADS: u32 = 16384;
+
+/// x86_64 syscall numbers of the futex calls.
+pub mod syscalls {
+    /// `futex(2)`.
+    pub const FUTEX: u32 = 202;
+    /// `futex_waitv(2)` (Linux 5.16).
+    pub const FUTEX_WAITV: u32 = 449;
+    /// futex2 `futex_wake` (Linux 6.7).
+    pub const FUTEX_WAKE: u32 = 454;
+    /// futex2 `futex_wait` (Linux 6.7).
+    pub const FUTEX_WAIT: u32 = 455;
+    /// futex2 `futex_requeue` (Linux 6.7).
+    pub const FUTEX_REQUEUE: u32 = 456;
+}
+
+/// Words of one `futex_waitv` call that are tracked (the rest are ignored).
+pub const WAITV_TRACKED_WORDS: usize = 4;
 
 /// Number of log2 buckets in the histograms (bucket `i` counts values in `[2^i, 2^(i+1))` ns,
 /// bucket 0 also counts 0).
@@ -67,12 +112,20 @@ pub struct FutexStats {
     pub lost_race: u64,
     /// Woken with no wake issued on the word since the wait began.
     pub no_waker: u64,
-    /// Woken threads that then got what they waited for.
+    /// Woken threads that then got what they waited for (from the markers).
     pub woken_satisfied: u64,
     /// log2 histogram of wait time in ns.
     pub wait_hist: [u64; HIST_BUCKETS],
     /// log2 histogram of timeout drift (return time minus deadline) in ns.
     pub drift_hist: [u64; HIST_BUCKETS],
+    /// Waits that returned 0 (woken, or a PI lock taken).
+    pub wakeups: u64,
+    /// Threads that exited while waiting on this word.
+    pub died_waiting: u64,
+    /// `timed_out` markers for waits on this word.
+    pub caller_timeouts: u64,
+    /// log2 histogram of the drift the caller saw (`timed_out`'s now minus its deadline) in ns.
+    pub caller_drift_hist: [u64; HIST_BUCKETS],
 }
 
 impl FutexStats {
@@ -92,7 +145,169 @@ impl FutexStats {
         woken_satisfied: 0,
         wait_hist: [0; HIST_BUCKETS],
         drift_hist: [0; HIST_BUCKETS],
+        wakeups: 0,
+        died_waiting: 0,
+        caller_timeouts: 0,
+        caller_drift_hist: [0; HIST_BUCKETS],
     };
+}
+
+/// [`ThreadState::active`] values.
+pub mod active {
+    /// No futex call in flight.
+    pub const NONE: u32 = 0;
+    /// A wait-type call is in flight.
+    pub const WAIT: u32 = 1;
+    /// A wake-type call is in flight.
+    pub const WAKE: u32 = 2;
+}
+
+/// Per-thread state: the futex call in flight, the last wakeup, and the marker context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadState {
+    /// An [`active`] value.
+    pub active: u32,
+    /// Syscall number of the call in flight.
+    pub syscall: u32,
+    /// Op (futex) or flags (futex2) of the call in flight.
+    pub op: u32,
+    /// Clock the deadline was given on (`CLOCK_MONOTONIC` = 1, `CLOCK_REALTIME` = 0), or
+    /// [`crate::event::NO_CLOCK`] if untimed.
+    pub clock: u32,
+    /// Words in use in `words`.
+    pub word_count: u32,
+    /// [`crate::event::spurious`] flags decided when the call began.
+    pub spurious: u32,
+    /// Monotonic time in ns when the call began.
+    pub start_ns: u64,
+    /// Absolute monotonic deadline in ns, 0 if untimed.
+    pub deadline_ns: u64,
+    /// Futex words of the call (wait: the words waited on; wake: the words named).
+    pub words: [u64; WAITV_TRACKED_WORDS],
+    /// Each word's `wake_calls` when the wait began.
+    pub wake_seq: [u64; WAITV_TRACKED_WORDS],
+    /// The call's value argument (expected value or wake count).
+    pub val: u64,
+    /// Word of this thread's last wait that returned 0, or 0.
+    pub last_woken_word: u64,
+    /// When that wait returned.
+    pub last_woken_ns: u64,
+    /// Word of a `wait_end` marker with result 0 not yet followed by `acquired`, or 0.
+    pub marker_woken_word: u64,
+    /// Word of the last `wait_begin` marker.
+    pub marker_word: u64,
+    /// Tokens asked for by the last `wait_begin` marker.
+    pub marker_wanted: u64,
+    /// 1 once this thread has fired a marker: lost races then come from the markers.
+    pub instrumented: u64,
+}
+
+impl ThreadState {
+    /// A thread with nothing in flight.
+    pub const ZERO: ThreadState = ThreadState {
+        active: active::NONE,
+        syscall: 0,
+        op: 0,
+        clock: 0,
+        word_count: 0,
+        spurious: 0,
+        start_ns: 0,
+        deadline_ns: 0,
+        words: [0; WAITV_TRACKED_WORDS],
+        wake_seq: [0; WAITV_TRACKED_WORDS],
+        val: 0,
+        last_woken_word: 0,
+        last_woken_ns: 0,
+        marker_woken_word: 0,
+        marker_word: 0,
+        marker_wanted: 0,
+        instrumented: 0,
+    };
+}
+
+/// [`MarkerArg::kind`] values.
+pub mod arg_kind {
+    /// The argument is absent.
+    pub const NONE: u32 = 0;
+    /// The argument is the constant [`super::MarkerArg::value`].
+    pub const CONSTANT: u32 = 1;
+    /// The argument is in the register at `reg_offset` in `struct pt_regs`.
+    pub const REGISTER: u32 = 2;
+    /// The argument is in user memory at (register at `reg_offset`) + `value`.
+    pub const MEMORY: u32 = 3;
+}
+
+/// Where one marker argument is found when the marker fires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MarkerArg {
+    /// An [`arg_kind`] value.
+    pub kind: u32,
+    /// Size in bytes (1, 2, 4 or 8).
+    pub size: u32,
+    /// 1 if the value is signed (sign-extended to 64 bits), else 0.
+    pub signed: u32,
+    /// Byte offset of the register in x86_64 `struct pt_regs`.
+    pub reg_offset: u32,
+    /// The constant, or the memory displacement.
+    pub value: u64,
+}
+
+impl MarkerArg {
+    /// A `size`-byte value in the register at byte offset `reg_offset` of `struct pt_regs`.
+    pub const fn register(reg_offset: u32, size: u32, signed: bool) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::REGISTER,
+            size,
+            signed: signed as u32,
+            reg_offset,
+            value: 0,
+        }
+    }
+
+    /// The constant `value`.
+    pub const fn constant(value: u64) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::CONSTANT,
+            size: 8,
+            signed: 0,
+            reg_offset: 0,
+            value,
+        }
+    }
+
+    /// A `size`-byte value in user memory at (register at `reg_offset`) + `displacement`.
+    pub const fn memory(reg_offset: u32, displacement: i64, size: u32, signed: bool) -> MarkerArg {
+        MarkerArg {
+            kind: arg_kind::MEMORY,
+            size,
+            signed: signed as u32,
+            reg_offset,
+            value: displacement as u64,
+        }
+    }
+}
+
+/// Most arguments a marker has.
+pub const MAX_MARKER_ARGS: usize = 6;
+
+/// One marker site (one stapsdt note) the marker program is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MarkerSite {
+    /// The [`crate::markers::Marker`] id.
+    pub marker: u32,
+    /// Arguments in use in `args`.
+    pub arg_count: u32,
+    /// Where each argument is.
+    pub args: [MarkerArg; MAX_MARKER_ARGS],
+}
+
+/// The attach cookie of a marker uprobe: the marker id in the low 32 bits (so the cookie's low
+/// half is the marker id), the site's index in [`MARKER_SITES`] in the high 32 bits.
+pub const fn marker_cookie(marker: u32, site_index: u32) -> u64 {
+    ((site_index as u64) << 32) | marker as u64
 }
 
 /// The log2 bucket of `value` (0 and 1 go to bucket 0), clamped to the last bucket.
@@ -116,7 +331,19 @@ mod pod {
     // SAFETY: `FutexStats` is `repr(C)` and made only of 8-byte integers and arrays of them,
     // so it has no padding and every bit pattern is valid.
     unsafe impl aya::Pod for super::FutexStats {}
+    // SAFETY: `ThreadState` is `repr(C)`: six u32 then only u64s and arrays of them, so it has
+    // no padding and every bit pattern is valid.
+    unsafe impl aya::Pod for super::ThreadState {}
+    // SAFETY: `MarkerArg` is `repr(C)`: four u32 then one u64, no padding, any bit pattern.
+    unsafe impl aya::Pod for super::MarkerArg {}
+    // SAFETY: `MarkerSite` is `repr(C)`: two u32 then 8-aligned `MarkerArg`s, no padding.
+    unsafe impl aya::Pod for super::MarkerSite {}
 }
+
+const _: () =
+    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 7));
+const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
+const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 
 #[cfg(test)]
 mod tests {
