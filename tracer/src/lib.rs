@@ -2,4 +2,5 @@
 
 pub mod probes;
 pub mod spawn;
+pub mod usdt;
 pub mod workload;
