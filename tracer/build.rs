@@ -16,7 +16,13 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let probes = manifest_dir.join("../probes");
-    for watched in ["ebpf/src", "ebpf/Cargo.toml", "ebpf/Cargo.lock", "common/src", "common/Cargo.toml"] {
+    for watched in [
+        "ebpf/src",
+        "ebpf/Cargo.toml",
+        "ebpf/Cargo.lock",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", probes.join(watched).display());
     }
 
@@ -29,12 +35,24 @@ fn main() {
         .arg(probes.join("ebpf/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        );
     // Variables of the outer (stable, host) build that must not leak into the eBPF build.
-    for var in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
         cargo.env_remove(var);
     }
-    let status = cargo.status().unwrap_or_else(|err| fail(&format!("cannot run `rustup` ({err})")));
+    let status = cargo
+        .status()
+        .unwrap_or_else(|err| fail(&format!("cannot run `rustup` ({err})")));
     if !status.success() {
         fail("building the eBPF programs failed (see the errors above)");
     }
@@ -47,6 +65,10 @@ fn fail(what: &str) -> ! {
     let linker = Path::new(&env::var("HOME").unwrap_or_default()).join(".cargo/bin/bpf-linker");
     panic!(
         "{what}\nThe eBPF build needs the nightly toolchain with rust-src and bpf-linker ({}): run `cargo xtask setup`.",
-        if linker.exists() { "bpf-linker is installed" } else { "bpf-linker is missing" }
+        if linker.exists() {
+            "bpf-linker is installed"
+        } else {
+            "bpf-linker is missing"
+        }
     );
 }

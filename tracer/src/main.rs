@@ -49,7 +49,10 @@ fn run(command: &[String]) -> anyhow::Result<()> {
     let pid = child.start(&command[0])?;
     let status = spawn::wait(pid)?;
     for (key, stats) in probes.futex_stats()? {
-        println!("pid {} futex {:#x}: waits {}", key.tgid, key.uaddr, stats.waits);
+        println!(
+            "pid {} futex {:#x}: waits {}",
+            key.tgid, key.uaddr, stats.waits
+        );
     }
     println!("exit status: {status}");
     Ok(())

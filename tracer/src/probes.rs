@@ -8,7 +8,8 @@ use aya::{
 use futexscope_probes_common::maps::{self, FutexKey, FutexStats};
 
 /// The eBPF object built by `build.rs`, embedded so the binary is one file.
-static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/futexscope-probes"));
+static PROBES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/futexscope-probes"));
 
 /// Errors while loading or attaching the probes.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,9 @@ impl Probes {
             })?
             .try_into()
             .map_err(|source| LoadError::Program { name, source })?;
-        program.load().map_err(|source| LoadError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Program { name, source })?;
         program
             .attach("sys_enter")
             .map_err(|source| LoadError::Program { name, source })?;
@@ -75,9 +78,10 @@ impl Probes {
     /// Starts tracing process `tgid`.
     pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), LoadError> {
         let mut tgids: HashMap<&mut MapData, u32, u8> = self.map_mut(maps::TRACED_TGIDS)?;
-        tgids
-            .insert(tgid, 1, 0)
-            .map_err(|source| LoadError::Map { name: maps::TRACED_TGIDS, source })
+        tgids.insert(tgid, 1, 0).map_err(|source| LoadError::Map {
+            name: maps::TRACED_TGIDS,
+            source,
+        })
     }
 
     /// Per-word totals of every traced process.
@@ -109,5 +113,7 @@ impl Probes {
 
 fn is_permission_error(err: &aya::EbpfError) -> bool {
     let text = format!("{err:?}");
-    text.contains("EPERM") || text.contains("PermissionDenied") || text.contains("Operation not permitted")
+    text.contains("EPERM")
+        || text.contains("PermissionDenied")
+        || text.contains("Operation not permitted")
 }

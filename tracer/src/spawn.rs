@@ -42,7 +42,10 @@ impl GatedChild {
     /// Forks; the child waits at the gate, then execs `argv` (searched in `PATH`).
     pub fn spawn(argv: &[String]) -> Result<GatedChild, SpawnError> {
         let program = argv.first().ok_or(SpawnError::Empty)?;
-        let args = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<Vec<_>, _>>()?;
+        let args = argv
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         arg_ptrs.push(std::ptr::null());
         let _ = program;
@@ -68,7 +71,11 @@ impl GatedChild {
         }
         drop(gate_read);
         drop(error_write);
-        Ok(GatedChild { pid, gate: gate_write, exec_error: error_read })
+        Ok(GatedChild {
+            pid,
+            gate: gate_write,
+            exec_error: error_read,
+        })
     }
 
     /// The child's pid.

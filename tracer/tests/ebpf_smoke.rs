@@ -13,11 +13,21 @@ fn counts_every_wait_of_a_traced_child() {
     }
     let waits = 250;
     let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
-        .args(["run", "--", env!("CARGO_BIN_EXE_futexscope"), "workload", &waits.to_string()])
+        .args([
+            "run",
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "workload",
+            &waits.to_string(),
+        ])
         .output()
         .expect("run futexscope");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "futexscope failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "futexscope failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let word = stdout
         .lines()
         .find_map(|l| l.strip_prefix(&format!("workload: {waits} waits on ")))
@@ -27,5 +37,8 @@ fn counts_every_wait_of_a_traced_child() {
         .lines()
         .find(|l| l.contains(&format!("futex {word}:")))
         .unwrap_or_else(|| panic!("no line for futex word {word} in:\n{stdout}"));
-    assert!(counted.ends_with(&format!("waits {waits}")), "expected {waits} waits: {counted}");
+    assert!(
+        counted.ends_with(&format!("waits {waits}")),
+        "expected {waits} waits: {counted}"
+    );
 }

@@ -39,7 +39,7 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a map lookup returns a pointer into the map or None; we only test for presence.
-    if unsafe { TRACED_TGIDS.get(&tgid) }.is_none() {
+    if unsafe { TRACED_TGIDS.get(tgid) }.is_none() {
         return Ok(());
     }
     let regs: *const pt_regs = ctx.arg(0);
@@ -55,13 +55,21 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     if cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET {
         return Ok(());
     }
-    let key = FutexKey { tgid, pad: 0, uaddr };
+    let key = FutexKey {
+        tgid,
+        pad: 0,
+        uaddr,
+    };
     // FutexStats is too large for the 512-byte BPF stack: insert zeros from a static, then
     // update in place.
-    if FUTEX_STATS.get_ptr_mut(&key).is_none() {
-        FUTEX_STATS.insert(&key, &ZERO_STATS, u64::from(BPF_NOEXIST))?;
+    if FUTEX_STATS.get_ptr_mut(key).is_none() {
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "passed by value it would be copied to the 512-byte BPF stack"
+        )]
+        FUTEX_STATS.insert(key, &ZERO_STATS, u64::from(BPF_NOEXIST))?;
     }
-    let stats = FUTEX_STATS.get_ptr_mut(&key).ok_or(0)?;
+    let stats = FUTEX_STATS.get_ptr_mut(key).ok_or(0)?;
     // SAFETY: `stats` points at this key's value inside the map, valid for the program's run.
     // The increment is not atomic yet: concurrent waits on one word may lose counts.
     unsafe { (*stats).waits += 1 };

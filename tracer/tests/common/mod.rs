@@ -10,7 +10,11 @@ pub fn ebpf_allowed() -> bool {
     if root && bpf {
         return true;
     }
-    let why = if root { "the kernel has no BTF/BPF support" } else { "not running as root" };
+    let why = if root {
+        "the kernel has no BTF/BPF support"
+    } else {
+        "not running as root"
+    };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("eBPF test cannot run in CI: {why}");
     }

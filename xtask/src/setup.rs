@@ -1,0 +1,136 @@
+//! `cargo xtask setup`: installs what the project needs and is missing, and says what it does.
+//! Run twice, the second run changes nothing.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Debian packages: LLVM 22 (bpf-linker links against it; it must match rustc's LLVM), what
+/// bpf-linker's build links, and bpftrace (the independent witness the tests compare against).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftrace",
+];
+
+/// The bpf-linker release built against Debian's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The toolchain that builds the eBPF programs (`-Z build-std` needs nightly).
+const EBPF_TOOLCHAIN: &str = "nightly";
+
+/// Installs whatever is missing.
+pub fn run() -> anyhow::Result<()> {
+    println!("setup: checking what futexscope needs");
+    debian_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    println!("setup: everything is in place");
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = format!("apt-get update && apt-get install -y {}", missing.join(" "));
+    if which("apt-get").is_none() {
+        bail!(
+            "missing Debian packages {} and there is no apt-get here: install their equivalents by hand",
+            missing.join(", ")
+        );
+    }
+    if !super::is_root() {
+        bail!(
+            "missing Debian packages {}: run as root, or by hand: sudo sh -c '{install}'",
+            missing.join(", ")
+        );
+    }
+    println!("setup: installing Debian packages {}", missing.join(" "));
+    super::run(Command::new("apt-get").arg("update").arg("-q"))?;
+    super::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+        })
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ])
+        .output()
+        .context("cannot run `rustup`: futexscope needs rustup with a nightly toolchain")?;
+    if !installed.status.success() {
+        bail!(
+            "the `{EBPF_TOOLCHAIN}` toolchain is missing (it builds the eBPF programs): run `rustup toolchain install {EBPF_TOOLCHAIN} --component rust-src`"
+        );
+    }
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    println!("setup: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
+    super::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(out) = &version
+        && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    super::run(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+    )
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
