@@ -546,14 +546,19 @@ fn parse_elf<Elf: FileHeader<Endian = Endianness>>(
         };
         let address = adjust(pc);
         let probe = format!("{provider}:{name}");
-        let file_offset = text_segments
+        let &(vaddr, _, segment_offset) = text_segments
             .iter()
             .find(|&&(vaddr, memsz, _)| address >= vaddr && address - vaddr < memsz)
-            .map(|&(vaddr, _, offset)| address - vaddr + offset)
             .ok_or_else(|| UsdtError::OutsideText {
                 path: path.into(),
                 probe: probe.clone(),
                 address,
+            })?;
+        let file_offset = (address - vaddr)
+            .checked_add(segment_offset)
+            .ok_or_else(|| UsdtError::Malformed {
+                path: path.into(),
+                reason: format!("the segment holding {address:#x} has a file offset past 2^64"),
             })?;
         let args = spec
             .split_ascii_whitespace()
@@ -967,6 +972,21 @@ mod tests {
                 let _ = parse(&mutated);
             }
         }
+    }
+
+    /// Inputs that once crashed the parser (found by `cargo fuzz run usdt_notes`): each must
+    /// now be a clean error.
+    #[test]
+    fn fuzz_regressions_are_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/usdt-malformed");
+        let mut checked = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let result = read_sites(&path);
+            assert!(result.is_err(), "`{}` parsed: {result:?}", path.display());
+            checked += 1;
+        }
+        assert!(checked > 0, "no inputs in `{}`", dir.display());
     }
 
     #[test]
