@@ -69,6 +69,12 @@ macro_rules! marker {
 /// semaphore address of 0, and the provider, name and argument spec strings. The first note
 /// of a code unit also defines `_.stapsdt.base` in its own COMDAT section, which tracers use
 /// to undo prelink-style relocation.
+///
+/// `.stapsdt.base` is flagged `R` (retained) so `--gc-sections` keeps it although only the
+/// non-allocated notes refer to it, and `x` so the linker puts it in the executable segment
+/// next to the `nop`s: perf turns a note's address into a file offset with the
+/// address-to-offset shift of `.stapsdt.base`, which is right only if both lie in the same
+/// segment (lld, Rust's default linker, gives each segment its own shift).
 #[cfg(all(
     feature = "markers",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -95,7 +101,7 @@ macro_rules! stapsdt_note_asm {
             "994: .balign 4\n",
             ".popsection\n",
             ".ifndef _.stapsdt.base\n",
-            ".pushsection .stapsdt.base, \"aGR\", \"progbits\", .stapsdt.base, comdat\n",
+            ".pushsection .stapsdt.base, \"axGR\", \"progbits\", .stapsdt.base, comdat\n",
             ".weak _.stapsdt.base\n",
             ".hidden _.stapsdt.base\n",
             "_.stapsdt.base: .space 1\n",
