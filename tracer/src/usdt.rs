@@ -9,7 +9,7 @@
 //! The parser never panics: every malformed file, note or spec is a [`UsdtError`].
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     fmt, fs, io,
     path::{Path, PathBuf},
 };
@@ -613,9 +613,14 @@ pub fn process_markers(pid: u32) -> Result<ProcessMarkers, UsdtError> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|source| UsdtError::ProcessMaps { pid, source })?;
     let mut result = ProcessMarkers::default();
-    for path in executable_mappings(&maps) {
-        let host_path =
-            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
+    for (path, mapping) in executable_mappings(&maps) {
+        let host_path = match mapping {
+            // The file was replaced or removed since it was mapped: its inode is still
+            // reachable through the mapping itself.
+            Mapping::Deleted { range } => PathBuf::from(format!("/proc/{pid}/map_files/{range}")),
+            Mapping::Present => Path::new(&format!("/proc/{pid}/root"))
+                .join(path.strip_prefix("/").unwrap_or(&path)),
+        };
         match read_sites(&host_path) {
             Ok(sites) => {
                 let sites: Vec<_> = sites
@@ -636,15 +641,40 @@ pub fn process_markers(pid: u32) -> Result<ProcessMarkers, UsdtError> {
     Ok(result)
 }
 
-/// The distinct absolute paths of executable file mappings in a `/proc/PID/maps` text.
-fn executable_mappings(maps: &str) -> BTreeSet<PathBuf> {
+/// How a mapped file can be reached.
+#[derive(Debug, PartialEq, Eq)]
+enum Mapping {
+    /// Under its path (in the process's root).
+    Present,
+    /// Only through `/proc/PID/map_files/RANGE`: the path no longer names it.
+    Deleted {
+        /// The mapping's `START-END` address range as `maps` writes it.
+        range: String,
+    },
+}
+
+/// The distinct absolute paths of executable file mappings in a `/proc/PID/maps` text, each
+/// with how to reach it.
+fn executable_mappings(maps: &str) -> BTreeMap<PathBuf, Mapping> {
     maps.lines()
         .filter_map(|line| {
             // address perms offset dev inode pathname (the pathname may contain spaces)
             let mut fields = line.splitn(6, ' ');
-            let perms = fields.nth(1)?;
+            let range = fields.next()?;
+            let perms = fields.next()?;
             let pathname = fields.nth(3)?.trim_start();
-            (perms.contains('x') && pathname.starts_with('/')).then(|| PathBuf::from(pathname))
+            if !perms.contains('x') || !pathname.starts_with('/') {
+                return None;
+            }
+            Some(match pathname.strip_suffix(" (deleted)") {
+                Some(path) => (
+                    PathBuf::from(path),
+                    Mapping::Deleted {
+                        range: range.to_owned(),
+                    },
+                ),
+                None => (PathBuf::from(pathname), Mapping::Present),
+            })
         })
         .collect()
 }
@@ -1093,14 +1123,19 @@ mod tests {
 7f0000000000-7f0000001000 r-xp 00000000 08:01 99 /lib/libc.so.6
 7f0000001000-7f0000002000 r-xp 00002000 08:01 99 /lib/libc.so.6
 7f0000003000-7f0000004000 rw-p 00000000 00:00 0
+7f0000005000-7f0000006000 r-xp 00000000 08:01 77 /opt/old lib.so (deleted)
 7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0 [vdso]
 ";
         let found: Vec<_> = executable_mappings(maps).into_iter().collect();
+        let deleted = Mapping::Deleted {
+            range: "7f0000005000-7f0000006000".to_owned(),
+        };
         assert_eq!(
             found,
             [
-                PathBuf::from("/lib/libc.so.6"),
-                PathBuf::from("/usr/bin/my prog")
+                (PathBuf::from("/lib/libc.so.6"), Mapping::Present),
+                (PathBuf::from("/opt/old lib.so"), deleted),
+                (PathBuf::from("/usr/bin/my prog"), Mapping::Present),
             ]
         );
     }
