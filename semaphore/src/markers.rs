@@ -1,8 +1,116 @@
 //! USDT markers (stapsdt notes, provider `futexscope`) placed around the semaphore's futex
-//! calls. The table of names and arguments is `futexscope_probes_common::markers`.
+//! calls. The table of names and arguments is `futexscope_probes_common::markers`, and
+//! `docs/markers.md` describes it for people.
 //!
-//! Skeleton: the bodies are filled in by the markers work (issue 4).
-#![allow(dead_code, unused_variables)]
+//! Each marker is one `nop` in the instruction stream plus a record in the non-allocated
+//! `.note.stapsdt` section naming the `nop`'s address and the registers that hold the
+//! arguments (`8@%rdi`-style on x86_64, `8@x0`-style on aarch64). There is no SDT semaphore
+//! (its address is 0), so a tracer that only attaches a uprobe (bpftrace, perf, futexscope)
+//! sees every hit, and an untraced process pays for the `nop` and for getting the arguments
+//! into registers, nothing more. Every argument is widened to 8 bytes; `-8@` marks a signed one.
+//!
+//! Without the `markers` feature (or on other architectures) every marker compiles to nothing.
+#![expect(
+    dead_code,
+    reason = "the semaphore's futex slow paths, not yet on this branch, call these"
+)]
+
+/// Emits one futexscope marker: a `nop` and its `.note.stapsdt` record.
+///
+/// `$spec` is the stapsdt argument spec with `{0}`, `{1}`… standing for the argument
+/// registers; each `$arg` must be a `u64` or `i64`.
+#[cfg(all(feature = "markers", target_arch = "x86_64"))]
+macro_rules! marker {
+    ($name:literal, $spec:literal $(, $arg:expr)* $(,)?) => {
+        // SAFETY: the asm executes one `nop`, which reads and writes nothing; everything else
+        // only assembles data into the `.note.stapsdt` and `.stapsdt.base` sections. The
+        // argument operands are inputs the asm never touches.
+        unsafe {
+            core::arch::asm!(
+                stapsdt_note_asm!($name, $spec),
+                $(in(reg) $arg,)*
+                options(att_syntax, nomem, nostack, preserves_flags),
+            )
+        }
+    };
+}
+
+/// Emits one futexscope marker: a `nop` and its `.note.stapsdt` record (aarch64 registers).
+#[cfg(all(feature = "markers", target_arch = "aarch64"))]
+macro_rules! marker {
+    ($name:literal, $spec:literal $(, $arg:expr)* $(,)?) => {
+        // SAFETY: the asm executes one `nop`, which reads and writes nothing; everything else
+        // only assembles data into the `.note.stapsdt` and `.stapsdt.base` sections. The
+        // argument operands are inputs the asm never touches.
+        unsafe {
+            core::arch::asm!(
+                stapsdt_note_asm!($name, $spec),
+                $(in(reg) $arg,)*
+                options(nomem, nostack, preserves_flags),
+            )
+        }
+    };
+}
+
+/// Markers compiled out: the arguments are still evaluated (they are plain values), and
+/// nothing is emitted.
+#[cfg(not(all(
+    feature = "markers",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+macro_rules! marker {
+    ($name:literal, $spec:literal $(, $arg:expr)* $(,)?) => {
+        $(let _ = $arg;)*
+    };
+}
+
+/// The assembly of one stapsdt (version 3) note: the `nop` at label 990, then an ELF note
+/// (owner `stapsdt`, type 3) holding the `nop`'s address, the address of `_.stapsdt.base`, a
+/// semaphore address of 0, and the provider, name and argument spec strings. The first note
+/// of a code unit also defines `_.stapsdt.base` in its own COMDAT section, which tracers use
+/// to undo prelink-style relocation.
+///
+/// `.stapsdt.base` is flagged `R` (retained) so `--gc-sections` keeps it although only the
+/// non-allocated notes refer to it, and `x` so the linker puts it in the executable segment
+/// next to the `nop`s: perf turns a note's address into a file offset with the
+/// address-to-offset shift of `.stapsdt.base`, which is right only if both lie in the same
+/// segment (lld, Rust's default linker, gives each segment its own shift).
+#[cfg(all(
+    feature = "markers",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+macro_rules! stapsdt_note_asm {
+    ($name:literal, $spec:literal) => {
+        concat!(
+            "990: nop\n",
+            ".pushsection .note.stapsdt, \"\", \"note\"\n",
+            ".balign 4\n",
+            ".4byte 992f-991f, 994f-993f, 3\n",
+            "991: .asciz \"stapsdt\"\n",
+            "992: .balign 4\n",
+            "993: .8byte 990b\n",
+            ".8byte _.stapsdt.base\n",
+            ".8byte 0\n",
+            ".asciz \"futexscope\"\n",
+            ".asciz \"",
+            $name,
+            "\"\n",
+            ".asciz \"",
+            $spec,
+            "\"\n",
+            "994: .balign 4\n",
+            ".popsection\n",
+            ".ifndef _.stapsdt.base\n",
+            ".pushsection .stapsdt.base, \"axGR\", \"progbits\", .stapsdt.base, comdat\n",
+            ".weak _.stapsdt.base\n",
+            ".hidden _.stapsdt.base\n",
+            "_.stapsdt.base: .space 1\n",
+            ".size _.stapsdt.base, 1\n",
+            ".popsection\n",
+            ".endif",
+        )
+    };
+}
 
 /// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none.
 #[inline(always)]
@@ -14,24 +122,78 @@ pub(crate) fn wait_begin(
     deadline_ns: u64,
     waiters: u32,
 ) {
+    marker!(
+        "wait_begin",
+        "8@{0} 8@{1} 8@{2} 8@{3} 8@{4} 8@{5}",
+        sem as u64,
+        word as u64,
+        u64::from(expected),
+        u64::from(wanted),
+        deadline_ns,
+        u64::from(waiters),
+    );
 }
 
 /// After a futex wait. `result`: 0 = woken, else -errno.
 #[inline(always)]
-pub(crate) fn wait_end(sem: usize, word: usize, result: i32, wanted: u32) {}
+pub(crate) fn wait_end(sem: usize, word: usize, result: i32, wanted: u32) {
+    marker!(
+        "wait_end",
+        "8@{0} 8@{1} -8@{2} 8@{3}",
+        sem as u64,
+        word as u64,
+        i64::from(result),
+        u64::from(wanted),
+    );
+}
 
 /// Before a futex wake of `count` threads.
 #[inline(always)]
-pub(crate) fn wake_begin(sem: usize, word: usize, count: u32, waiters: u32) {}
+pub(crate) fn wake_begin(sem: usize, word: usize, count: u32, waiters: u32) {
+    marker!(
+        "wake_begin",
+        "8@{0} 8@{1} 8@{2} 8@{3}",
+        sem as u64,
+        word as u64,
+        u64::from(count),
+        u64::from(waiters),
+    );
+}
 
 /// After a futex wake. `result`: threads woken, or -errno.
 #[inline(always)]
-pub(crate) fn wake_end(sem: usize, word: usize, result: i32, count: u32) {}
+pub(crate) fn wake_end(sem: usize, word: usize, result: i32, count: u32) {
+    marker!(
+        "wake_end",
+        "8@{0} 8@{1} -8@{2} 8@{3}",
+        sem as u64,
+        word as u64,
+        i64::from(result),
+        u64::from(count),
+    );
+}
 
 /// Tokens obtained by an acquire that had to wait `waits` times.
 #[inline(always)]
-pub(crate) fn acquired(sem: usize, tokens: u32, waits: u32) {}
+pub(crate) fn acquired(sem: usize, tokens: u32, waits: u32) {
+    marker!(
+        "acquired",
+        "8@{0} 8@{1} 8@{2}",
+        sem as u64,
+        u64::from(tokens),
+        u64::from(waits),
+    );
+}
 
 /// A timed acquire gave up at its deadline.
 #[inline(always)]
-pub(crate) fn timed_out(sem: usize, wanted: u32, deadline_ns: u64, now_ns: u64) {}
+pub(crate) fn timed_out(sem: usize, wanted: u32, deadline_ns: u64, now_ns: u64) {
+    marker!(
+        "timed_out",
+        "8@{0} 8@{1} 8@{2} 8@{3}",
+        sem as u64,
+        u64::from(wanted),
+        deadline_ns,
+        now_ns,
+    );
+}

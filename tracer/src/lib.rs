@@ -10,4 +10,5 @@ pub mod session;
 pub mod spawn;
 pub mod stdsync;
 pub mod symbols;
+pub mod usdt;
 pub mod workload;
