@@ -204,7 +204,7 @@ impl FutexWord {
         self.model.wake(count)
     }
 
-    /// Wakes every sleeper without any change of state: a spurious wakeup.
+    /// Makes every sleeper return without any change of state, as a signal (`EINTR`) does.
     pub(crate) fn wake_spuriously(&self) {
         self.model.wake_spuriously();
     }
@@ -264,7 +264,9 @@ mod model {
                 }
                 if q.spurious != spurious {
                     q.sleepers -= 1;
-                    return WaitOutcome::Woken;
+                    // As if a signal handler ran: the semaphore treats it like any wake
+                    // that was not meant for it.
+                    return WaitOutcome::Interrupted;
                 }
             }
         }
