@@ -93,6 +93,9 @@ impl RawSemaphore {
         if expired(deadline_ns) {
             return Err(AcquireError::TimedOut);
         }
+        if self.spin_then_take(n) {
+            return Ok(());
+        }
         let kind = WaiterKind::for_request(n);
         if self.register_or_take(n, kind)? {
             return Ok(());
@@ -166,6 +169,24 @@ impl RawSemaphore {
             // The kernel reports ETIMEDOUT only once the deadline has passed.
             timed_out = outcome == WaitOutcome::TimedOut;
         }
+    }
+
+    /// Spins briefly, taking the permits if they arrive meanwhile: a hand-off between threads
+    /// running on two CPUs then costs no system call at all. Stops at once when threads are
+    /// already asleep: they were first, and spinning would only let this thread barge past them.
+    fn spin_then_take(&self, n: u32) -> bool {
+        for _ in 0..SPIN_LIMIT {
+            std::hint::spin_loop();
+            // Relaxed: only a hint; `try_acquire` takes the permits with the ordering it needs.
+            let state = State(self.state.load(Ordering::Relaxed));
+            if state.has_waiters() {
+                return false;
+            }
+            if state.tokens() >= n && self.try_acquire(n) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Registers as a waiter of `kind`, or takes the permits if they turned up meanwhile
@@ -290,6 +311,12 @@ impl Drop for RawSemaphore {
         );
     }
 }
+
+/// Spin iterations before sleeping: about 32 µs of `PAUSE` on the reference machine (2-vCPU
+/// Zen 4), close to what one futex hand-off costs there (30-50 µs), so spinning in vain at most
+/// doubles the cost of the sleep it tries to avoid (the classic spin-then-block bound).
+/// `docs/bench-semaphore.md` has the measurements. None under loom, whose models would only grow.
+const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 1000 };
 
 /// The absolute CLOCK_MONOTONIC deadline of `timeout` in ns, fixed once per acquire; `None`
 /// waits forever (also when the deadline is too far to represent).
