@@ -15,16 +15,17 @@ use crate::state::{State, WaiterKind};
 use crate::{AcquireError, ReleaseError, Timeout, markers};
 
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The futex semaphore's shared state.
 pub(crate) struct RawSemaphore {
     state: AtomicU64,
     single_wake: FutexWord,
     multi_wake: FutexWord,
+    spin_budget: SpinBudget,
 }
 
 impl RawSemaphore {
@@ -35,6 +36,7 @@ impl RawSemaphore {
             state: AtomicU64::new(State::with_tokens(permits).0),
             single_wake: FutexWord::new(),
             multi_wake: FutexWord::new(),
+            spin_budget: SpinBudget::new(),
         }
     }
 
@@ -45,6 +47,7 @@ impl RawSemaphore {
             state: AtomicU64::new(State::with_tokens(permits).0),
             single_wake: FutexWord::new(),
             multi_wake: FutexWord::new(),
+            spin_budget: SpinBudget::new(),
         }
     }
 
@@ -174,8 +177,15 @@ impl RawSemaphore {
     /// Spins briefly, taking the permits if they arrive meanwhile: a hand-off between threads
     /// running on two CPUs then costs no system call at all. Stops at once when threads are
     /// already asleep: they were first, and spinning would only let this thread barge past them.
+    ///
+    /// The spin budget adapts (see [`SpinBudget`]), so threads sharing one CPU, where spinning
+    /// only delays the thread that would release, soon stop spinning.
     fn spin_then_take(&self, n: u32) -> bool {
-        for _ in 0..SPIN_LIMIT {
+        let budget = self.spin_budget.get();
+        if budget == 0 {
+            return false;
+        }
+        for _ in 0..budget {
             std::hint::spin_loop();
             // Relaxed: only a hint; `try_acquire` takes the permits with the ordering it needs.
             let state = State(self.state.load(Ordering::Relaxed));
@@ -183,9 +193,11 @@ impl RawSemaphore {
                 return false;
             }
             if state.tokens() >= n && self.try_acquire(n) {
+                self.spin_budget.succeeded(budget);
                 return true;
             }
         }
+        self.spin_budget.failed(budget);
         false
     }
 
@@ -312,11 +324,69 @@ impl Drop for RawSemaphore {
     }
 }
 
-/// Spin iterations before sleeping: about 32 µs of `PAUSE` on the reference machine (2-vCPU
-/// Zen 4), close to what one futex hand-off costs there (30-50 µs), so spinning in vain at most
-/// doubles the cost of the sleep it tries to avoid (the classic spin-then-block bound).
-/// `docs/bench-semaphore.md` has the measurements. None under loom, whose models would only grow.
-const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 1000 };
+/// How many times an acquire spins before it sleeps: a per-semaphore estimate that adapts to
+/// whether spinning pays off. Doubled after a spin that got the permits, halved after one that
+/// did not, down to 0; at 0, one slow acquire in [`SpinBudget::PROBE_EVERY`] still spins
+/// [`SpinBudget::PROBE`] times to find out whether spinning pays again.
+struct SpinBudget {
+    budget: AtomicU32,
+    skipped: AtomicU32,
+}
+
+impl SpinBudget {
+    /// About 32 µs of `PAUSE` on the reference machine (2-vCPU Zen 4), close to what one futex
+    /// hand-off costs there (30-50 µs): spinning in vain at most doubles the cost of the sleep
+    /// it tries to avoid (the classic spin-then-block bound). `docs/bench-semaphore.md` has the
+    /// measurements. Loom models do not spin: it would only multiply their interleavings.
+    const MAX: u32 = if cfg!(loom) { 0 } else { 1000 };
+    /// The spin of a probe, and the least budget a successful spin leaves.
+    const PROBE: u32 = 16;
+    /// At budget 0, one slow acquire in this many probes.
+    const PROBE_EVERY: u32 = 64;
+
+    #[cfg(not(loom))]
+    const fn new() -> SpinBudget {
+        SpinBudget {
+            budget: AtomicU32::new(Self::PROBE),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> SpinBudget {
+        SpinBudget {
+            budget: AtomicU32::new(Self::PROBE),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    /// The spins for the next slow acquire.
+    fn get(&self) -> u32 {
+        // Relaxed (here and below): a tuning hint; a stale or lost update only changes how
+        // long one spin lasts, never what the semaphore does.
+        let budget = self.budget.load(Ordering::Relaxed).min(Self::MAX);
+        if budget > 0 {
+            return budget;
+        }
+        let skipped = self.skipped.fetch_add(1, Ordering::Relaxed);
+        if skipped.is_multiple_of(Self::PROBE_EVERY) {
+            Self::PROBE.min(Self::MAX)
+        } else {
+            0
+        }
+    }
+
+    fn succeeded(&self, budget: u32) {
+        let next = budget
+            .saturating_mul(2)
+            .clamp(Self::PROBE, Self::MAX.max(Self::PROBE));
+        self.budget.store(next, Ordering::Relaxed);
+    }
+
+    fn failed(&self, budget: u32) {
+        self.budget.store(budget / 2, Ordering::Relaxed);
+    }
+}
 
 /// The absolute CLOCK_MONOTONIC deadline of `timeout` in ns, fixed once per acquire; `None`
 /// waits forever (also when the deadline is too far to represent).
