@@ -103,6 +103,11 @@ impl RawSemaphore {
         if self.register_or_take(n, kind)? {
             return Ok(());
         }
+        // Deregisters if a futex call panics, so the state stays consistent.
+        let registration = Registration {
+            semaphore: self,
+            kind,
+        };
         let word = self.wake_word(kind);
         let mut waits = 0u32;
         let mut timed_out = false;
@@ -128,6 +133,7 @@ impl RawSemaphore {
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => {
+                            std::mem::forget(registration);
                             if waits > 0 {
                                 markers::acquired(self.addr(), n, waits);
                             }
@@ -147,6 +153,7 @@ impl RawSemaphore {
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => {
+                            std::mem::forget(registration);
                             let deadline = deadline_ns.unwrap_or(0);
                             markers::timed_out(self.addr(), n, deadline, monotonic_now_ns());
                             return Err(AcquireError::TimedOut);
@@ -307,6 +314,29 @@ impl RawSemaphore {
     pub(crate) fn wake_spuriously(&self) {
         self.single_wake.wake_spuriously();
         self.multi_wake.wake_spuriously();
+    }
+}
+
+/// A waiter's registration while it waits; dropped only when a panic unwinds through
+/// `acquire_slow` (every normal exit deregisters in the CAS that ends the wait, then forgets it).
+struct Registration<'a> {
+    semaphore: &'a RawSemaphore,
+    kind: WaiterKind,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let state = &self.semaphore.state;
+        // Relaxed: leaving transfers no data; the CAS only has to see the latest state.
+        let mut current = state.load(Ordering::Relaxed);
+        loop {
+            let next = State(current).deregister(self.kind);
+            match state.compare_exchange_weak(current, next.0, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
 }
 
