@@ -192,7 +192,7 @@ impl RawSemaphore {
         if budget == 0 {
             return false;
         }
-        for _ in 0..budget {
+        for spins in 1..=budget {
             std::hint::spin_loop();
             // Relaxed: only a hint; `try_acquire` takes the permits with the ordering it needs.
             let state = State(self.state.load(Ordering::Relaxed));
@@ -200,7 +200,7 @@ impl RawSemaphore {
                 return false;
             }
             if state.tokens() >= n && self.try_acquire(n) {
-                self.spin_budget.succeeded(budget);
+                self.spin_budget.succeeded(spins);
                 return true;
             }
         }
@@ -355,29 +355,31 @@ impl Drop for RawSemaphore {
 }
 
 /// How many times an acquire spins before it sleeps: a per-semaphore estimate that adapts to
-/// whether spinning pays off. Doubled after a spin that got the permits, halved after one that
-/// did not, down to 0; at 0, one slow acquire in [`SpinBudget::PROBE_EVERY`] still spins
-/// [`SpinBudget::PROBE`] times to find out whether spinning pays again.
+/// whether spinning pays off. A spin that got the permits after `i` iterations sets the budget
+/// to `2 * i` (at least [`SpinBudget::LEAST`]); one that did not halves it, down to 0. At 0, one
+/// slow acquire in [`SpinBudget::PROBE_EVERY`] spins the full [`SpinBudget::MAX`] to find out
+/// whether spinning pays again.
 struct SpinBudget {
     budget: AtomicU32,
     skipped: AtomicU32,
 }
 
 impl SpinBudget {
-    /// About 32 µs of `PAUSE` on the reference machine (2-vCPU Zen 4), close to what one futex
-    /// hand-off costs there (30-50 µs): spinning in vain at most doubles the cost of the sleep
-    /// it tries to avoid (the classic spin-then-block bound). `docs/bench-semaphore.md` has the
-    /// measurements. Loom models do not spin: it would only multiply their interleavings.
-    const MAX: u32 = if cfg!(loom) { 0 } else { 1000 };
-    /// The spin of a probe, and the least budget a successful spin leaves.
-    const PROBE: u32 = 16;
+    /// About 64 µs of `PAUSE` on the reference machine (2-vCPU Zen 4), a little more than a
+    /// futex hand-off to an idle CPU there (30-50 µs), so that a spinning thread outlasts its
+    /// partner's wake-up and both can settle into spinning; spinning in vain costs at most
+    /// about one more hand-off (the classic spin-then-block bound). `docs/bench-semaphore.md`
+    /// has the measurements. Loom models do not spin: it would only multiply interleavings.
+    const MAX: u32 = if cfg!(loom) { 0 } else { 2000 };
+    /// The least budget a successful spin leaves.
+    const LEAST: u32 = 32;
     /// At budget 0, one slow acquire in this many probes.
-    const PROBE_EVERY: u32 = 64;
+    const PROBE_EVERY: u32 = 512;
 
     #[cfg(not(loom))]
     const fn new() -> SpinBudget {
         SpinBudget {
-            budget: AtomicU32::new(Self::PROBE),
+            budget: AtomicU32::new(Self::MAX),
             skipped: AtomicU32::new(0),
         }
     }
@@ -385,7 +387,7 @@ impl SpinBudget {
     #[cfg(loom)]
     fn new() -> SpinBudget {
         SpinBudget {
-            budget: AtomicU32::new(Self::PROBE),
+            budget: AtomicU32::new(Self::MAX),
             skipped: AtomicU32::new(0),
         }
     }
@@ -400,21 +402,24 @@ impl SpinBudget {
         }
         let skipped = self.skipped.fetch_add(1, Ordering::Relaxed);
         if skipped.is_multiple_of(Self::PROBE_EVERY) {
-            Self::PROBE.min(Self::MAX)
+            Self::MAX
         } else {
             0
         }
     }
 
-    fn succeeded(&self, budget: u32) {
-        let next = budget
+    fn succeeded(&self, spins: u32) {
+        let next = spins
             .saturating_mul(2)
-            .clamp(Self::PROBE, Self::MAX.max(Self::PROBE));
+            .clamp(Self::LEAST, Self::MAX.max(Self::LEAST));
         self.budget.store(next, Ordering::Relaxed);
     }
 
     fn failed(&self, budget: u32) {
-        self.budget.store(budget / 2, Ordering::Relaxed);
+        // A failed probe leaves the budget at 0.
+        let current = self.budget.load(Ordering::Relaxed);
+        self.budget
+            .store(current.min(budget) / 2, Ordering::Relaxed);
     }
 }
 
