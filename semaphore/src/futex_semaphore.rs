@@ -188,7 +188,12 @@ impl RawSemaphore {
     /// The spin budget adapts (see [`SpinBudget`]), so threads sharing one CPU, where spinning
     /// only delays the thread that would release, soon stop spinning.
     fn spin_then_take(&self, n: u32) -> bool {
-        let budget = self.spin_budget.get();
+        // Loom models do not spin: it would only multiply their interleavings.
+        let budget = if cfg!(loom) {
+            0
+        } else {
+            self.spin_budget.get()
+        };
         if budget == 0 {
             return false;
         }
@@ -369,8 +374,8 @@ impl SpinBudget {
     /// futex hand-off to an idle CPU there (30-50 µs), so that a spinning thread outlasts its
     /// partner's wake-up and both can settle into spinning; spinning in vain costs at most
     /// about one more hand-off (the classic spin-then-block bound). `docs/bench-semaphore.md`
-    /// has the measurements. Loom models do not spin: it would only multiply interleavings.
-    const MAX: u32 = if cfg!(loom) { 0 } else { 2000 };
+    /// has the measurements.
+    const MAX: u32 = 2000;
     /// The least budget a successful spin leaves.
     const LEAST: u32 = 32;
     /// At budget 0, one slow acquire in this many probes.
@@ -396,7 +401,7 @@ impl SpinBudget {
     fn get(&self) -> u32 {
         // Relaxed (here and below): a tuning hint; a stale or lost update only changes how
         // long one spin lasts, never what the semaphore does.
-        let budget = self.budget.load(Ordering::Relaxed).min(Self::MAX);
+        let budget = self.budget.load(Ordering::Relaxed);
         if budget > 0 {
             return budget;
         }
@@ -409,9 +414,7 @@ impl SpinBudget {
     }
 
     fn succeeded(&self, spins: u32) {
-        let next = spins
-            .saturating_mul(2)
-            .clamp(Self::LEAST, Self::MAX.max(Self::LEAST));
+        let next = spins.saturating_mul(2).clamp(Self::LEAST, Self::MAX);
         self.budget.store(next, Ordering::Relaxed);
     }
 

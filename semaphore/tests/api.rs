@@ -1,5 +1,6 @@
 //! The behaviours Qt's `tst_qsemaphore` checks (counts, try-acquire, timeouts, many threads,
 //! multi-permit releases, RAII), plus overflow, zero and oversized requests.
+#![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
 use futexscope_semaphore::{AcquireError, MAX_PERMITS, ReleaseError, Semaphore};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,7 +7,7 @@
 //!
 //! The filter is installed on a dedicated thread (seccomp filters are per thread), matches
 //! only futex addresses inside the semaphore under test, and dies with the thread.
-#![cfg(not(feature = "portable"))]
+#![cfg(not(any(loom, feature = "portable")))]
 
 use futexscope_semaphore::Semaphore;
 use std::thread;

@@ -3,6 +3,7 @@
 //! happens-before) or a miscount shows up as a wrong byte.
 //!
 //! Moves Qt's 860,160 items by default; `FUTEXSCOPE_THOROUGH=1` moves ten times as many.
+#![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
 use futexscope_semaphore::Semaphore;
 use std::cell::UnsafeCell;

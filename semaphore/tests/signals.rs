@@ -3,6 +3,7 @@
 //! not give up before their deadline (timed), and lose no permit.
 //!
 //! This file is its own test binary: the handler is process-wide.
+#![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
 use futexscope_semaphore::{AcquireError, Semaphore};
 use std::sync::Mutex;

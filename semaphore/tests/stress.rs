@@ -4,6 +4,7 @@
 //! permits sit unused: the run then cannot finish, and the watchdog reports it).
 //!
 //! Quick by default (a few seconds); `FUTEXSCOPE_THOROUGH=1` runs for a minute per scenario.
+#![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
 use futexscope_semaphore::{AcquireError, Semaphore};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
