@@ -54,9 +54,12 @@
 //! timed acquire never fails before its deadline. CLOCK_MONOTONIC does not advance while the
 //! machine is suspended.
 //!
-//! Permits go to whichever thread takes them first: a thread that arrives while others sleep
-//! may take them ("barging"), so there is no FIFO order, and a steady stream of small requests
-//! can delay a large one (`docs/semaphore.md`, "Wake policy", measures how much).
+//! Before sleeping, an acquire spins briefly (an adaptive budget, at most about 64 µs, that
+//! shrinks to nothing where spinning does not pay): a hand-off between threads on two CPUs then
+//! needs no system call. Permits go to whichever thread takes them first: a thread that arrives
+//! while others sleep may take them ("barging"), so there is no FIFO order, and a steady stream
+//! of small requests can starve a large one (`docs/semaphore.md`, "Wake policy", measures how
+//! much); bound such waits with `try_acquire_for`.
 //!
 //! # Implementations
 //! On Linux the semaphore waits on futexes (`FUTEX_WAIT_BITSET`, `FUTEX_WAKE`, both private;
