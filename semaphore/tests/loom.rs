@@ -153,3 +153,54 @@ fn timed_out_waiter_neither_keeps_nor_strands_permits() {
         (sem, left)
     });
 }
+
+#[test]
+fn barging_acquirer_cannot_strand_a_woken_waiter() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiter = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        let barger = {
+            let sem = sem.clone();
+            thread::spawn(move || {
+                // Takes the permit if it gets there first, then gives it back.
+                if let Ok(permit) = sem.try_acquire(1) {
+                    drop(permit);
+                }
+            })
+        };
+        sem.release(1).unwrap();
+        waiter.join().unwrap();
+        barger.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn timed_multi_waiter_and_single_waiter_share_a_release() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let timed_multi = {
+            let sem = sem.clone();
+            thread::spawn(
+                move || match sem.try_acquire_for(2, Duration::from_secs(1)) {
+                    Ok(permit) => {
+                        permit.forget();
+                        2
+                    }
+                    Err(_) => 0,
+                },
+            )
+        };
+        let single = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        sem.release(3).unwrap();
+        let multi_took = timed_multi.join().unwrap();
+        single.join().unwrap();
+        (sem, 2 - multi_took)
+    });
+}
