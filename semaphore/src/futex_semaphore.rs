@@ -96,7 +96,7 @@ impl RawSemaphore {
         if expired(deadline_ns) {
             return Err(AcquireError::TimedOut);
         }
-        if self.spin_then_take(n) {
+        if self.spin_then_take(n, deadline_ns) {
             return Ok(());
         }
         let kind = WaiterKind::for_request(n);
@@ -187,7 +187,9 @@ impl RawSemaphore {
     ///
     /// The spin budget adapts (see [`SpinBudget`]), so threads sharing one CPU, where spinning
     /// only delays the thread that would release, soon stop spinning.
-    fn spin_then_take(&self, n: u32) -> bool {
+    ///
+    /// A timed acquire stops spinning at its deadline (checked every 64 iterations).
+    fn spin_then_take(&self, n: u32, deadline_ns: Option<u64>) -> bool {
         // Loom models do not spin: it would only multiply their interleavings.
         let budget = if cfg!(loom) {
             0
@@ -207,6 +209,9 @@ impl RawSemaphore {
             if state.tokens() >= n && self.try_acquire(n) {
                 self.spin_budget.succeeded(spins);
                 return true;
+            }
+            if spins % 64 == 0 && deadline_ns.is_some_and(|d| monotonic_now_ns() >= d) {
+                return false;
             }
         }
         self.spin_budget.failed(budget);
