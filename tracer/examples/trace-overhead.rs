@@ -7,9 +7,9 @@
 //!     target/release/futexscope target/release/examples/sem-bench [RUNS] [OPS]
 //! ```
 //!
-//! Part 1: `sem-bench futexscope pingpong|prodcons OPS`, RUNS times each untraced and traced
-//! (`futexscope run -- sem-bench ...`), interleaved; prints the median ns per op of each and
-//! the ratio traced/untraced. Part 2: `futexscope flood` at rising target rates under
+//! Part 1: `sem-bench futexscope pingpong|prodcons OPS`, RUNS times each untraced, traced
+//! (`futexscope run -- sem-bench ...`) and traced without markers (`--no-markers`),
+//! interleaved; prints the median ns per op of each and the ratios to untraced. Part 2: `futexscope flood` at rising target rates under
 //! `futexscope run`; prints the events/s achieved and the records dropped.
 
 use std::{
@@ -59,26 +59,41 @@ fn main() -> ExitCode {
         "part 1: slowdown of sem-bench under `futexscope run` ({runs} runs each, {ops} ops, medians)"
     );
     for workload in ["pingpong", "prodcons"] {
-        let (mut plain, mut traced) = (Vec::new(), Vec::new());
+        let (mut plain, mut traced, mut futex_only) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let bench_args = ["futexscope", workload, ops.as_str()];
-            match ns_per_op(Command::new(sem_bench).args(bench_args)) {
-                Ok(ns) => plain.push(ns),
-                Err(e) => return fail(&e),
-            }
-            let mut command = Command::new(futexscope);
-            command
-                .args(["run", "--view", "quiet", "--", sem_bench])
-                .args(bench_args);
-            match ns_per_op(&mut command) {
-                Ok(ns) => traced.push(ns),
-                Err(e) => return fail(&e),
+            for (results, tracer_args) in [
+                (&mut plain, None),
+                (&mut traced, Some(&["run", "--view", "quiet", "--"][..])),
+                (
+                    &mut futex_only,
+                    Some(&["run", "--view", "quiet", "--no-markers", "--"][..]),
+                ),
+            ] {
+                let mut command = match tracer_args {
+                    None => Command::new(sem_bench),
+                    Some(args) => {
+                        let mut command = Command::new(futexscope);
+                        command.args(args).arg(sem_bench);
+                        command
+                    }
+                };
+                match ns_per_op(command.args(bench_args)) {
+                    Ok(ns) => results.push(ns),
+                    Err(e) => return fail(&e),
+                }
             }
         }
-        let (plain, traced) = (median(&mut plain), median(&mut traced));
+        let (plain, traced, futex_only) = (
+            median(&mut plain),
+            median(&mut traced),
+            median(&mut futex_only),
+        );
         println!(
-            "{workload:>9}: untraced {plain:9.1} ns/op, traced {traced:9.1} ns/op, ratio {:.3}",
-            traced / plain
+            "{workload:>9}: untraced {plain:9.1} ns/op; traced {traced:9.1} ns/op (ratio {:.3}); \
+             --no-markers {futex_only:9.1} ns/op (ratio {:.3})",
+            traced / plain,
+            futex_only / plain
         );
     }
 

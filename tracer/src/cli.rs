@@ -12,6 +12,8 @@ Exit codes:
            124 if --duration elapsed first (the command is sent SIGTERM),
            130 if interrupted by Ctrl-C or SIGTERM (the command is sent SIGINT)
   attach   0 when the process exits, --duration elapses or on Ctrl-C
+  demo     0 when --duration elapses or on Ctrl-C
+  list     0 if markers were found, 1 if none, 66 if BIN or PID cannot be read
   1    other failure (reading the probes' maps, drawing on the terminal)
   2    command line error
   67   attach: no such process
@@ -53,6 +55,25 @@ pub enum Command {
         /// The process id.
         pid: u32,
     },
+    /// Trace the built-in demo: threads contending on futexscope semaphores (multi-token
+    /// acquires, timeouts, a signal storm, a producer/consumer).
+    #[command(after_help = EXIT_CODES)]
+    Demo {
+        /// Tracing options.
+        #[command(flatten)]
+        trace: TraceArgs,
+    },
+    /// List the futexscope markers of an executable or library, or of the files a running
+    /// process maps, with their argument specs (like `bpftrace -l`).
+    #[command(after_help = EXIT_CODES, override_usage = "futexscope list BIN|PID")]
+    List {
+        /// An ELF file, or a process id.
+        #[arg(value_name = "BIN|PID")]
+        target: String,
+    },
+    /// Run the demo's workload untraced until SIGINT/SIGTERM (what `demo` traces).
+    #[command(hide = true)]
+    DemoWorkload,
     /// Run a scripted workload with known futex counts (for tests).
     #[command(hide = true)]
     Workload {
@@ -109,6 +130,13 @@ pub struct TraceArgs {
     /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
     #[arg(long, value_enum, default_value_t)]
     pub sort: SortKey,
+    /// Do not attach to the futexscope markers: trace futex calls only (cheaper: each marker
+    /// hit costs a uprobe trap).
+    #[arg(long)]
+    pub no_markers: bool,
+    /// Print the probes' own diagnostics (a full map, markers out of order) to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds (fractions allowed).

@@ -9,7 +9,7 @@ use std::{
 };
 
 use futexscope_probes_common::{
-    event::{Event, EventKind},
+    event::{Event, EventKind, spurious},
     maps::FutexKey,
     markers::Marker,
 };
@@ -52,6 +52,10 @@ pub struct EventLine<'a> {
     pub deadline_ns: u64,
     /// Marker or op-specific arguments.
     pub args: [u64; 6],
+    /// Spurious-wakeup flags of a wait (docs/probes.md).
+    pub spurious: u32,
+    /// Clock the deadline was given on (0 realtime, 1 monotonic, 4294967295 untimed).
+    pub clock: u32,
 }
 
 impl<'a> EventLine<'a> {
@@ -63,6 +67,8 @@ impl<'a> EventLine<'a> {
                 Some(EventKind::Wait) => "wait",
                 Some(EventKind::Wake) => "wake",
                 Some(EventKind::Marker) => "marker",
+                Some(EventKind::Fork) => "fork",
+                Some(EventKind::DiedWaiting) => "died_waiting",
                 None => "unknown",
             },
             marker: (kind == Some(EventKind::Marker))
@@ -80,6 +86,8 @@ impl<'a> EventLine<'a> {
             ret: event.ret,
             deadline_ns: event.deadline_ns,
             args: event.args,
+            spurious: event.spurious,
+            clock: event.clock,
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct Call {
     pub ret: i64,
     /// Absolute deadline in ns (waits), 0 if none.
     pub deadline_ns: u64,
+    /// Spurious-wakeup flags (waits).
+    pub spurious: u32,
 }
 
 /// A futex word as an ordered key: (process id, address).
@@ -131,6 +141,8 @@ impl Call {
 pub struct Recorder {
     waits: Vec<Call>,
     wakes: Vec<Call>,
+    /// Waits cut short by their thread's exit.
+    died_waiting: Vec<Call>,
 }
 
 impl Recorder {
@@ -144,22 +156,22 @@ impl Recorder {
             end_ns: event.ts_ns,
             ret: event.ret,
             deadline_ns: event.deadline_ns,
+            spurious: event.spurious,
         };
         match EventKind::from_u32(event.kind) {
             Some(EventKind::Wait) => self.waits.push(call),
             Some(EventKind::Wake) => self.wakes.push(call),
+            Some(EventKind::DiedWaiting) => self.died_waiting.push(call),
             _ => {}
         }
     }
 
     /// The timeline of everything recorded. `labels` names futex words; `process_names`
-    /// names processes; `complete` says no record was dropped (only then is a woken wait with
-    /// no matching wake marked as a wakeup with no waker).
+    /// names processes.
     pub fn timeline(
         &self,
         labels: &HashMap<FutexKey, String>,
         process_names: &HashMap<u32, String>,
-        complete: bool,
     ) -> Timeline {
         let name_of = |key: FutexKey| match labels.get(&key) {
             Some(label) if !label.is_empty() => label.clone(),
@@ -169,6 +181,7 @@ impl Recorder {
             .waits
             .iter()
             .chain(&self.wakes)
+            .chain(&self.died_waiting)
             .map(|c| (c.tgid, c.tid))
             .collect();
         threads.sort_unstable();
@@ -211,24 +224,53 @@ impl Recorder {
                 flows_out: Vec::new(),
                 flow_in: *flow_in,
             });
-            let instant = match wait.ret {
-                ETIMEDOUT => Some(("timeout", vec![("drift_ns", Arg::Int(drift_ns(wait)))])),
-                EINTR => Some(("spurious: interrupted (EINTR)", vec![])),
-                EAGAIN => Some(("spurious: value changed (EAGAIN)", vec![])),
-                0 if complete && flow_in.is_none() => {
-                    Some(("spurious: woken with no wake", vec![]))
-                }
-                _ => None,
+            let instant = |name, ts_ns, args| Instant {
+                pid: wait.tgid,
+                tid: wait.tid,
+                name,
+                ts_ns,
+                args,
             };
-            if let Some((name, args)) = instant {
-                instants.push(Instant {
-                    pid: wait.tgid,
-                    tid: wait.tid,
-                    name,
-                    ts_ns: wait.end_ns,
-                    args,
-                });
+            if wait.ret == ETIMEDOUT {
+                instants.push(instant(
+                    "timeout",
+                    wait.end_ns,
+                    vec![("drift_ns", Arg::Int(drift_ns(wait)))],
+                ));
             }
+            for (flag, name) in SPURIOUS_KINDS {
+                if wait.spurious & flag != 0 {
+                    // A lost race is found when the thread waits again: mark that wait's start.
+                    let ts_ns = if flag == spurious::LOST_RACE {
+                        wait.start_ns
+                    } else {
+                        wait.end_ns
+                    };
+                    instants.push(instant(name, ts_ns, vec![]));
+                }
+            }
+        }
+        for died in &self.died_waiting {
+            slices.push(Slice {
+                pid: died.tgid,
+                tid: died.tid,
+                name: format!("wait {}", name_of(died.key())),
+                start_ns: died.start_ns,
+                end_ns: died.end_ns.max(died.start_ns),
+                args: vec![
+                    ("uaddr", Arg::Text(format!("{:#x}", died.uaddr))),
+                    ("result", Arg::Text("thread exited".to_owned())),
+                ],
+                flows_out: Vec::new(),
+                flow_in: None,
+            });
+            instants.push(Instant {
+                pid: died.tgid,
+                tid: died.tid,
+                name: "thread exited while waiting",
+                ts_ns: died.end_ns,
+                args: vec![],
+            });
         }
         for (wake, flows_out) in self.wakes.iter().zip(flows_out_of_wake) {
             slices.push(Slice {
@@ -608,6 +650,14 @@ mod protobuf {
     }
 }
 
+/// Instant names of the spurious-wakeup flags of a wait.
+const SPURIOUS_KINDS: [(u32, &str); 4] = [
+    (spurious::INTERRUPTED, "spurious: interrupted (EINTR)"),
+    (spurious::VALUE_CHANGED, "spurious: value changed (EAGAIN)"),
+    (spurious::LOST_RACE, "spurious: lost the race"),
+    (spurious::NO_WAKER, "spurious: woken with no wake"),
+];
+
 /// A wake linked to a wait it woke (indices into the wake and wait lists).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
@@ -758,6 +808,7 @@ mod tests {
             end_ns,
             ret,
             deadline_ns: 0,
+            spurious: 0,
         }
     }
 
@@ -839,6 +890,8 @@ mod tests {
             ret,
             deadline_ns: if ret == ETIMEDOUT { ts_ns - 500 } else { 0 },
             args: [0; 6],
+            spurious: 0,
+            clock: futexscope_probes_common::event::NO_CLOCK,
         }
     }
 
@@ -847,7 +900,12 @@ mod tests {
         recorder.push(&event(EventKind::Wait, 2, 0x10, 1_000, 9_000, 0));
         recorder.push(&event(EventKind::Wake, 3, 0x10, 8_000, 8_500, 1));
         recorder.push(&event(EventKind::Wait, 2, 0x10, 10_000, 20_000, ETIMEDOUT));
-        recorder.push(&event(EventKind::Wait, 4, 0x10, 30_000, 31_000, 0));
+        let mut no_waker = event(EventKind::Wait, 4, 0x10, 30_000, 31_000, 0);
+        no_waker.spurious = spurious::NO_WAKER;
+        recorder.push(&no_waker);
+        let mut died = event(EventKind::DiedWaiting, 5, 0x10, 32_000, 40_000, 0);
+        died.deadline_ns = 0;
+        recorder.push(&died);
         let labels = HashMap::from([(
             FutexKey {
                 tgid: 1,
@@ -856,13 +914,13 @@ mod tests {
             },
             "SEM".to_owned(),
         )]);
-        recorder.timeline(&labels, &HashMap::from([(1, "prog".into())]), true)
+        recorder.timeline(&labels, &HashMap::from([(1, "prog".into())]))
     }
 
     #[test]
     fn timeline_links_the_wake_to_the_wait_it_woke() {
         let timeline = sample_timeline();
-        assert_eq!(timeline.threads, [(1, 2), (1, 3), (1, 4)]);
+        assert_eq!(timeline.threads, [(1, 2), (1, 3), (1, 4), (1, 5)]);
         assert_eq!(timeline.processes, [(1, "prog".to_owned())]);
         let wake = timeline
             .slices
@@ -877,7 +935,14 @@ mod tests {
         assert_eq!(wake.flows_out, [woken.flow_in.unwrap()]);
         assert_eq!((woken.tid, woken.start_ns), (2, 1_000));
         let names: Vec<_> = timeline.instants.iter().map(|i| (i.name, i.tid)).collect();
-        assert_eq!(names, [("timeout", 2), ("spurious: woken with no wake", 4)]);
+        assert_eq!(
+            names,
+            [
+                ("timeout", 2),
+                ("spurious: woken with no wake", 4),
+                ("thread exited while waiting", 5)
+            ]
+        );
         assert_eq!(timeline.instants[0].args, [("drift_ns", Arg::Int(500))]);
     }
 
@@ -888,7 +953,7 @@ mod tests {
         let trace: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let events = trace["traceEvents"].as_array().unwrap();
         let with = |ph: &str| events.iter().filter(|e| e["ph"] == ph).collect::<Vec<_>>();
-        assert_eq!(with("X").len(), 4);
+        assert_eq!(with("X").len(), 5);
         assert!(
             with("X")
                 .iter()

@@ -1,5 +1,7 @@
 //! futexscope's userspace half: loads the eBPF probes, traces processes, reports.
 
+pub mod attach;
+pub mod demo;
 pub mod export;
 pub mod flood;
 pub mod live;

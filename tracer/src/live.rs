@@ -127,6 +127,7 @@ impl Live {
         match &mut self.mode {
             Mode::Quiet => Ok(()),
             Mode::Plain => {
+                // Like the summary, plain lines never stop tracing when stdout is closed.
                 let mut out = io::stdout().lock();
                 let text = render::interval(
                     snapshot.elapsed_s,
@@ -135,11 +136,12 @@ impl Live {
                     &snapshot.drops,
                     PLAIN_TOP_ROWS,
                 );
-                out.write_all(text.as_bytes())?;
+                let _ = out.write_all(text.as_bytes());
                 if let Some(line) = render::drops_line(&snapshot.drops) {
-                    writeln!(out, "{line}")?;
+                    let _ = writeln!(out, "{line}");
                 }
-                out.flush()
+                let _ = out.flush();
+                Ok(())
             }
             Mode::Screen(terminal) => {
                 let header = format!(

@@ -7,15 +7,22 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use futexscope::{
-    flood,
-    session::{self, Options, Target, TraceError},
-    stdsync, workload,
+    demo, flood,
+    session::{self, Options, Target, TraceError, exit_code},
+    stdsync, usdt, workload,
 };
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { trace, command } => traced(&Target::Command(command), &trace),
         Command::Attach { trace, pid } => traced(&Target::Pid(pid), &trace),
+        Command::Demo { trace } => demo(&trace),
+        Command::List { target } => list(&target),
+        Command::DemoWorkload => {
+            let counts = demo::run();
+            println!("{counts}");
+            ExitCode::SUCCESS
+        }
         Command::Workload { eagain_waits } => {
             let word = workload::eagain_waits(eagain_waits);
             println!("workload: {eagain_waits} waits on {word:#x}");
@@ -54,6 +61,8 @@ fn options(args: &TraceArgs) -> Options {
         events: args.events.clone(),
         view: args.view,
         sort: args.sort,
+        verbose: args.verbose,
+        markers: !args.no_markers,
     }
 }
 
@@ -62,6 +71,50 @@ fn traced(target: &Target, args: &TraceArgs) -> ExitCode {
     match session::trace(target, &options(args)) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(err) => ExitCode::from(report_error(&err)),
+    }
+}
+
+/// Traces the demo workload (this same binary, hidden `demo-workload` command).
+fn demo(args: &TraceArgs) -> ExitCode {
+    let program = match std::env::current_exe() {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(err) => {
+            eprintln!(
+                "futexscope: error: cannot find the futexscope binary to run the demo: {err}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = Target::Command(vec![program, "demo-workload".to_owned()]);
+    match session::trace(&target, &options(args)) {
+        // The demo runs until stopped: stopping it is success.
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => ExitCode::from(report_error(&err)),
+    }
+}
+
+/// Prints the markers of a file or process.
+fn list(target: &str) -> ExitCode {
+    match usdt::list(target) {
+        Ok(lines) if lines.is_empty() => {
+            eprintln!("futexscope: no futexscope markers in `{target}`");
+            ExitCode::FAILURE
+        }
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("futexscope: error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(exit_code::CANNOT_READ)
+        }
     }
 }
 

@@ -428,6 +428,8 @@ mod tests {
             ret: 0,
             deadline_ns: 0,
             args: [0x1000, 0x1008, 0, 1, 0, 1],
+            spurious: 0,
+            clock: futexscope_probes_common::event::NO_CLOCK,
         };
         let (word, semaphore) = semaphore_of_word(&event).unwrap();
         assert_eq!((word.tgid, word.uaddr, semaphore), (1, 0x1008, 0x1000));

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
     io::{self, BufWriter, IsTerminal, Write},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -13,9 +13,10 @@ use std::{
 use futexscope_probes_common::{event::Event, maps::FutexKey};
 
 use crate::{
+    attach::{self, Attached},
     export::{self, Recorder},
     live::Live,
-    probes::{LoadError, Probes},
+    probes::{DropCounts, LoadError, ProbeOptions, Probes},
     render,
     report::{self, Drops, Ending, SortKey, Summary},
     spawn::{GatedChild, SpawnError},
@@ -60,6 +61,10 @@ pub struct Options {
     pub view: View,
     /// Initial sort column.
     pub sort: SortKey,
+    /// Print the probes' diagnostics.
+    pub verbose: bool,
+    /// Attach to the futexscope markers of the target.
+    pub markers: bool,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -110,6 +115,8 @@ pub mod exit_code {
     pub const FAILURE: u8 = 1;
     /// Command line error (from clap).
     pub const USAGE: u8 = 2;
+    /// `list`: the file or process cannot be read.
+    pub const CANNOT_READ: u8 = 66;
     /// An output file (`--json`, `--export`, `--events`) could not be written.
     pub const OUTPUT: u8 = 74;
     /// Not root and missing CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN.
@@ -173,6 +180,11 @@ impl Summary {
         self.target.starts_with("pid ")
     }
 }
+
+/// Event ring buffer size: 16 MiB, about 120,000 records, 120 ms at 1 M records/s.
+const RING_BUFFER_BYTES: u32 = 16 << 20;
+/// How often the ring buffer is drained.
+const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 
 /// Set by SIGINT/SIGTERM.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -240,9 +252,14 @@ fn os_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
-fn load_probes() -> Result<Probes, TraceError> {
+fn load_probes(verbose: bool) -> Result<Probes, TraceError> {
     check_privileges()?;
-    Probes::load().map_err(|err| match os_errno(&err) {
+    let options = ProbeOptions {
+        ring_buffer_bytes: RING_BUFFER_BYTES,
+        verbose,
+        ..ProbeOptions::default()
+    };
+    Probes::load_with(&options).map_err(|err| match os_errno(&err) {
         Some(libc::EPERM | libc::EACCES) => TraceError::NotPermitted {
             missing: String::new(),
         },
@@ -382,7 +399,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         Target::Pid(pid) => Target::Pid(process_of(*pid).ok_or(TraceError::NoSuchPid(*pid))?),
         other => other.clone(),
     };
-    let mut probes = load_probes()?;
+    let mut probes = load_probes(options.verbose)?;
     // Output files are created before tracing starts, so a bad path fails at once.
     let mut sink = EventSink::new(options)?;
     let export_file = options
@@ -409,8 +426,45 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     )
     .map_err(TraceError::Terminal)?;
 
+    let mut notes: Vec<String> = Vec::new();
+    let mut note = |live: &mut Live, text: String| {
+        live.note(&text);
+        notes.push(text);
+    };
+    for syscall in probes.syscalls().iter().filter(|s| !s.present) {
+        note(
+            &mut live,
+            format!(
+                "this kernel has no `{}` system call: nothing can call it, so nothing is missed",
+                syscall.name
+            ),
+        );
+    }
+    if !probes.follows_forks() {
+        note(
+            &mut live,
+            "the kernel's BTF does not describe `task_struct`: children of the traced process are not followed".to_owned(),
+        );
+    }
+
+    let mut markers = Attached::default();
     let (root_pid, child) = match target {
         Target::Command(argv) => {
+            // Markers first: the program hits them from its first instruction on.
+            if options.markers
+                && let Some(program) = attach::resolve_program(&argv[0])
+                && let Err(err) = attach::attach_file(&mut probes, &program, &program, &mut markers)
+            {
+                markers.failed = true;
+                note(
+                    &mut live,
+                    format!(
+                        "cannot attach to the markers of `{}`: {}; tracing futex calls only",
+                        program.display(),
+                        chain(&err)
+                    ),
+                );
+            }
             let gated = GatedChild::spawn(argv)?;
             let pid = gated.pid();
             probes.trace_tgid(pid).map_err(TraceError::Load)?;
@@ -418,24 +472,54 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             (pid, Some(child))
         }
         Target::Pid(pid) => {
+            if options.markers
+                && let Err(err) = attach::attach_process(&mut probes, *pid, &mut markers)
+            {
+                markers.failed = true;
+                note(
+                    &mut live,
+                    format!(
+                        "cannot attach to the markers of process {pid}: {}; tracing futex calls only",
+                        chain(&err)
+                    ),
+                );
+            }
             probes.trace_tgid(*pid).map_err(TraceError::Load)?;
             (*pid, None)
         }
     };
     let started = Instant::now();
-    // Read at once: a short-lived command may be gone in a moment.
-    let executable = std::fs::read_link(format!("/proc/{root_pid}/exe")).ok();
+    for skipped in &markers.skipped {
+        note(&mut live, format!("marker site skipped: {skipped}"));
+    }
+    if !options.markers {
+        note(
+            &mut live,
+            "--no-markers: tracing futex calls only".to_owned(),
+        );
+    } else if markers.sites == 0 && !markers.failed {
+        note(
+            &mut live,
+            "no futexscope markers found: tracing futex calls only (every lock's waits and wakes, without semaphore names or tokens)".to_owned(),
+        );
+    }
     let mut symbolizer = Symbolizer::default();
     let _ = symbolizer.refresh(root_pid);
     let mut labels: HashMap<FutexKey, String> = HashMap::new();
-    let mut notes: Vec<String> = Vec::new();
-    if let Some(note) = executable.as_deref().and_then(markers_note) {
-        live.note(&note);
-        notes.push(note);
-    }
     let mut next_tick = started + options.interval;
+    let mut sink_error = None;
+    let mut drain = |probes: &mut Probes, sink: &mut EventSink| {
+        probes.read_events(|event| {
+            if let Err(err) = sink.push(event)
+                && sink_error.is_none()
+            {
+                sink_error = Some(err);
+            }
+        });
+    };
 
     let ending = loop {
+        drain(&mut probes, &mut sink);
         if INTERRUPTED.load(Ordering::Relaxed) {
             break Ending::Interrupted;
         }
@@ -456,17 +540,21 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         if now >= next_tick {
             next_tick += options.interval;
             let stats = probes.futex_stats().map_err(TraceError::Read)?;
+            let drops = probes.drops().map_err(TraceError::Read)?;
             label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
             let rows = report::rows(&stats, &labels);
             live.update(
                 started.elapsed().as_secs_f64(),
                 rows,
                 sink.count,
-                &Drops::default(),
+                &drops_of(drops),
             )
             .map_err(TraceError::Terminal)?;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A fixed pause, not a wakeup per record: the traced program must not pay for waking
+        // the tracer at every futex call. The ring buffer holds far more than one pause's worth.
+        std::thread::sleep(DRAIN_PERIOD);
+        probes.drain_log();
     };
     live.close().map_err(TraceError::Terminal)?;
     if let Some(pid) = child {
@@ -476,16 +564,22 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             _ => {}
         }
     }
+    drain(&mut probes, &mut sink);
+    if let Some(err) = sink_error {
+        return Err(err);
+    }
 
     let seconds = started.elapsed().as_secs_f64();
     let stats = probes.futex_stats().map_err(TraceError::Read)?;
+    let drops = drops_of(probes.drops().map_err(TraceError::Read)?);
     label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
     let mut futexes = report::rows(&stats, &labels);
     report::sort_rows(&mut futexes, SortKey::Waits);
+    let traced = probes.traced_tgids().unwrap_or_default();
     let pids: BTreeSet<u32> = std::iter::once(root_pid)
+        .chain(traced)
         .chain(futexes.iter().map(|r| r.tgid))
         .collect();
-    let drops = Drops::default();
     let summary = Summary {
         target: target_name.clone(),
         pids: pids.into_iter().collect(),
@@ -496,8 +590,11 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         notes,
         futexes,
     };
-    print!("{}", render::summary(&summary));
-    let _ = io::stdout().flush();
+    // A closed stdout (`| head`) must not lose the output files: ignore write errors here.
+    let mut stdout = io::stdout().lock();
+    let _ = stdout.write_all(render::summary(&summary).as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
 
     sink.finish()?;
     if let Some((path, mut file)) = json_file {
@@ -508,23 +605,30 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         let names = HashMap::from([(root_pid, target_name)]);
         let format = export::Format::for_path(&path);
         recorder
-            .timeline(&labels, &names, !drops.any())
+            .timeline(&labels, &names)
             .write(&mut BufWriter::new(file), format)
             .map_err(|source| TraceError::Output { path, source })?;
     }
     Ok(Outcome { summary })
 }
 
-/// The note to give when the traced executable has no futexscope markers.
-fn markers_note(executable: &Path) -> Option<String> {
-    let data = std::fs::read(executable).ok()?;
-    match crate::symbols::has_markers(&data)? {
-        true => None,
-        false => Some(format!(
-            "`{}` has no futexscope markers: tracing its futex calls only (every lock's waits and wakes, without semaphore names or tokens)",
-            executable.display()
-        )),
+fn drops_of(counts: DropCounts) -> Drops {
+    Drops {
+        ring_buffer_full: counts.ring_buffer_full,
+        map_full: counts.map_full,
     }
+}
+
+/// An error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Names the words that have no name yet, re-reading the mappings of their processes first.

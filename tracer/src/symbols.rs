@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,24 +108,6 @@ impl SymbolTable {
             format!("{name}+{offset}")
         })
     }
-}
-
-/// Whether an ELF file has futexscope markers: a `.note.stapsdt` note of provider
-/// [`futexscope_probes_common::markers::PROVIDER`]. `None` if the file is not ELF.
-pub fn has_markers(data: &[u8]) -> Option<bool> {
-    let file = object::File::parse(data).ok()?;
-    let Some(notes) = file.section_by_name(".note.stapsdt") else {
-        return Some(false);
-    };
-    let notes = notes.data().ok()?;
-    // Each note's description holds three addresses, then `provider\0name\0args\0`; the
-    // provider is always preceded by the last address and followed by a NUL.
-    let provider = format!("{}\0", futexscope_probes_common::markers::PROVIDER);
-    Some(
-        notes
-            .windows(provider.len())
-            .any(|w| w == provider.as_bytes()),
-    )
 }
 
 /// One ELF file mapped into a process.
@@ -233,13 +215,6 @@ mod tests {
 
     /// A static of this very test binary, found through this process's own maps.
     static NAMED_WORD: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
-
-    #[test]
-    fn a_binary_without_stapsdt_notes_has_no_markers() {
-        let exe = fs::read("/proc/self/exe").unwrap();
-        assert_eq!(has_markers(&exe), Some(false));
-        assert_eq!(has_markers(b"not an ELF file"), None);
-    }
 
     #[test]
     fn resolves_a_static_of_a_live_process() {

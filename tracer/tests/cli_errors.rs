@@ -129,9 +129,9 @@ fn command_not_found_exits_127_and_not_executable_126() {
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
 
-/// Installs a seccomp filter that makes `bpf(2)` fail with ENOSYS, as on a kernel built
-/// without BPF.
-fn deny_bpf_syscall() -> std::io::Result<()> {
+/// Installs a seccomp filter that makes system call `nr` fail with `errno`, as on a kernel
+/// built without the feature behind it.
+fn deny_syscall(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
     const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -150,8 +150,8 @@ fn deny_bpf_syscall() -> std::io::Result<()> {
         jump(jeq, AUDIT_ARCH_X86_64, 1, 0),
         statement(ret, SECCOMP_RET_ALLOW),
         statement(load, 0), // seccomp_data.nr
-        jump(jeq, libc::SYS_bpf as u32, 0, 1),
-        statement(ret, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        jump(jeq, nr as u32, 0, 1),
+        statement(ret, SECCOMP_RET_ERRNO | errno as u32),
         statement(ret, SECCOMP_RET_ALLOW),
     ];
     let program = libc::sock_fprog {
@@ -176,6 +176,41 @@ fn deny_bpf_syscall() -> std::io::Result<()> {
 }
 
 #[test]
+fn kernel_without_uprobes_traces_futex_calls_and_says_so() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    // Uprobes are attached with perf_event_open; without it the markers cannot be used.
+    let json = temp_path("no-uprobes.json");
+    let mut command = futexscope();
+    command
+        .args(["run", "--duration", "1s", "--view", "quiet", "--json"])
+        .arg(&json);
+    command.args(["--", env!("CARGO_BIN_EXE_futexscope"), "demo-workload"]);
+    // SAFETY: the closure only calls prctl, which is async-signal-safe, on data it owns.
+    unsafe { command.pre_exec(|| deny_syscall(libc::SYS_perf_event_open, libc::ENOENT)) };
+    let output = command.output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cannot attach to the markers of"),
+        "says which hook failed: {stderr}"
+    );
+    assert!(stderr.contains("uprobe"), "names the uprobe hook: {stderr}");
+    assert!(stderr.contains("tracing futex calls only"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let waits: u64 = summary["futexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["waits"].as_u64().unwrap())
+        .sum();
+    assert!(waits > 0, "futex calls still traced: {summary:#}");
+}
+
+#[test]
 fn kernel_without_bpf_exits_69() {
     if !common::ebpf_allowed() {
         return;
@@ -183,7 +218,7 @@ fn kernel_without_bpf_exits_69() {
     let mut command = futexscope();
     command.args(["run", "--", "true"]);
     // SAFETY: the closure only calls prctl, which is async-signal-safe, on data it owns.
-    unsafe { command.pre_exec(deny_bpf_syscall) };
+    unsafe { command.pre_exec(|| deny_syscall(libc::SYS_bpf, libc::ENOSYS)) };
     let output = command.output().expect("run futexscope");
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(69), "{stderr}");
@@ -356,45 +391,99 @@ fn tracing_needs_no_tracefs() {
     );
 }
 
+/// Builds a C program without markers that makes `argv[1]` futex waits that return EAGAIN.
+fn markerless_program() -> PathBuf {
+    let source = temp_path("eagain.c");
+    std::fs::write(
+        &source,
+        "#include <linux/futex.h>\n#include <stdlib.h>\n#include <sys/syscall.h>\n#include <unistd.h>\n\
+         static int word = 1;\n\
+         int main(int argc, char **argv) {\n\
+           for (int i = 0; i < atoi(argv[1]); i++)\n\
+             syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let binary = temp_path("eagain");
+    let status = Command::new("cc")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("cc");
+    assert!(status.success(), "cc failed");
+    std::fs::remove_file(source).unwrap();
+    binary
+}
+
 #[test]
 fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
     if !common::ebpf_allowed() {
         return;
     }
+    let program = markerless_program();
     let json = temp_path("no-markers.json");
     let output = futexscope()
         .args(["run", "--json"])
         .arg(&json)
-        .args(["--", env!("CARGO_BIN_EXE_futexscope"), "workload", "9"])
+        .arg("--")
+        .arg(&program)
+        .arg("9")
         .output()
         .unwrap();
+    std::fs::remove_file(&program).unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("has no futexscope markers: tracing its futex calls only"),
+        stderr.contains("no futexscope markers found: tracing futex calls only"),
         "{stderr}"
     );
     assert!(
-        stdout.contains("note: `"),
+        stdout.contains("note: no futexscope markers"),
         "the summary repeats the note: {stdout}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     std::fs::remove_file(&json).unwrap();
+    let notes = summary["notes"].as_array().unwrap();
     assert!(
-        summary["notes"][0]
-            .as_str()
-            .unwrap()
-            .contains("no futexscope markers"),
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("no futexscope markers")),
         "{summary:#}"
     );
-    let waits: u64 = summary["futexes"]
-        .as_array()
-        .unwrap()
+    let rows = summary["futexes"].as_array().unwrap();
+    let word = rows
         .iter()
-        .map(|r| r["waits"].as_u64().unwrap())
-        .sum();
-    assert_eq!(waits, 9, "futex calls still traced: {summary:#}");
+        .find(|r| r["label"] == "word")
+        .unwrap_or_else(|| panic!("the static `word`: {summary:#}"));
+    assert_eq!(word["waits"], 9, "futex calls still traced: {word:#}");
+    assert_eq!(word["spurious"]["eagain"], 9, "{word:#}");
+}
+
+#[test]
+fn a_binary_with_markers_gets_them_attached() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    // futexscope links the semaphore: its demo workload has markers.
+    let output = futexscope()
+        .args([
+            "run",
+            "--duration",
+            "1s",
+            "--view",
+            "quiet",
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "demo-workload",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("no futexscope markers"), "{stderr}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The export files, read back by independent readers: Perfetto protobuf with a schema written
 //! here (prost), Chrome JSON with serde_json.
 
+mod common;
 mod perfetto;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Even
             0
         },
         args: [0; 6],
+        spurious: 0,
+        clock: futexscope_probes_common::event::NO_CLOCK,
     }
 }
 
@@ -59,7 +62,7 @@ fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
         },
         "QUEUE".to_owned(),
     )]);
-    let timeline = recorder().timeline(&labels, &HashMap::from([(100, "prog".to_owned())]), true);
+    let timeline = recorder().timeline(&labels, &HashMap::from([(100, "prog".to_owned())]));
     let mut bytes = Vec::new();
     timeline.write_perfetto(&mut bytes).unwrap();
     let decoded = perfetto::decode(&bytes);
@@ -110,7 +113,7 @@ fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
 
 #[test]
 fn chrome_json_flows_pair_up_and_bind_inside_their_slices() {
-    let timeline = recorder().timeline(&HashMap::new(), &HashMap::new(), true);
+    let timeline = recorder().timeline(&HashMap::new(), &HashMap::new());
     let mut bytes = Vec::new();
     timeline.write_chrome_json(&mut bytes).unwrap();
     let trace: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -131,4 +134,166 @@ fn chrome_json_flows_pair_up_and_bind_inside_their_slices() {
     let starts = events.iter().filter(|e| e["ph"] == "s").count();
     let ends = events.iter().filter(|e| e["ph"] == "f").count();
     assert_eq!((starts, ends), (2, 2));
+}
+
+/// Runs the std `Mutex`/`Condvar` workload under `futexscope run --export FILE`.
+fn export_real_run(file_name: &str) -> (Vec<u8>, String) {
+    let path = std::env::temp_dir().join(format!(
+        "futexscope-export-{}-{file_name}",
+        std::process::id()
+    ));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+        .args(["run", "--view", "quiet", "--export"])
+        .arg(&path)
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "std-sync",
+            "--timeouts",
+            "5",
+            "--parked",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (bytes, stdout)
+}
+
+#[test]
+fn exported_protobuf_of_a_real_run_holds_the_waits_wake_flows_and_timeouts() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let (bytes, _) = export_real_run("real.pftrace");
+    let decoded = perfetto::decode(&bytes);
+    let parked: Vec<_> = decoded
+        .slices
+        .iter()
+        .filter(|s| s.name.ends_with("PARK_CONDVAR") && s.name.starts_with("wait "))
+        .collect();
+    assert_eq!(parked.len(), 3, "one wait per parked thread");
+    let wake = decoded
+        .slices
+        .iter()
+        .find(|s| {
+            s.name.starts_with("wake ")
+                && s.name.ends_with("PARK_CONDVAR")
+                && s.args["woken"] == "3"
+        })
+        .expect("the notify_all wake that woke all three");
+    for wait in &parked {
+        assert!(
+            wait.flows_in.iter().any(|id| wake.flows_out.contains(id)),
+            "flow from the wake to {wait:?}"
+        );
+    }
+    let timeouts = decoded.instants.iter().filter(|i| i.1 == "timeout").count();
+    assert_eq!(timeouts, 5);
+    let waiters = decoded
+        .counters
+        .iter()
+        .find(|(name, _)| name.ends_with("PARK_CONDVAR"))
+        .expect("counter track")
+        .1;
+    assert_eq!(waiters.iter().map(|&(_, n)| n).max(), Some(3));
+}
+
+#[test]
+fn exported_chrome_json_of_a_real_run_reads_in_python() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let (bytes, _) = export_real_run("real.json");
+    let script = r#"
+import json, sys
+trace = json.load(sys.stdin)
+events = trace["traceEvents"]
+slices = [e for e in events if e["ph"] == "X"]
+parked = [e for e in slices if e["name"].startswith("wait ") and e["name"].endswith("PARK_CONDVAR")]
+assert len(parked) == 3, parked
+starts = {e["id"]: e for e in events if e["ph"] == "s"}
+ends = {e["id"]: e for e in events if e["ph"] == "f"}
+assert starts.keys() == ends.keys(), "every flow has both ends"
+woken_tids = {ends[i]["tid"] for i in ends}
+assert {e["tid"] for e in parked} <= woken_tids, "each parked thread is a flow target"
+assert sum(1 for e in events if e["ph"] == "i" and e["name"] == "timeout") == 5
+print("ok", len(events))
+"#;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(python.stdin.as_mut().unwrap(), &bytes).unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn events_file_holds_one_json_line_per_record() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let dir = std::env::temp_dir();
+    let events = dir.join(format!("futexscope-events-{}.jsonl", std::process::id()));
+    let json = dir.join(format!("futexscope-events-{}.json", std::process::id()));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+        .args(["run", "--view", "quiet", "--events"])
+        .arg(&events)
+        .arg("--json")
+        .arg(&json)
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_futexscope"),
+            "std-sync",
+            "--timeouts",
+            "4",
+            "--parked",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&events).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(
+        records.len() as u64,
+        summary["events"].as_u64().unwrap(),
+        "every record received is written"
+    );
+    let timed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("std-sync: timed condvar "))
+        .and_then(|rest| rest.split(':').next())
+        .expect("the workload names its condvar")
+        .to_owned();
+    let timed_out = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "wait" && r["uaddr"] == timed && r["ret"] == -i64::from(libc::ETIMEDOUT)
+        })
+        .count();
+    assert_eq!(timed_out, 4, "one timed-out wait record per timeout");
 }

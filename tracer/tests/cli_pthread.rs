@@ -118,14 +118,24 @@ fn pthread_condvar_timeouts_and_waiters_match_the_programs_counts() {
             .filter(|r| r["label"].as_str().unwrap().starts_with(name))
             .collect()
     };
-    let timed_waits: u64 = named("timed_cond")
+    let total = |name: &str, field: &str| -> u64 {
+        named(name).iter().map(|r| r[field].as_u64().unwrap()).sum()
+    };
+    assert_eq!(total("timed_cond", "waits"), timeouts, "{summary:#}");
+    assert_eq!(total("timed_cond", "timeouts"), timeouts, "{summary:#}");
+    assert_eq!(total("park_cond", "waits"), threads, "{summary:#}");
+    let most_waiters = named("park_cond")
         .iter()
-        .map(|r| r["waits"].as_u64().unwrap())
-        .sum();
-    assert_eq!(timed_waits, timeouts, "{summary:#}");
-    let park_waits: u64 = named("park_cond")
-        .iter()
-        .map(|r| r["waits"].as_u64().unwrap())
-        .sum();
-    assert_eq!(park_waits, threads, "{summary:#}");
+        .map(|r| r["max_waiters"].as_u64().unwrap())
+        .max();
+    assert_eq!(
+        most_waiters,
+        Some(threads),
+        "all parked at once: {summary:#}"
+    );
+    assert_eq!(
+        total("park_cond", "woken"),
+        threads,
+        "the broadcast woke them all: {summary:#}"
+    );
 }

@@ -61,12 +61,27 @@ fn std_condvar_waits_are_counted_and_named() {
     };
     let timed = row(address_after(&stdout, "std-sync: timed condvar "));
     assert_eq!(timed["waits"], timeouts, "{timed:#}");
+    assert_eq!(
+        timed["timeouts"], timeouts,
+        "every wait timed out: {timed:#}"
+    );
+    assert!(
+        timed["drift_ns"]["max"].as_u64().is_some(),
+        "timeout drift measured: {timed:#}"
+    );
     assert!(
         timed["label"].as_str().unwrap().ends_with("TIMED_CONDVAR"),
         "{timed:#}"
     );
     let park = row(address_after(&stdout, "std-sync: park condvar "));
     assert_eq!(park["waits"], parked, "{park:#}");
+    assert_eq!(park["max_waiters"], parked, "all parked at once: {park:#}");
+    assert_eq!(park["wake_calls"], 1, "one notify_all: {park:#}");
+    assert_eq!(
+        park["woken"], parked,
+        "it woke every parked thread: {park:#}"
+    );
+    assert_eq!(park["waiters_now"], 0, "{park:#}");
     assert!(
         park["label"].as_str().unwrap().ends_with("PARK_CONDVAR"),
         "{park:#}"

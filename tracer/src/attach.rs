@@ -1,0 +1,235 @@
+//! Attaching the marker program to the futexscope markers of a traced program: from the
+//! stapsdt sites [`crate::usdt`] reads to the site specs [`crate::probes`] attaches.
+
+use std::path::{Path, PathBuf};
+
+use futexscope_probes_common::{
+    maps::{MarkerArg, arg_kind},
+    markers::{self, PROVIDER},
+};
+
+use crate::{
+    probes::{LoadError, MarkerSiteSpec, Probes},
+    usdt::{self, ArgLocation, UsdtError, UsdtSite},
+};
+
+/// Why markers could not be attached (tracing goes on without them).
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The marker notes could not be read.
+    #[error(transparent)]
+    Usdt(#[from] UsdtError),
+    /// The probes refused the sites.
+    #[error(transparent)]
+    Probes(#[from] LoadError),
+}
+
+/// What attaching found and did.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// Marker sites attached.
+    pub sites: usize,
+    /// Files they are in.
+    pub files: Vec<PathBuf>,
+    /// Sites that could not be used, each with the reason.
+    pub skipped: Vec<String>,
+    /// Whether attaching failed (the caller reports why).
+    pub failed: bool,
+}
+
+/// The spec of one site, or why the eBPF program cannot read it.
+pub fn site_spec(site: &UsdtSite) -> Result<MarkerSiteSpec, String> {
+    let marker = markers::by_name(&site.name)
+        .ok_or_else(|| format!("`{}` is not a futexscope marker", site.name))?;
+    let args = site
+        .args
+        .iter()
+        .map(|arg| {
+            let (kind, reg_offset, value) = match arg.location {
+                ArgLocation::Register(register) => {
+                    (arg_kind::REGISTER, register.pt_regs_offset(), 0)
+                }
+                ArgLocation::Immediate(value) => (arg_kind::CONSTANT, 0, value as u64),
+                ArgLocation::Memory {
+                    base,
+                    index: None,
+                    offset,
+                } => (arg_kind::MEMORY, base.pt_regs_offset(), offset as u64),
+                ArgLocation::Memory { index: Some(_), .. } => {
+                    return Err(format!(
+                        "argument `{}` of `{}` uses an index register",
+                        arg.spec, site.name
+                    ));
+                }
+            };
+            Ok(MarkerArg {
+                kind,
+                size: u32::from(arg.size),
+                signed: u32::from(arg.signed),
+                reg_offset: reg_offset as u32,
+                value,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(MarkerSiteSpec {
+        marker,
+        file_offset: site.file_offset,
+        args,
+    })
+}
+
+/// Attaches the marker program to the futexscope markers of the ELF file `path` (`shown`
+/// is the name to report it by). A file without markers attaches nothing.
+pub fn attach_file(
+    probes: &mut Probes,
+    path: &Path,
+    shown: &Path,
+    attached: &mut Attached,
+) -> Result<(), AttachError> {
+    let sites: Vec<UsdtSite> = match usdt::read_sites(path) {
+        // A script or other non-ELF program has no markers.
+        Err(UsdtError::NotElf { .. }) => return Ok(()),
+        sites => sites?
+            .into_iter()
+            .filter(|s| s.provider == PROVIDER)
+            .collect(),
+    };
+    attach_sites(probes, path, shown, &sites, attached)
+}
+
+/// Attaches to every file process `pid` maps that carries futexscope markers.
+pub fn attach_process(
+    probes: &mut Probes,
+    pid: u32,
+    attached: &mut Attached,
+) -> Result<(), AttachError> {
+    let found = usdt::process_markers(pid)?;
+    for object in &found.marked {
+        attach_sites(
+            probes,
+            &object.host_path,
+            &object.path,
+            &object.sites,
+            attached,
+        )?;
+    }
+    Ok(())
+}
+
+fn attach_sites(
+    probes: &mut Probes,
+    path: &Path,
+    shown: &Path,
+    sites: &[UsdtSite],
+    attached: &mut Attached,
+) -> Result<(), AttachError> {
+    let mut specs = Vec::with_capacity(sites.len());
+    for site in sites {
+        match site_spec(site) {
+            Ok(spec) => specs.push(spec),
+            Err(why) => attached.skipped.push(format!("{}: {why}", shown.display())),
+        }
+    }
+    if specs.is_empty() {
+        return Ok(());
+    }
+    attached.sites += probes.attach_markers(path, &specs)?;
+    attached.files.push(shown.to_owned());
+    Ok(())
+}
+
+/// The file `program` names: itself if it has a `/`, else the first executable match in `PATH`.
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usdt::{Arch, UsdtArg};
+
+    fn site(name: &str, specs: &[&str]) -> UsdtSite {
+        UsdtSite {
+            provider: PROVIDER.to_owned(),
+            name: name.to_owned(),
+            address: 0x1000,
+            file_offset: 0x1000,
+            semaphore: 0,
+            args: specs
+                .iter()
+                .map(|s| UsdtArg::parse(Arch::X86_64, s).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn register_constant_and_memory_arguments_become_site_specs() {
+        let spec = site_spec(&site(
+            "wait_end",
+            &["8@%rdi", "-4@$5", "8@-16(%rbp)", "4@%esi"],
+        ))
+        .unwrap();
+        assert_eq!(spec.marker, markers::Marker::WaitEnd);
+        assert_eq!(spec.file_offset, 0x1000);
+        // pt_regs: rdi is slot 14, rbp slot 4, rsi slot 13.
+        assert_eq!(
+            (
+                spec.args[0].kind,
+                spec.args[0].reg_offset,
+                spec.args[0].size
+            ),
+            (arg_kind::REGISTER, 14 * 8, 8)
+        );
+        assert_eq!(
+            (
+                spec.args[1].kind,
+                spec.args[1].value as i64,
+                spec.args[1].signed
+            ),
+            (arg_kind::CONSTANT, 5, 1)
+        );
+        assert_eq!(
+            (
+                spec.args[2].kind,
+                spec.args[2].reg_offset,
+                spec.args[2].value as i64
+            ),
+            (arg_kind::MEMORY, 4 * 8, -16)
+        );
+        assert_eq!((spec.args[3].reg_offset, spec.args[3].size), (13 * 8, 4));
+    }
+
+    #[test]
+    fn unknown_markers_and_index_registers_are_refused() {
+        assert!(
+            site_spec(&site("no_such_marker", &[]))
+                .unwrap_err()
+                .contains("not a futexscope marker")
+        );
+        assert!(
+            site_spec(&site("wait_end", &["8@8(%rax,%rbx,2)"]))
+                .unwrap_err()
+                .contains("index register")
+        );
+    }
+
+    #[test]
+    fn programs_are_found_in_path() {
+        assert_eq!(resolve_program("./x"), Some(PathBuf::from("./x")));
+        let sh = resolve_program("sh").expect("sh is in PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(resolve_program("no-such-program-futexscope"), None);
+    }
+}

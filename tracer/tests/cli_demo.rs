@@ -1,0 +1,107 @@
+//! `futexscope demo`: the built-in workload traced live, each of its semaphores named, its
+//! counts consistent with the workload's own.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn demo_traces_every_semaphore_by_name() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let json = std::env::temp_dir().join(format!("futexscope-demo-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
+        .args([
+            "demo",
+            "--duration",
+            "2s",
+            "--interval",
+            "500ms",
+            "--view",
+            "plain",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Live lines each interval, then the summary.
+    assert!(stdout.matches(" futex words, ").count() >= 3, "{stdout}");
+    assert!(stdout.contains("futexscope summary"), "{stdout}");
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(summary["ending"]["how"], "duration");
+    let rows = summary["futexes"].as_array().unwrap();
+    let waits_on = |semaphore: &str| -> u64 {
+        rows.iter()
+            .filter(|r| {
+                r["label"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("futexscope::demo::{semaphore}"))
+            })
+            .map(|r| r["waits"].as_u64().unwrap())
+            .sum()
+    };
+    for semaphore in ["POOL", "SCARCE", "STORM", "SLOTS", "ITEMS"] {
+        assert!(
+            waits_on(semaphore) > 0,
+            "no waits on {semaphore}: {summary:#}"
+        );
+    }
+    // Every timed-out acquire on SCARCE waited at least once.
+    let timeouts: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("demo: SCARCE: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the demo reports its SCARCE timeouts: {stdout}"));
+    assert!(timeouts > 0, "{stdout}");
+    let futex_timeouts: u64 = rows
+        .iter()
+        .filter(|r| {
+            r["label"]
+                .as_str()
+                .unwrap()
+                .starts_with("futexscope::demo::SCARCE")
+        })
+        .map(|r| r["timeouts"].as_u64().unwrap())
+        .sum();
+    // A timed-out acquire ends in one futex wait that timed out, unless its deadline passed
+    // between two waits (then it gives up without a system call).
+    assert!(
+        futex_timeouts > 0 && futex_timeouts <= timeouts,
+        "{futex_timeouts} futex timeouts, {timeouts} acquires"
+    );
+    assert_eq!(
+        summary["drops"]["ring_buffer_full"], 0,
+        "no records dropped at the demo's rate"
+    );
+    assert!(
+        summary["events"].as_u64().unwrap() > 0,
+        "event records received"
+    );
+    // The markers were found and attached: no futex-only note.
+    assert!(
+        summary["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| !n.as_str().unwrap().contains("no futexscope markers")),
+        "{summary:#}"
+    );
+    assert!(
+        waits_on("SCARCE") >= timeouts,
+        "{} waits < {timeouts} timeouts",
+        waits_on("SCARCE")
+    );
+}
