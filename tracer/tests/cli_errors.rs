@@ -522,3 +522,38 @@ fn attach_to_a_thread_id_traces_its_whole_process() {
         "traced the process: {stdout}"
     );
 }
+
+#[test]
+fn ctrl_c_on_run_stops_the_command_and_exits_130() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let json = temp_path("run-ctrl-c.json");
+    let tracer = futexscope()
+        .args(["run", "--view", "plain", "--json"])
+        .arg(&json)
+        .args(["--", "sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending SIGINT to our own child (only to it: the command gets it from futexscope).
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let output = tracer.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the command was stopped"
+    );
+    assert!(
+        stdout.contains("futexscope summary") && stdout.contains("interrupted"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(summary["ending"]["how"], "interrupted");
+}
