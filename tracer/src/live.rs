@@ -10,7 +10,7 @@ use std::{
 use ratatui::{
     DefaultTerminal,
     crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
-    layout::{Constraint, Layout},
+    layout::{Alignment, Constraint, Layout},
     style::{Color, Modifier, Style},
     text::Line,
     widgets::{Cell, Paragraph, Row as TableRow, Table},
@@ -217,19 +217,33 @@ fn sort_column(key: SortKey) -> usize {
     }
 }
 
+/// Numbers align right, the address and the label left, as in the plain table.
+fn alignment(column: usize) -> Alignment {
+    if column == 1 || column == 2 {
+        Alignment::Left
+    } else {
+        Alignment::Right
+    }
+}
+
 fn table(rows: &[Row], sort: SortKey) -> Table<'static> {
     let sorted = sort_column(sort);
     let header = TableRow::new(render::HEADERS.iter().enumerate().map(|(column, name)| {
         let style = Style::new().add_modifier(Modifier::BOLD);
-        Cell::from(*name).style(if column == sorted {
+        Cell::from(Line::from(*name).alignment(alignment(column))).style(if column == sorted {
             style.fg(Color::Yellow)
         } else {
             style
         })
     }));
-    let body = rows
-        .iter()
-        .map(|row| TableRow::new(render::cells(row).map(Cell::from)));
+    let body = rows.iter().map(|row| {
+        TableRow::new(
+            render::cells(row)
+                .into_iter()
+                .enumerate()
+                .map(|(column, text)| Cell::from(Line::from(text).alignment(alignment(column)))),
+        )
+    });
     let widths = [
         Constraint::Length(7),
         Constraint::Length(14),
