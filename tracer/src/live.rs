@@ -22,6 +22,8 @@ use crate::{
     session::View,
 };
 
+/// Width of the label column of the full-screen table.
+const LABEL_WIDTH: usize = 20;
 /// Rows shown per interval in plain mode.
 const PLAIN_TOP_ROWS: usize = 10;
 
@@ -241,13 +243,21 @@ fn table(rows: &[Row], sort: SortKey) -> Table<'static> {
             render::cells(row)
                 .into_iter()
                 .enumerate()
-                .map(|(column, text)| Cell::from(Line::from(text).alignment(alignment(column)))),
+                .map(|(column, text)| {
+                    // Labels keep their end (`…demo::SCARCE+16`), where a symbol says most.
+                    let text = if column == 2 {
+                        render::shorten(&text, LABEL_WIDTH)
+                    } else {
+                        text
+                    };
+                    Cell::from(Line::from(text).alignment(alignment(column)))
+                }),
         )
     });
     let widths = [
         Constraint::Length(7),
         Constraint::Length(14),
-        Constraint::Min(16),
+        Constraint::Length(LABEL_WIDTH as u16),
         Constraint::Length(7),
         Constraint::Length(4),
         Constraint::Length(8),
