@@ -401,6 +401,7 @@ fn markerless_program() -> PathBuf {
          int main(int argc, char **argv) {\n\
            for (int i = 0; i < atoi(argv[1]); i++)\n\
              syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);\n\
+           usleep(200000); /* names come from the live process maps */\n\
            return 0;\n\
          }\n",
     )
