@@ -1,0 +1,457 @@
+//! Semaphore benchmark (the workloads of `bench-spec`): the project's semaphore and its peers on
+//! the same work in the same run.
+//!
+//! `cargo run --release -p futexscope-semaphore --example sem-bench -- IMPL WORKLOAD [N] [THREADS]`
+//!
+//! IMPL: `futexscope`, `std` (std Mutex + Condvar), `parking_lot` (parking_lot Mutex + Condvar),
+//! `posix` (glibc `sem_t`; single-permit only, so no `multi`). WORKLOAD: `uncontended`,
+//! `pingpong`, `prodcons`, `multi`, `timed`. N operations (default 1,000,000), THREADS threads
+//! where the workload uses a count (default 2). Prints one JSON object per run on one line.
+
+use futexscope_semaphore::Semaphore;
+use std::cell::UnsafeCell;
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What every semaphore under test offers the workloads.
+trait BenchSemaphore: Sync {
+    const NAME: &'static str;
+    /// Whether acquire/release of more than one permit at a time is supported.
+    const MULTI: bool = true;
+    fn with_permits(permits: u32) -> Self;
+    fn acquire(&self, n: u32);
+    fn release(&self, n: u32);
+    /// `true` if it got the permits within `timeout`.
+    fn try_acquire_for(&self, n: u32, timeout: Duration) -> bool;
+}
+
+impl BenchSemaphore for Semaphore {
+    const NAME: &'static str = "futexscope";
+    fn with_permits(permits: u32) -> Self {
+        Semaphore::new(permits)
+    }
+    fn acquire(&self, n: u32) {
+        Semaphore::acquire(self, n).expect("acquire").forget();
+    }
+    fn release(&self, n: u32) {
+        Semaphore::release(self, n).expect("release");
+    }
+    fn try_acquire_for(&self, n: u32, timeout: Duration) -> bool {
+        Semaphore::try_acquire_for(self, n, timeout)
+            .map(|permit| permit.forget())
+            .is_ok()
+    }
+}
+
+/// The textbook Mutex + Condvar semaphore, written once for both lock libraries. It counts its
+/// sleepers so a release with nobody waiting makes no wake call, and wakes all sleepers on a
+/// release, since a Condvar cannot pick the ones whose request now fits.
+macro_rules! condvar_semaphore {
+    ($name:ident, $label:literal, $mutex:ty, $condvar:ty, $lock:ident, $wait:ident, $wait_timeout:ident) => {
+        struct $name {
+            counts: $mutex,
+            changed: $condvar,
+        }
+
+        impl BenchSemaphore for $name {
+            const NAME: &'static str = $label;
+            fn with_permits(permits: u32) -> Self {
+                $name {
+                    counts: <$mutex>::new((permits, 0)),
+                    changed: <$condvar>::new(),
+                }
+            }
+            fn acquire(&self, n: u32) {
+                let mut counts = $lock(&self.counts);
+                while counts.0 < n {
+                    counts.1 += 1;
+                    counts = $wait(&self.changed, counts);
+                    counts.1 -= 1;
+                }
+                counts.0 -= n;
+            }
+            fn release(&self, n: u32) {
+                let mut counts = $lock(&self.counts);
+                counts.0 += n;
+                if counts.1 > 0 {
+                    self.changed.notify_all();
+                }
+            }
+            fn try_acquire_for(&self, n: u32, timeout: Duration) -> bool {
+                let deadline = Instant::now() + timeout;
+                let mut counts = $lock(&self.counts);
+                while counts.0 < n {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    counts.1 += 1;
+                    counts = $wait_timeout(&self.changed, counts, deadline - now);
+                    counts.1 -= 1;
+                }
+                counts.0 -= n;
+                true
+            }
+        }
+    };
+}
+
+/// Permits available, threads asleep.
+type Counts = (u32, u32);
+
+fn std_lock(m: &std::sync::Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
+    m.lock().unwrap()
+}
+
+fn std_wait<'a>(
+    c: &std::sync::Condvar,
+    g: std::sync::MutexGuard<'a, Counts>,
+) -> std::sync::MutexGuard<'a, Counts> {
+    c.wait(g).unwrap()
+}
+
+fn std_wait_for<'a>(
+    c: &std::sync::Condvar,
+    g: std::sync::MutexGuard<'a, Counts>,
+    timeout: Duration,
+) -> std::sync::MutexGuard<'a, Counts> {
+    c.wait_timeout(g, timeout).unwrap().0
+}
+
+fn pl_lock(m: &parking_lot::Mutex<Counts>) -> parking_lot::MutexGuard<'_, Counts> {
+    m.lock()
+}
+
+fn pl_wait<'a>(
+    c: &parking_lot::Condvar,
+    mut g: parking_lot::MutexGuard<'a, Counts>,
+) -> parking_lot::MutexGuard<'a, Counts> {
+    c.wait(&mut g);
+    g
+}
+
+fn pl_wait_for<'a>(
+    c: &parking_lot::Condvar,
+    mut g: parking_lot::MutexGuard<'a, Counts>,
+    timeout: Duration,
+) -> parking_lot::MutexGuard<'a, Counts> {
+    c.wait_for(&mut g, timeout);
+    g
+}
+
+condvar_semaphore!(
+    StdSemaphore,
+    "std",
+    std::sync::Mutex<Counts>,
+    std::sync::Condvar,
+    std_lock,
+    std_wait,
+    std_wait_for
+);
+condvar_semaphore!(
+    ParkingLotSemaphore,
+    "parking_lot",
+    parking_lot::Mutex<Counts>,
+    parking_lot::Condvar,
+    pl_lock,
+    pl_wait,
+    pl_wait_for
+);
+
+/// glibc's `sem_t`, boxed so it never moves after `sem_init`.
+struct PosixSemaphore(Box<UnsafeCell<libc::sem_t>>);
+
+// SAFETY: `sem_t` is made for use from many threads at once; it is only reached through the
+// `sem_*` functions.
+unsafe impl Sync for PosixSemaphore {}
+
+unsafe extern "C" {
+    /// glibc 2.30+: `sem_timedwait` on a chosen clock (the `libc` crate does not bind it).
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+impl BenchSemaphore for PosixSemaphore {
+    const NAME: &'static str = "posix";
+    const MULTI: bool = false;
+    fn with_permits(permits: u32) -> Self {
+        // SAFETY: an all-zero sem_t is only storage; `sem_init` below initialises it.
+        let sem = PosixSemaphore(Box::new(UnsafeCell::new(unsafe { std::mem::zeroed() })));
+        // SAFETY: the pointer is valid and the sem_t stays in its box until drop.
+        let ret = unsafe { libc::sem_init(sem.0.get(), 0, permits) };
+        assert_eq!(ret, 0, "`sem_init` failed");
+        sem
+    }
+    fn acquire(&self, n: u32) {
+        assert_eq!(n, 1, "`sem_t` takes one permit at a time");
+        // SAFETY: initialised in `with_permits`, destroyed only in drop.
+        while unsafe { libc::sem_wait(self.0.get()) } != 0 {
+            assert_eq!(errno(), libc::EINTR, "`sem_wait` failed");
+        }
+    }
+    fn release(&self, n: u32) {
+        for _ in 0..n {
+            // SAFETY: initialised in `with_permits`, destroyed only in drop.
+            let ret = unsafe { libc::sem_post(self.0.get()) };
+            assert_eq!(ret, 0, "`sem_post` failed");
+        }
+    }
+    fn try_acquire_for(&self, n: u32, timeout: Duration) -> bool {
+        assert_eq!(n, 1, "`sem_t` takes one permit at a time");
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let deadline_ns =
+            now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128 + timeout.as_nanos();
+        let deadline = libc::timespec {
+            tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+        };
+        loop {
+            // SAFETY: initialised in `with_permits`; `deadline` is a valid timespec.
+            if unsafe { sem_clockwait(self.0.get(), libc::CLOCK_MONOTONIC, &deadline) } == 0 {
+                return true;
+            }
+            match errno() {
+                libc::EINTR => continue,
+                libc::ETIMEDOUT => return false,
+                other => panic!("`sem_clockwait` failed with errno {other}"),
+            }
+        }
+    }
+}
+
+impl Drop for PosixSemaphore {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `with_permits`; nobody uses it any more (`&mut self`).
+        unsafe { libc::sem_destroy(self.0.get()) };
+    }
+}
+
+/// One run's figures.
+struct Outcome {
+    threads: u64,
+    ns_per_op: f64,
+    /// Timed workload only: overshoot p50, p99, max in µs.
+    overshoot_us: Option<[f64; 3]>,
+}
+
+fn per_op(elapsed: Duration, ops: u64) -> f64 {
+    elapsed.as_nanos() as f64 / ops.max(1) as f64
+}
+
+fn uncontended<S: BenchSemaphore>(ops: u64) -> Outcome {
+    let sem = S::with_permits(1);
+    let start = Instant::now();
+    for _ in 0..ops {
+        sem.acquire(1);
+        sem.release(1);
+    }
+    Outcome {
+        threads: 1,
+        ns_per_op: per_op(start.elapsed(), ops),
+        overshoot_us: None,
+    }
+}
+
+fn pingpong<S: BenchSemaphore>(ops: u64) -> Outcome {
+    let (a, b) = (S::with_permits(0), S::with_permits(0));
+    let start = Instant::now();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..ops {
+                a.release(1);
+                b.acquire(1);
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..ops {
+                a.acquire(1);
+                b.release(1);
+            }
+        });
+    });
+    Outcome {
+        threads: 2,
+        ns_per_op: per_op(start.elapsed(), ops),
+        overshoot_us: None,
+    }
+}
+
+/// `total` split into `parts` shares that differ by at most one.
+fn share(total: u64, parts: u64, index: u64) -> u64 {
+    total / parts + u64::from(index < total % parts)
+}
+
+fn prodcons<S: BenchSemaphore>(ops: u64, threads: u64) -> Outcome {
+    let producers = (threads / 2).max(1);
+    let consumers = threads.saturating_sub(producers).max(1);
+    let (free, used) = (S::with_permits(64), S::with_permits(0));
+    let start = Instant::now();
+    thread::scope(|s| {
+        for p in 0..producers {
+            let (free, used) = (&free, &used);
+            s.spawn(move || {
+                for _ in 0..share(ops, producers, p) {
+                    free.acquire(1);
+                    used.release(1);
+                }
+            });
+        }
+        for c in 0..consumers {
+            let (free, used) = (&free, &used);
+            s.spawn(move || {
+                for _ in 0..share(ops, consumers, c) {
+                    used.acquire(1);
+                    free.release(1);
+                }
+            });
+        }
+    });
+    Outcome {
+        threads: producers + consumers,
+        ns_per_op: per_op(start.elapsed(), ops),
+        overshoot_us: None,
+    }
+}
+
+fn multi<S: BenchSemaphore>(ops: u64, threads: u64) -> Outcome {
+    let sem = S::with_permits(4);
+    let start = Instant::now();
+    thread::scope(|s| {
+        for t in 0..threads {
+            let sem = &sem;
+            s.spawn(move || {
+                let mut rng =
+                    0x9e37_79b9_7f4a_7c15u64 ^ (t + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+                for _ in 0..ops / threads {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let k = 1 + (rng % 4) as u32;
+                    sem.acquire(k);
+                    sem.release(k);
+                }
+            });
+        }
+    });
+    let done = ops / threads * threads;
+    Outcome {
+        threads,
+        ns_per_op: per_op(start.elapsed(), done),
+        overshoot_us: None,
+    }
+}
+
+fn timed<S: BenchSemaphore>(ops: u64) -> Outcome {
+    const TIMEOUT: Duration = Duration::from_millis(1);
+    let sem = S::with_permits(0);
+    let mut overshoots = Vec::with_capacity(ops as usize);
+    let start = Instant::now();
+    for _ in 0..ops {
+        let call = Instant::now();
+        assert!(
+            !sem.try_acquire_for(1, TIMEOUT),
+            "an empty semaphore gave a permit"
+        );
+        let elapsed = call.elapsed();
+        assert!(
+            elapsed >= TIMEOUT,
+            "{} gave up after {elapsed:?}, before its timeout",
+            S::NAME
+        );
+        overshoots.push((elapsed - TIMEOUT).as_nanos() as f64 / 1000.0);
+    }
+    let total = start.elapsed();
+    overshoots.sort_by(f64::total_cmp);
+    let at = |q: f64| overshoots[((overshoots.len() - 1) as f64 * q).round() as usize];
+    Outcome {
+        threads: 1,
+        ns_per_op: per_op(total, ops),
+        overshoot_us: Some([at(0.5), at(0.99), at(1.0)]),
+    }
+}
+
+fn run<S: BenchSemaphore>(workload: &str, ops: u64, threads: u64) -> Result<Outcome, String> {
+    Ok(match workload {
+        "uncontended" => uncontended::<S>(ops),
+        "pingpong" => pingpong::<S>(ops),
+        "prodcons" => prodcons::<S>(ops, threads),
+        "multi" if !S::MULTI => {
+            return Err(format!(
+                "`{}` has no multi-permit acquire, so no `multi` workload",
+                S::NAME
+            ));
+        }
+        "multi" => multi::<S>(ops, threads),
+        "timed" => timed::<S>(ops),
+        other => return Err(format!("unknown workload `{other}`")),
+    })
+}
+
+const USAGE: &str = "usage: sem-bench IMPL WORKLOAD [N] [THREADS]
+  IMPL      futexscope | std | parking_lot | posix
+  WORKLOAD  uncontended | pingpong | prodcons | multi | timed
+  N         operations (default 1000000)
+  THREADS   threads for prodcons and multi (default 2)";
+
+fn main() -> ExitCode {
+    match parse_and_run() {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("sem-bench: {message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_and_run() -> Result<String, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [implementation, workload, rest @ ..] = args.as_slice() else {
+        return Err("IMPL and WORKLOAD are required".to_owned());
+    };
+    let number = |index: usize, name: &str, default: u64| -> Result<u64, String> {
+        rest.get(index)
+            .map_or(Ok(default), |text| match text.replace('_', "").parse() {
+                Ok(0) | Err(_) => Err(format!("{name} must be a positive integer, got `{text}`")),
+                Ok(value) => Ok(value),
+            })
+    };
+    if rest.len() > 2 {
+        return Err(format!("unexpected argument `{}`", rest[2]));
+    }
+    let ops = number(0, "N", 1_000_000)?;
+    let threads = number(1, "THREADS", 2)?;
+    let outcome = match implementation.as_str() {
+        "futexscope" => run::<Semaphore>(workload, ops, threads)?,
+        "std" => run::<StdSemaphore>(workload, ops, threads)?,
+        "parking_lot" => run::<ParkingLotSemaphore>(workload, ops, threads)?,
+        "posix" => run::<PosixSemaphore>(workload, ops, threads)?,
+        other => return Err(format!("unknown IMPL `{other}`")),
+    };
+    let mut line = format!(
+        r#"{{"impl":"{implementation}","workload":"{workload}","ops":{ops},"threads":{},"ns_per_op":{:.1}"#,
+        outcome.threads, outcome.ns_per_op
+    );
+    if let Some([p50, p99, max]) = outcome.overshoot_us {
+        line += &format!(
+            r#","overshoot_us_p50":{p50:.1},"overshoot_us_p99":{p99:.1},"overshoot_us_max":{max:.1}"#
+        );
+    }
+    line.push('}');
+    Ok(line)
+}

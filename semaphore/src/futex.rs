@@ -1,0 +1,290 @@
+//! The only place that talks to the kernel: a 32-bit futex word with `wait` and `wake`, and the
+//! CLOCK_MONOTONIC clock that futex deadlines are measured on.
+//!
+//! Under `cfg(loom)` the same interface is a model built from loom's `Mutex` and `Condvar`, so
+//! loom can check the semaphore's algorithm; the model can also wake sleepers spuriously.
+
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, Ordering};
+
+/// How a futex wait ended. Every other kernel answer is a bug and panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitOutcome {
+    /// A wake on this word (not necessarily meant for this waiter).
+    Woken,
+    /// The word no longer held the expected value (`EAGAIN`).
+    ValueChanged,
+    /// A signal handler ran (`EINTR`).
+    Interrupted,
+    /// The absolute deadline passed (`ETIMEDOUT`).
+    TimedOut,
+}
+
+impl WaitOutcome {
+    /// The value the `wait_end` marker reports: 0 or a negated errno.
+    pub(crate) fn marker_result(self) -> i32 {
+        match self {
+            WaitOutcome::Woken => 0,
+            WaitOutcome::ValueChanged => -libc::EAGAIN,
+            WaitOutcome::Interrupted => -libc::EINTR,
+            WaitOutcome::TimedOut => -libc::ETIMEDOUT,
+        }
+    }
+}
+
+/// A 32-bit word that threads sleep on. The semaphore uses it as a wake-up counter: a waker
+/// bumps it and then wakes, so a waiter that read the old value never sleeps through the wake.
+pub(crate) struct FutexWord {
+    value: AtomicU32,
+    #[cfg(loom)]
+    model: model::Queue,
+}
+
+impl FutexWord {
+    /// A word holding 0.
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> FutexWord {
+        FutexWord {
+            value: AtomicU32::new(0),
+        }
+    }
+
+    /// A word holding 0.
+    #[cfg(loom)]
+    pub(crate) fn new() -> FutexWord {
+        FutexWord {
+            value: AtomicU32::new(0),
+            model: model::Queue::new(),
+        }
+    }
+
+    /// The word's address, for markers.
+    pub(crate) fn addr(&self) -> usize {
+        std::ptr::from_ref(&self.value) as usize
+    }
+
+    /// Reads the word; a waiter passes the value to [`FutexWord::wait`].
+    pub(crate) fn load(&self, order: Ordering) -> u32 {
+        self.value.load(order)
+    }
+
+    /// Changes the word so that every waiter that read an older value fails its wait.
+    pub(crate) fn bump(&self, order: Ordering) {
+        self.value.fetch_add(1, order);
+    }
+}
+
+#[cfg(not(loom))]
+impl FutexWord {
+    /// Sleeps while the word holds `expected`, until woken, interrupted or, if given, the
+    /// absolute CLOCK_MONOTONIC `deadline_ns` passes (`FUTEX_WAIT_BITSET`, private).
+    ///
+    /// # Panics
+    /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
+    pub(crate) fn wait(&self, expected: u32, deadline_ns: Option<u64>) -> WaitOutcome {
+        let deadline = deadline_ns.map(timespec_from_ns);
+        let timeout = deadline
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
+        // SAFETY:
+        // - `self.value` is a live, aligned 32-bit atomic for the whole call (we hold `&self`);
+        //   the kernel only reads it.
+        // - `timeout` is null or points to `deadline`, which lives until after the call.
+        // - `uaddr2` is unused by FUTEX_WAIT_BITSET; the bitset is the non-zero match-any mask.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.value.as_ptr(),
+                libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                timeout,
+                std::ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY,
+            )
+        };
+        if ret == 0 {
+            return WaitOutcome::Woken;
+        }
+        match errno() {
+            libc::EAGAIN => WaitOutcome::ValueChanged,
+            libc::EINTR => WaitOutcome::Interrupted,
+            libc::ETIMEDOUT if deadline_ns.is_some() => WaitOutcome::TimedOut,
+            other => futex_failed("FUTEX_WAIT_BITSET", other),
+        }
+    }
+
+    /// Wakes up to `count` threads sleeping on the word (`FUTEX_WAKE`, private); returns how
+    /// many the kernel woke.
+    ///
+    /// # Panics
+    /// On any error: the word is borrowed, so it is valid, and a failing wake would strand
+    /// sleepers.
+    pub(crate) fn wake(&self, count: i32) -> i32 {
+        // SAFETY:
+        // - `self.value` is a live, aligned 32-bit atomic for the whole call (we hold `&self`).
+        // - FUTEX_WAKE reads no other argument.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.value.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                count,
+            )
+        };
+        if ret < 0 {
+            futex_failed("FUTEX_WAKE", errno());
+        }
+        i32::try_from(ret).expect("FUTEX_WAKE returned more threads than it was asked for")
+    }
+}
+
+#[cfg(not(loom))]
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[cfg(not(loom))]
+#[cold]
+fn futex_failed(op: &str, errno: i32) -> ! {
+    panic!(
+        "futex `{op}` failed with errno {errno} ({}): the semaphore cannot wait or wake safely; \
+         this kernel or sandbox does not support it, or the semaphore's memory is corrupt",
+        std::io::Error::from_raw_os_error(errno)
+    )
+}
+
+#[cfg(not(loom))]
+fn timespec_from_ns(ns: u64) -> libc::timespec {
+    const NS_PER_SEC: u64 = 1_000_000_000;
+    libc::timespec {
+        // u64::MAX / 1e9 is about 1.8e10 seconds: it always fits.
+        tv_sec: (ns / NS_PER_SEC) as libc::time_t,
+        tv_nsec: (ns % NS_PER_SEC) as libc::c_long,
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of futex deadlines and of `Instant`.
+#[cfg(not(loom))]
+pub(crate) fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    assert_eq!(ret, 0, "`clock_gettime(CLOCK_MONOTONIC)` failed");
+    // Monotonic time is non-negative and far below u64::MAX nanoseconds.
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Model time stands still at 0: loom needs deterministic runs, so a timed wait ends only by
+/// the model's own timeout (see [`FutexWord::wait`]) or because its deadline is 0.
+#[cfg(loom)]
+pub(crate) fn monotonic_now_ns() -> u64 {
+    0
+}
+
+#[cfg(loom)]
+impl FutexWord {
+    /// Model of `FUTEX_WAIT_BITSET`: compare and enqueue atomically with respect to
+    /// [`FutexWord::wake`]. A timed wait whose value matches times out at once (the timer fired
+    /// before any wake), so loom explores timeouts racing with releases.
+    pub(crate) fn wait(&self, expected: u32, deadline_ns: Option<u64>) -> WaitOutcome {
+        self.model.wait(
+            || self.value.load(Ordering::Relaxed) == expected,
+            deadline_ns.is_some(),
+        )
+    }
+
+    /// Model of `FUTEX_WAKE`.
+    pub(crate) fn wake(&self, count: i32) -> i32 {
+        self.model.wake(count)
+    }
+
+    /// Makes every sleeper return without any change of state, as a signal (`EINTR`) does.
+    pub(crate) fn wake_spuriously(&self) {
+        self.model.wake_spuriously();
+    }
+}
+
+#[cfg(loom)]
+mod model {
+    use super::WaitOutcome;
+    use loom::sync::{Condvar, Mutex};
+
+    /// The kernel's wait queue for one futex word.
+    pub(super) struct Queue {
+        state: Mutex<QueueState>,
+        sleepers_changed: Condvar,
+    }
+
+    #[derive(Default)]
+    struct QueueState {
+        /// Threads asleep on the word.
+        sleepers: usize,
+        /// Wakes handed out and not yet taken by a sleeper.
+        tickets: usize,
+        /// Bumped by every spurious wake: sleepers that saw an older value leave.
+        spurious: usize,
+    }
+
+    impl Queue {
+        pub(super) fn new() -> Queue {
+            Queue {
+                state: Mutex::new(QueueState::default()),
+                sleepers_changed: Condvar::new(),
+            }
+        }
+
+        pub(super) fn wait(
+            &self,
+            value_matches: impl FnOnce() -> bool,
+            timed: bool,
+        ) -> WaitOutcome {
+            let mut q = self.state.lock().unwrap();
+            // The comparison happens under the queue lock, as the kernel's does under the hash
+            // bucket lock: a waker that changed the word before locking is seen here.
+            if !value_matches() {
+                return WaitOutcome::ValueChanged;
+            }
+            if timed {
+                return WaitOutcome::TimedOut;
+            }
+            let spurious = q.spurious;
+            q.sleepers += 1;
+            loop {
+                q = self.sleepers_changed.wait(q).unwrap();
+                if q.tickets > 0 {
+                    q.tickets -= 1;
+                    q.sleepers -= 1;
+                    return WaitOutcome::Woken;
+                }
+                if q.spurious != spurious {
+                    q.sleepers -= 1;
+                    // As if a signal handler ran: the semaphore treats it like any wake
+                    // that was not meant for it.
+                    return WaitOutcome::Interrupted;
+                }
+            }
+        }
+
+        pub(super) fn wake(&self, count: i32) -> i32 {
+            let mut q = self.state.lock().unwrap();
+            let woken = (q.sleepers - q.tickets).min(usize::try_from(count).unwrap_or(0));
+            q.tickets += woken;
+            if woken > 0 {
+                self.sleepers_changed.notify_all();
+            }
+            i32::try_from(woken).unwrap()
+        }
+
+        pub(super) fn wake_spuriously(&self) {
+            let mut q = self.state.lock().unwrap();
+            q.spurious += 1;
+            self.sleepers_changed.notify_all();
+        }
+    }
+}

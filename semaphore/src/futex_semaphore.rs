@@ -1,0 +1,452 @@
+//! The futex implementation: one 64-bit state word (see `state.rs`) changed by compare-and-swap,
+//! and two 32-bit futex words that waiters sleep on, one per waiter kind.
+//!
+//! Protocol (the proofs are in `docs/semaphore.md`):
+//! - acquire: take permits with one CAS if enough are there. Otherwise register as a waiter
+//!   (CAS), then loop: read the kind's futex word, read the state, take permits and deregister
+//!   in one CAS if enough are there, else sleep on the futex word expecting the value read.
+//! - release: add permits with one CAS that also returns the waiter counts. If waiters were
+//!   registered, bump the futex word of each kind that can now make progress and wake: single
+//!   waiters up to the number of permits released, multi waiters all (when at least 2 permits
+//!   are there).
+
+use crate::futex::{FutexWord, WaitOutcome, monotonic_now_ns};
+use crate::state::{State, WaiterKind};
+use crate::{AcquireError, ReleaseError, Timeout, markers};
+
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The futex semaphore's shared state.
+pub(crate) struct RawSemaphore {
+    state: AtomicU64,
+    single_wake: FutexWord,
+    multi_wake: FutexWord,
+    spin_budget: SpinBudget,
+}
+
+impl RawSemaphore {
+    /// A semaphore holding `permits` (at most `MAX_PERMITS`, checked by the caller).
+    #[cfg(not(loom))]
+    pub(crate) const fn new(permits: u32) -> RawSemaphore {
+        RawSemaphore {
+            state: AtomicU64::new(State::with_tokens(permits).0),
+            single_wake: FutexWord::new(),
+            multi_wake: FutexWord::new(),
+            spin_budget: SpinBudget::new(),
+        }
+    }
+
+    /// A semaphore holding `permits` (at most `MAX_PERMITS`, checked by the caller).
+    #[cfg(loom)]
+    pub(crate) fn new(permits: u32) -> RawSemaphore {
+        RawSemaphore {
+            state: AtomicU64::new(State::with_tokens(permits).0),
+            single_wake: FutexWord::new(),
+            multi_wake: FutexWord::new(),
+            spin_budget: SpinBudget::new(),
+        }
+    }
+
+    fn addr(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn wake_word(&self, kind: WaiterKind) -> &FutexWord {
+        match kind {
+            WaiterKind::Single => &self.single_wake,
+            WaiterKind::Multi => &self.multi_wake,
+        }
+    }
+
+    /// Takes `n` (1..=MAX_PERMITS) permits if they are available now; never blocks.
+    #[inline]
+    pub(crate) fn try_acquire(&self, n: u32) -> bool {
+        // Relaxed: only a guess for the CAS below, which checks it.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = State(current).take(n) else {
+                return false;
+            };
+            // Acquire on success: pairs with the Release CAS in `release`, so everything done
+            // before the permits were released happens-before the acquirer's next step.
+            // Relaxed on failure: the value is only the next guess.
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The blocking path of every acquire: registers as a waiter and sleeps until `n`
+    /// (1..=MAX_PERMITS) permits can be taken or the timeout passes.
+    #[cold]
+    pub(crate) fn acquire_slow(&self, n: u32, timeout: Timeout) -> Result<(), AcquireError> {
+        let deadline_ns = deadline_ns(timeout);
+        let expired =
+            |deadline_ns: Option<u64>| deadline_ns.is_some_and(|d| monotonic_now_ns() >= d);
+        if expired(deadline_ns) {
+            return Err(AcquireError::TimedOut);
+        }
+        if self.spin_then_take(n, deadline_ns) {
+            return Ok(());
+        }
+        let kind = WaiterKind::for_request(n);
+        if self.register_or_take(n, kind)? {
+            return Ok(());
+        }
+        // Deregisters if a futex call panics, so the state stays consistent.
+        let registration = Registration {
+            semaphore: self,
+            kind,
+        };
+        let word = self.wake_word(kind);
+        let mut waits = 0u32;
+        let mut timed_out = false;
+        loop {
+            // Acquire: pairs with the Release `bump` in `wake`. If this load sees a release's
+            // bump, that release's state CAS happens-before the state load below, which then
+            // sees its permits. If it does not, the futex wait below sees the bump (EAGAIN) or
+            // is queued before the wake and woken by it.
+            let expected = word.load(Ordering::Acquire);
+            // Relaxed: a first guess for the CASes, which check it; the Acquire above already
+            // gives the visibility the protocol needs.
+            let mut current = self.state.load(Ordering::Relaxed);
+            loop {
+                let state = State(current);
+                if let Some(next) = state.take(n) {
+                    let next = next.deregister(kind);
+                    // Acquire on success: pairs with the Release CAS in `release` (the permits
+                    // carry happens-before). Relaxed on failure: only the next guess.
+                    match self.state.compare_exchange_weak(
+                        current,
+                        next.0,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            std::mem::forget(registration);
+                            if waits > 0 {
+                                markers::acquired(self.addr(), n, waits);
+                            }
+                            return Ok(());
+                        }
+                        Err(actual) => current = actual,
+                    }
+                    continue;
+                }
+                if timed_out || expired(deadline_ns) {
+                    // Relaxed: giving up transfers no data; the CAS only has to see the latest
+                    // state, which every CAS does.
+                    match self.state.compare_exchange_weak(
+                        current,
+                        state.deregister(kind).0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            std::mem::forget(registration);
+                            let deadline = deadline_ns.unwrap_or(0);
+                            markers::timed_out(self.addr(), n, deadline, monotonic_now_ns());
+                            return Err(AcquireError::TimedOut);
+                        }
+                        Err(actual) => current = actual,
+                    }
+                    continue;
+                }
+                break;
+            }
+            let waiters = State(current).waiters(kind);
+            markers::wait_begin(
+                self.addr(),
+                word.addr(),
+                expected,
+                n,
+                deadline_ns.unwrap_or(0),
+                waiters,
+            );
+            let outcome = word.wait(expected, deadline_ns);
+            markers::wait_end(self.addr(), word.addr(), outcome.marker_result(), n);
+            waits = waits.saturating_add(1);
+            // The kernel reports ETIMEDOUT only once the deadline has passed.
+            timed_out = outcome == WaitOutcome::TimedOut;
+        }
+    }
+
+    /// Spins briefly, taking the permits if they arrive meanwhile: a hand-off between threads
+    /// running on two CPUs then costs no system call at all. Stops at once when threads are
+    /// already asleep: they were first, and spinning would only let this thread barge past them.
+    ///
+    /// The spin budget adapts (see [`SpinBudget`]), so threads sharing one CPU, where spinning
+    /// only delays the thread that would release, soon stop spinning.
+    ///
+    /// A timed acquire stops spinning at its deadline (checked every 64 iterations).
+    fn spin_then_take(&self, n: u32, deadline_ns: Option<u64>) -> bool {
+        // Loom models do not spin: it would only multiply their interleavings.
+        let budget = if cfg!(loom) {
+            0
+        } else {
+            self.spin_budget.get()
+        };
+        if budget == 0 {
+            return false;
+        }
+        for spins in 1..=budget {
+            std::hint::spin_loop();
+            // Relaxed: only a hint; `try_acquire` takes the permits with the ordering it needs.
+            let state = State(self.state.load(Ordering::Relaxed));
+            if state.has_waiters() {
+                return false;
+            }
+            if state.tokens() >= n && self.try_acquire(n) {
+                self.spin_budget.succeeded(spins);
+                return true;
+            }
+            if spins % 64 == 0 && deadline_ns.is_some_and(|d| monotonic_now_ns() >= d) {
+                return false;
+            }
+        }
+        self.spin_budget.failed(budget);
+        false
+    }
+
+    /// Registers as a waiter of `kind`, or takes the permits if they turned up meanwhile
+    /// (returns `true` then).
+    fn register_or_take(&self, n: u32, kind: WaiterKind) -> Result<bool, AcquireError> {
+        // Relaxed: a guess, checked by the CAS.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let state = State(current);
+            let (next, took) = match state.take(n) {
+                Some(next) => (next, true),
+                None => (
+                    state.register(kind).ok_or(AcquireError::TooManyWaiters)?,
+                    false,
+                ),
+            };
+            // Acquire on success: when it takes permits, pairs with the Release CAS in
+            // `release`; registering needs no ordering (a releaser sees the registration by
+            // the modification order of this one word). Relaxed on failure: a guess.
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(took),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Adds `n` (1..=MAX_PERMITS) permits and wakes waiters that can use them.
+    #[inline]
+    pub(crate) fn release(&self, n: u32) -> Result<(), ReleaseError> {
+        // Relaxed: a guess, checked by the CAS.
+        let mut current = self.state.load(Ordering::Relaxed);
+        let old = loop {
+            let state = State(current);
+            let Some(next) = state.give(n) else {
+                return Err(ReleaseError {
+                    available: state.tokens(),
+                    released: n,
+                });
+            };
+            // Release on success: pairs with the Acquire CAS that takes these permits, so the
+            // releaser's earlier writes are visible to the acquirer. Relaxed on failure: a guess.
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break state,
+                Err(actual) => current = actual,
+            }
+        };
+        if old.has_waiters() {
+            self.wake(old, n);
+        }
+        Ok(())
+    }
+
+    /// Wakes the waiters registered in `old` (the state just before `released` permits were
+    /// added) that can make progress.
+    #[cold]
+    fn wake(&self, old: State, released: u32) {
+        let singles = old.waiters(WaiterKind::Single);
+        if singles > 0 {
+            // Each woken single waiter can take one of the released permits.
+            let count = released.min(singles);
+            self.wake_kind(WaiterKind::Single, count, singles);
+        }
+        let multis = old.waiters(WaiterKind::Multi);
+        // A multi waiter needs at least 2 permits; which of them can proceed is unknown, so all
+        // are woken and re-check.
+        if multis > 0 && old.tokens() + released >= 2 {
+            self.wake_kind(WaiterKind::Multi, i32::MAX as u32, multis);
+        }
+    }
+
+    fn wake_kind(&self, kind: WaiterKind, count: u32, waiters: u32) {
+        let word = self.wake_word(kind);
+        // Release: pairs with the Acquire load of the word in `acquire_slow`, carrying the
+        // state CAS of `release` (sequenced before) to a waiter that sees the new value.
+        word.bump(Ordering::Release);
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
+        markers::wake_begin(self.addr(), word.addr(), count as u32, waiters);
+        let woken = word.wake(count);
+        markers::wake_end(self.addr(), word.addr(), woken, count as u32);
+    }
+
+    /// Permits available now (a snapshot).
+    pub(crate) fn available(&self) -> u32 {
+        // Relaxed: a snapshot for information; it orders nothing.
+        State(self.state.load(Ordering::Relaxed)).tokens()
+    }
+
+    /// Threads registered as waiting now (a snapshot).
+    pub(crate) fn waiters(&self) -> u32 {
+        // Relaxed: a snapshot for information; it orders nothing.
+        State(self.state.load(Ordering::Relaxed)).all_waiters()
+    }
+
+    /// Wakes every sleeper spuriously: for loom models only.
+    #[cfg(loom)]
+    pub(crate) fn wake_spuriously(&self) {
+        self.single_wake.wake_spuriously();
+        self.multi_wake.wake_spuriously();
+    }
+}
+
+/// A waiter's registration while it waits; dropped only when a panic unwinds through
+/// `acquire_slow` (every normal exit deregisters in the CAS that ends the wait, then forgets it).
+struct Registration<'a> {
+    semaphore: &'a RawSemaphore,
+    kind: WaiterKind,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let state = &self.semaphore.state;
+        // Relaxed: leaving transfers no data; the CAS only has to see the latest state.
+        let mut current = state.load(Ordering::Relaxed);
+        loop {
+            let next = State(current).deregister(self.kind);
+            match state.compare_exchange_weak(current, next.0, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+impl Drop for RawSemaphore {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` means no other thread can touch the word any more.
+        let state = State(self.state.load(Ordering::Relaxed));
+        // Unreachable in safe code (every waiter borrows the semaphore); a hard check for code
+        // that frees it through raw pointers while a thread still sleeps on it.
+        assert_eq!(
+            state.all_waiters(),
+            0,
+            "semaphore dropped while threads wait on it"
+        );
+    }
+}
+
+/// How many times an acquire spins before it sleeps: a per-semaphore estimate that adapts to
+/// whether spinning pays off. A spin that got the permits after `i` iterations sets the budget
+/// to `2 * i` (at least [`SpinBudget::LEAST`]); one that did not halves it, down to 0. At 0, one
+/// slow acquire in [`SpinBudget::PROBE_EVERY`] spins the full [`SpinBudget::MAX`] to find out
+/// whether spinning pays again.
+struct SpinBudget {
+    budget: AtomicU32,
+    skipped: AtomicU32,
+}
+
+impl SpinBudget {
+    /// About 64 µs of `PAUSE` on the reference machine (2-vCPU Zen 4), a little more than a
+    /// futex hand-off to an idle CPU there (30-50 µs), so that a spinning thread outlasts its
+    /// partner's wake-up and both can settle into spinning; spinning in vain costs at most
+    /// about one more hand-off (the classic spin-then-block bound). `docs/bench-semaphore.md`
+    /// has the measurements.
+    const MAX: u32 = 2000;
+    /// The least budget a successful spin leaves.
+    const LEAST: u32 = 32;
+    /// At budget 0, one slow acquire in this many probes.
+    const PROBE_EVERY: u32 = 512;
+
+    #[cfg(not(loom))]
+    const fn new() -> SpinBudget {
+        SpinBudget {
+            budget: AtomicU32::new(Self::MAX),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> SpinBudget {
+        SpinBudget {
+            budget: AtomicU32::new(Self::MAX),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    /// The spins for the next slow acquire.
+    fn get(&self) -> u32 {
+        // Relaxed (here and below): a tuning hint; a stale or lost update only changes how
+        // long one spin lasts, never what the semaphore does.
+        let budget = self.budget.load(Ordering::Relaxed);
+        if budget > 0 {
+            return budget;
+        }
+        let skipped = self.skipped.fetch_add(1, Ordering::Relaxed);
+        if skipped.is_multiple_of(Self::PROBE_EVERY) {
+            Self::MAX
+        } else {
+            0
+        }
+    }
+
+    fn succeeded(&self, spins: u32) {
+        let next = spins.saturating_mul(2).clamp(Self::LEAST, Self::MAX);
+        self.budget.store(next, Ordering::Relaxed);
+    }
+
+    fn failed(&self, budget: u32) {
+        // A failed probe leaves the budget at 0.
+        let current = self.budget.load(Ordering::Relaxed);
+        self.budget
+            .store(current.min(budget) / 2, Ordering::Relaxed);
+    }
+}
+
+/// The absolute CLOCK_MONOTONIC deadline of `timeout` in ns, fixed once per acquire; `None`
+/// waits forever (also when the deadline is too far to represent).
+fn deadline_ns(timeout: Timeout) -> Option<u64> {
+    match timeout {
+        Timeout::Never => None,
+        Timeout::After(duration) => {
+            let duration = u64::try_from(duration.as_nanos()).ok()?;
+            monotonic_now_ns().checked_add(duration)
+        }
+        Timeout::At(instant) => {
+            // `Instant` is CLOCK_MONOTONIC on Linux. Reading it first and our clock second
+            // makes the deadline at or after `instant`, never before.
+            let remaining = instant.saturating_duration_since(std::time::Instant::now());
+            let now = monotonic_now_ns();
+            let remaining = u64::try_from(remaining.as_nanos()).ok()?;
+            now.checked_add(remaining)
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The futex implementation's 64-bit state word: token count and waiter counts, read and
+//! changed only as a whole by one atomic operation.
+//!
+//! | bits   | field     | range                         | meaning                                   |
+//! |--------|-----------|-------------------------------|-------------------------------------------|
+//! | 0..32  | `tokens`  | `0..=Semaphore::MAX_PERMITS`  | permits available now                     |
+//! | 32..48 | `singles` | `0..=MAX_WAITERS`             | threads registered to wait for 1 permit   |
+//! | 48..64 | `multis`  | `0..=MAX_WAITERS`             | threads registered to wait for 2 or more  |
+//!
+//! `docs/semaphore.md` lists every legal transition. The futex words that waiters sleep on are
+//! separate 32-bit atomics (see `futex.rs`), so no futex ever aliases part of this word.
+
+use crate::MAX_PERMITS;
+
+const TOKEN_MASK: u64 = 0xffff_ffff;
+const SINGLE_SHIFT: u32 = 32;
+const MULTI_SHIFT: u32 = 48;
+const WAITER_FIELD_MASK: u64 = 0xffff;
+
+/// Most threads that can be registered as waiting at once for one kind of request.
+pub(crate) const MAX_WAITERS: u32 = 0xffff;
+
+/// Which queue a waiter registers in: single-permit waiters can always use a woken wake-up,
+/// multi-permit waiters may not, so they are woken separately (see `docs/semaphore.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaiterKind {
+    /// Waits for exactly one permit.
+    Single,
+    /// Waits for two or more permits.
+    Multi,
+}
+
+impl WaiterKind {
+    /// The queue a request for `permits` (at least 1) waits in.
+    pub(crate) fn for_request(permits: u32) -> WaiterKind {
+        if permits == 1 {
+            WaiterKind::Single
+        } else {
+            WaiterKind::Multi
+        }
+    }
+
+    fn shift(self) -> u32 {
+        match self {
+            WaiterKind::Single => SINGLE_SHIFT,
+            WaiterKind::Multi => MULTI_SHIFT,
+        }
+    }
+}
+
+/// One value of the state word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct State(pub(crate) u64);
+
+impl State {
+    /// A semaphore holding `tokens` permits and no waiters.
+    pub(crate) const fn with_tokens(tokens: u32) -> State {
+        State(tokens as u64)
+    }
+
+    /// Permits available.
+    pub(crate) fn tokens(self) -> u32 {
+        (self.0 & TOKEN_MASK) as u32
+    }
+
+    /// Registered waiters of one kind.
+    pub(crate) fn waiters(self, kind: WaiterKind) -> u32 {
+        ((self.0 >> kind.shift()) & WAITER_FIELD_MASK) as u32
+    }
+
+    /// Registered waiters of both kinds.
+    pub(crate) fn all_waiters(self) -> u32 {
+        self.waiters(WaiterKind::Single) + self.waiters(WaiterKind::Multi)
+    }
+
+    /// Whether any waiter is registered (a release must then consider waking).
+    pub(crate) fn has_waiters(self) -> bool {
+        self.0 > TOKEN_MASK
+    }
+
+    /// The state after taking `n` permits, or `None` if fewer are available.
+    pub(crate) fn take(self, n: u32) -> Option<State> {
+        (self.tokens() >= n).then(|| State(self.0 - u64::from(n)))
+    }
+
+    /// The state after adding `n` permits, or `None` if the count would pass `MAX_PERMITS`.
+    pub(crate) fn give(self, n: u32) -> Option<State> {
+        let tokens = self.tokens().checked_add(n)?;
+        (tokens <= MAX_PERMITS).then(|| State(self.0 + u64::from(n)))
+    }
+
+    /// The state with one more waiter of `kind`, or `None` if that field is full.
+    pub(crate) fn register(self, kind: WaiterKind) -> Option<State> {
+        (self.waiters(kind) < MAX_WAITERS).then(|| State(self.0 + (1 << kind.shift())))
+    }
+
+    /// The state with one waiter of `kind` fewer.
+    ///
+    /// # Panics
+    /// If no such waiter is registered: a waiter only removes the unit it added, so this is a bug.
+    pub(crate) fn deregister(self, kind: WaiterKind) -> State {
+        assert!(
+            self.waiters(kind) > 0,
+            "semaphore state {:#x}: deregistering a {kind:?} waiter that is not registered",
+            self.0
+        );
+        State(self.0 - (1 << kind.shift()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_independent() {
+        let s = State::with_tokens(7)
+            .register(WaiterKind::Single)
+            .and_then(|s| s.register(WaiterKind::Multi))
+            .and_then(|s| s.register(WaiterKind::Multi))
+            .unwrap();
+        assert_eq!(s.tokens(), 7);
+        assert_eq!(s.waiters(WaiterKind::Single), 1);
+        assert_eq!(s.waiters(WaiterKind::Multi), 2);
+        assert!(s.has_waiters());
+        let s = s.take(7).unwrap().deregister(WaiterKind::Multi);
+        assert_eq!((s.tokens(), s.all_waiters()), (0, 2));
+        assert!(!State::with_tokens(MAX_PERMITS).has_waiters());
+    }
+
+    #[test]
+    fn take_never_underflows() {
+        assert_eq!(State::with_tokens(2).take(3), None);
+        assert_eq!(State::with_tokens(3).take(3), Some(State(0)));
+    }
+
+    #[test]
+    fn give_stops_at_max_permits() {
+        let full = State::with_tokens(MAX_PERMITS)
+            .register(WaiterKind::Single)
+            .unwrap();
+        assert_eq!(full.give(1), None);
+        assert_eq!(State::with_tokens(1).give(MAX_PERMITS), None);
+        assert_eq!(State::with_tokens(1).give(u32::MAX), None);
+        assert_eq!(
+            State::with_tokens(1)
+                .give(MAX_PERMITS - 1)
+                .unwrap()
+                .tokens(),
+            MAX_PERMITS
+        );
+    }
+
+    #[test]
+    fn waiter_fields_refuse_to_overflow() {
+        for kind in [WaiterKind::Single, WaiterKind::Multi] {
+            let full = State((u64::from(MAX_WAITERS) << kind.shift()) | 5);
+            assert_eq!(full.waiters(kind), MAX_WAITERS);
+            assert_eq!(full.register(kind), None);
+            assert_eq!(full.deregister(kind).waiters(kind), MAX_WAITERS - 1);
+            assert_eq!(full.tokens(), 5);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not registered")]
+    fn deregister_without_waiter_panics() {
+        let _ = State::with_tokens(1).deregister(WaiterKind::Multi);
+    }
+
+    #[test]
+    fn request_kinds() {
+        assert_eq!(WaiterKind::for_request(1), WaiterKind::Single);
+        assert_eq!(WaiterKind::for_request(2), WaiterKind::Multi);
+        assert_eq!(WaiterKind::for_request(MAX_PERMITS), WaiterKind::Multi);
+    }
+}

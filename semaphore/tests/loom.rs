@@ -1,0 +1,206 @@
+//! Loom models of the futex algorithm: every interleaving (up to the preemption bound) of the
+//! state word, the two wake words and a futex model that may also wake spuriously.
+//!
+//! Run (from the workspace root; a separate target dir keeps the loom build apart):
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+//!  cargo test --release -p futexscope-semaphore --test loom`
+//!
+//! A lost wake-up shows as loom's deadlock report, a data race on the payload as loom's
+//! causality error, a miscount as a failed assertion.
+#![cfg(loom)]
+
+use futexscope_semaphore::{AcquireError, Semaphore};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::thread;
+use std::time::Duration;
+
+/// Runs `body` under loom and checks the semaphore is quiescent with `expected` permits.
+fn model(body: impl Fn() -> (Arc<Semaphore>, u32) + Sync + Send + 'static) {
+    loom::model(move || {
+        let (sem, expected) = body();
+        assert_eq!(sem.available(), expected, "permits not conserved");
+        assert_eq!(sem.waiters(), 0, "a waiter stayed registered");
+    });
+}
+
+#[test]
+fn release_wakes_a_single_waiter_and_carries_data() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let consumer = {
+            let (sem, data) = (sem.clone(), data.clone());
+            thread::spawn(move || {
+                sem.acquire(1).unwrap().forget();
+                // SAFETY: the producer wrote before releasing; the acquire orders this read
+                // after that write (loom reports a race if it does not).
+                assert_eq!(unsafe { data.with(|p| *p) }, 42);
+            })
+        };
+        // SAFETY: the consumer reads only after acquiring, which happens after this write.
+        unsafe { data.with_mut(|p| *p = 42) };
+        sem.release(1).unwrap();
+        consumer.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn two_releases_reach_two_single_waiters() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let sem = sem.clone();
+                thread::spawn(move || sem.acquire(1).unwrap().forget())
+            })
+            .collect();
+        let releaser = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.release(1).unwrap())
+        };
+        sem.release(1).unwrap();
+        releaser.join().unwrap();
+        waiters.into_iter().for_each(|w| w.join().unwrap());
+        (sem, 0)
+    });
+}
+
+#[test]
+fn single_and_multi_waiters_both_served() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let multi = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(2).unwrap().forget())
+        };
+        let single = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        sem.release(1).unwrap();
+        sem.release(2).unwrap();
+        multi.join().unwrap();
+        single.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn spurious_wakes_lose_nothing() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let multi = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(2).unwrap().forget())
+        };
+        let noise = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.wake_spuriously())
+        };
+        sem.release(1).unwrap();
+        sem.release(1).unwrap();
+        multi.join().unwrap();
+        noise.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn permits_travel_through_acquire_release_chains() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let workers: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|n| {
+                let sem = sem.clone();
+                thread::spawn(move || drop(sem.acquire(n).unwrap()))
+            })
+            .collect();
+        sem.release(2).unwrap();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        (sem, 2)
+    });
+}
+
+#[test]
+fn timed_out_waiter_neither_keeps_nor_strands_permits() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let timed_took = Arc::new(AtomicU32::new(0));
+        let timed = {
+            let (sem, timed_took) = (sem.clone(), timed_took.clone());
+            thread::spawn(
+                move || match sem.try_acquire_for(1, Duration::from_secs(1)) {
+                    Ok(permit) => {
+                        permit.forget();
+                        timed_took.store(1, Ordering::Relaxed);
+                    }
+                    Err(error) => assert_eq!(error, AcquireError::TimedOut),
+                },
+            )
+        };
+        let untimed = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        sem.release(2).unwrap();
+        timed.join().unwrap();
+        untimed.join().unwrap();
+        let left = 1 - timed_took.load(Ordering::Relaxed);
+        (sem, left)
+    });
+}
+
+#[test]
+fn barging_acquirer_cannot_strand_a_woken_waiter() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiter = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        let barger = {
+            let sem = sem.clone();
+            thread::spawn(move || {
+                // Takes the permit if it gets there first, then gives it back.
+                if let Ok(permit) = sem.try_acquire(1) {
+                    drop(permit);
+                }
+            })
+        };
+        sem.release(1).unwrap();
+        waiter.join().unwrap();
+        barger.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn timed_multi_waiter_and_single_waiter_share_a_release() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let timed_multi = {
+            let sem = sem.clone();
+            thread::spawn(
+                move || match sem.try_acquire_for(2, Duration::from_secs(1)) {
+                    Ok(permit) => {
+                        permit.forget();
+                        2
+                    }
+                    Err(_) => 0,
+                },
+            )
+        };
+        let single = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        sem.release(3).unwrap();
+        let multi_took = timed_multi.join().unwrap();
+        single.join().unwrap();
+        (sem, 2 - multi_took)
+    });
+}
