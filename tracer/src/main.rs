@@ -23,6 +23,24 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true)]
         command: Vec<String>,
     },
+    /// Run a fixed battery of futex experiments and report how this kernel's futexes behave.
+    KernelReport {
+        /// Also write the report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+        /// Run the short battery (seconds; coarse figures).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Compare kernel reports (JSON from `kernel-report --json`) side by side.
+    KernelDiff {
+        /// Show every row, not only those that differ.
+        #[arg(long)]
+        all: bool,
+        /// Two or more report files.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<std::path::PathBuf>,
+    },
     /// Run a scripted workload with known futex counts (for tests and demos).
     #[command(hide = true)]
     Workload {
@@ -34,6 +52,26 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Run { command } => run(&command),
+        Cmd::KernelReport { json, quick } => {
+            let report =
+                futexscope::kernel_report::run(futexscope::kernel_report::Battery { quick })?;
+            print!("{}", report.render());
+            json.map_or(Ok(()), |path| report.write(&path))
+                .map_err(Into::into)
+        }
+        Cmd::KernelDiff { all, reports } => {
+            let reports = reports
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p.display().to_string(),
+                        futexscope::kernel_report::Report::read(p)?,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", futexscope::kernel_report::render_diff(&reports, all));
+            Ok(())
+        }
         Cmd::Workload { eagain_waits } => {
             let word = workload::eagain_waits(eagain_waits);
             println!("workload: {eagain_waits} waits on {word:#x}");
