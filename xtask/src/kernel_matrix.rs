@@ -67,6 +67,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let out_dir = super::workspace_root().join("target/kernel-matrix");
     let cache = out_dir.join("cache");
     fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let out_dir = out_dir.canonicalize()?;
+    let cache = cache.canonicalize()?;
 
     ensure_qemu()?;
     super::cargo(&["build", "--release", "-p", "futexscope"])?;
@@ -240,11 +242,16 @@ fn download(cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
         "kernel-matrix: downloading {package} (not installed: unpacked under {})",
         cache.display()
     );
-    super::run(
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(cache),
-    )?;
+    // `apt-get download` saves into its working directory; root downloads need no sandbox
+    // user (the cache belongs to root, so apt's `_apt` user could not write there).
+    let status = Command::new("apt-get")
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
+        .current_dir(cache)
+        .status()
+        .context("cannot run `apt-get`")?;
+    if !status.success() {
+        bail!("`apt-get download {package}` failed ({status})");
+    }
     find()?.with_context(|| {
         format!(
             "`apt-get download {package}` left no .deb in {}",
