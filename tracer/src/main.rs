@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use futexscope::{
+    kernel_report,
     probes::Probes,
     spawn::{self, GatedChild},
     workload,
@@ -37,7 +38,7 @@ enum Cmd {
         /// Show every row, not only those that differ.
         #[arg(long)]
         all: bool,
-        /// Two or more report files.
+        /// Two or more report files; each column is named after its file (`6.12.json`: `6.12`).
         #[arg(required = true, num_args = 2..)]
         reports: Vec<std::path::PathBuf>,
     },
@@ -53,23 +54,12 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Run { command } => run(&command),
         Cmd::KernelReport { json, quick } => {
-            let report =
-                futexscope::kernel_report::run(futexscope::kernel_report::Battery { quick })?;
+            let report = kernel_report::run(kernel_report::Battery { quick })?;
             print!("{}", report.render());
-            json.map_or(Ok(()), |path| report.write(&path))
-                .map_err(Into::into)
+            Ok(json.map_or(Ok(()), |path| report.write(&path))?)
         }
         Cmd::KernelDiff { all, reports } => {
-            let reports = reports
-                .iter()
-                .map(|p| {
-                    Ok((
-                        p.display().to_string(),
-                        futexscope::kernel_report::Report::read(p)?,
-                    ))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            print!("{}", futexscope::kernel_report::render_diff(&reports, all));
+            print!("{}", kernel_report::diff_files(&reports, all)?);
             Ok(())
         }
         Cmd::Workload { eagain_waits } => {

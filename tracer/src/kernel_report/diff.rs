@@ -117,7 +117,10 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
                 agree(|w| w.eintr == w.probe_eintr)
             )
         } else {
-            "probes unavailable".into()
+            format!(
+                "probes unavailable: {}",
+                p.error.as_deref().unwrap_or("unknown reason")
+            )
         },
     );
     rows.push((

@@ -334,6 +334,23 @@ impl Report {
     }
 }
 
+/// `kernel-diff`: reads the report files and renders them side by side, each column named
+/// after its file without `.json`; only differing rows unless `all`.
+pub fn diff_files(paths: &[std::path::PathBuf], all: bool) -> Result<String, KernelReportError> {
+    let reports = paths
+        .iter()
+        .map(|path| {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let label = name.strip_suffix(".json").unwrap_or(&name).to_string();
+            Ok((label, Report::read(path)?))
+        })
+        .collect::<Result<Vec<_>, KernelReportError>>()?;
+    Ok(render_diff(&reports, all))
+}
+
 /// A distribution of nanosecond figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Distribution {
