@@ -82,26 +82,26 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
         }
         None => fact("waitv", "absent".into()),
     }
-    let r = &report.requeue.cmp_requeue;
-    fact(
-        "requeue.cmp_requeue",
+    let requeue = |r: &super::experiments::RequeueOutcome| {
         format!(
-            "returned {}, {} woken from target, mismatch EAGAIN {}",
-            r.returned, r.woken_from_target, r.mismatch_gives_eagain
-        ),
-    );
+            "returned {}, {} from target, mismatch {}",
+            r.returned,
+            r.woken_from_target,
+            if r.mismatch_gives_eagain {
+                "EAGAIN"
+            } else {
+                "not EAGAIN"
+            }
+        )
+    };
+    fact("requeue.cmp_requeue", requeue(&report.requeue.cmp_requeue));
     fact(
         "requeue.futex2_requeue",
         report
             .requeue
             .futex2_requeue
             .as_ref()
-            .map_or("absent".into(), |r| {
-                format!(
-                    "returned {}, {} woken from target, mismatch EAGAIN {}",
-                    r.returned, r.woken_from_target, r.mismatch_gives_eagain
-                )
-            }),
+            .map_or("absent".into(), requeue),
     );
     let p = &report.probes;
     fact(
@@ -109,9 +109,9 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
         if p.available {
             let agree =
                 |same: fn(&super::WordCheck) -> bool| p.words.iter().filter(|w| same(w)).count();
+            let words = p.words.len();
             format!(
-                "words agreeing of {}: waits {}, timeouts {}, eintr {}",
-                p.words.len(),
+                "agree: waits {}/{words}, timeouts {}/{words}, eintr {}/{words}",
                 agree(|w| w.waits == w.probe_waits),
                 agree(|w| w.timeouts == w.probe_timeouts),
                 agree(|w| w.eintr == w.probe_eintr)
