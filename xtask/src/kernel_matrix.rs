@@ -123,6 +123,17 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
                 .arg(path),
         )?;
     }
+    // Both emulated by the same QEMU: their timing figures are comparable with each other.
+    let guest = |label: &str| reports.iter().find(|(l, _)| l == label).map(|(_, p)| p);
+    if let (Some(plain), Some(rt)) = (guest("6.12"), guest("6.12-rt")) {
+        println!("\nkernel-matrix: 6.12-rt against 6.12 (both emulated alike)");
+        super::run(
+            Command::new(&futexscope)
+                .arg("kernel-diff")
+                .arg(plain)
+                .arg(rt),
+        )?;
+    }
     if !failures.is_empty() {
         bail!(
             "no report from {} (see the messages above)",
