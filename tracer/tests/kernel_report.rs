@@ -40,6 +40,22 @@ fn kernel_version() -> (u32, u32) {
     (parts.next().unwrap(), parts.next().unwrap())
 }
 
+/// The number of CPUs in `Cpus_allowed_list` of /proc/self/status (e.g. `0-3,6`).
+fn cpus_allowed_from_proc() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split(',')
+        .map(|range| match range.split_once('-') {
+            Some((low, high)) => high.parse::<usize>().unwrap() - low.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}
+
 #[test]
 fn futex2_detection_agrees_with_kallsyms_and_the_kernel_version() {
     let facts = &report().facts;

@@ -272,3 +272,33 @@ pub fn render_diff(reports: &[(String, Report)], all: bool) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Distribution, timings_differ};
+
+    fn median(ns: i64) -> Distribution {
+        Distribution {
+            samples: 1,
+            min_ns: ns,
+            p50_ns: ns,
+            p90_ns: ns,
+            p99_ns: ns,
+            max_ns: ns,
+        }
+    }
+
+    #[test]
+    fn timings_differ_only_beyond_twice_and_the_noise_floor() {
+        assert!(
+            !timings_differ(&median(1_000), &median(9_000)),
+            "within 10 µs"
+        );
+        assert!(
+            !timings_differ(&median(100_000), &median(190_000)),
+            "within 2x"
+        );
+        assert!(timings_differ(&median(100_000), &median(250_000)));
+        assert!(timings_differ(&median(250_000), &median(100_000)));
+    }
+}

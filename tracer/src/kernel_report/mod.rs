@@ -389,3 +389,16 @@ impl Distribution {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Distribution;
+
+    #[test]
+    fn distribution_percentiles_pick_the_nearest_sample() {
+        let d = Distribution::of((1..=100).rev().collect());
+        assert_eq!((d.samples, d.min_ns, d.max_ns), (100, 1, 100));
+        assert_eq!((d.p50_ns, d.p90_ns, d.p99_ns), (51, 90, 99));
+        assert_eq!(Distribution::of(Vec::new()).samples, 0);
+    }
+}
