@@ -108,10 +108,7 @@ fn facts_agree_with_proc_and_sys() {
     );
     let realtime = std::fs::read_to_string("/sys/kernel/realtime").is_ok_and(|s| s.trim() == "1");
     assert_eq!(facts.preempt_rt, realtime);
-    assert_eq!(
-        facts.cpus,
-        std::thread::available_parallelism().unwrap().get()
-    );
+    assert_eq!(facts.cpus, cpus_allowed_from_proc());
     assert_eq!(
         facts.bpf.btf,
         std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
