@@ -74,6 +74,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     super::cargo(&["build", "--release", "-p", "futexscope"])?;
     let futexscope = super::workspace_root().join("target/release/futexscope");
 
+    if !downloadable("busybox-static") {
+        println!("kernel-matrix: apt does not know busybox-static yet; refreshing its lists");
+        apt_update()?;
+    }
     let busybox = unpack_busybox(&cache)?;
     let initramfs = out_dir.join("initramfs.cpio");
     build_initramfs(&initramfs, &busybox, &futexscope, quick)?;

@@ -78,8 +78,8 @@ pub fn wake_order(battery: Battery, words: &mut Words) -> Result<WakeOrder, Kern
         for index in 0..waiters {
             let (word, order) = (Arc::clone(&word), Arc::clone(&order));
             let (handle, tid) = spawn_with_tid(move || {
-                // Retry only on EINTR/EAGAIN-free paths: the value stays 0, so a return
-                // means a wake (or a spurious return, which the verdict would show).
+                // The value stays 0, so the wait returns only when woken (a spurious
+                // return would show as an order other than FIFO or LIFO).
                 let result = word.wait(libc::FUTEX_WAIT, 0, None, 0);
                 order.lock().expect("no panics while held").push(index);
                 result
@@ -591,7 +591,7 @@ fn requeue_once(
     }
     let returned = requeue(source.atomic(), target.atomic(), 0)
         .map_err(|e| failed(experiment, format!("errno {e}")))?;
-    // Let the one woken thread leave before counting the requeued ones.
+    // The requeued waiters now sleep on the target word: wake them all and count them.
     let woken_from_target = sys::wake(target.atomic(), i32::MAX)
         .map_err(|e| failed(experiment, format!("FUTEX_WAKE: errno {e}")))?;
     for handle in handles {
