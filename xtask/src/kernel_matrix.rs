@@ -70,9 +70,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let out_dir = out_dir.canonicalize()?;
     let cache = cache.canonicalize()?;
 
+    super::setup::run()?;
     ensure_qemu()?;
     super::cargo(&["build", "--release", "-p", "futexscope"])?;
-    let futexscope = super::workspace_root().join("target/release/futexscope");
+    let futexscope = out_dir.join("../release/futexscope").canonicalize()?;
 
     if !downloadable("busybox-static") {
         println!("kernel-matrix: apt does not know busybox-static yet; refreshing its lists");
