@@ -289,3 +289,46 @@ fn kernel_report_command_writes_its_json() {
     assert!(report.quick);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn without_privilege_the_experiments_run_and_the_probes_are_reported_missing() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let binary = env!("CARGO_BIN_EXE_futexscope");
+    let mut command = if root {
+        // Drop to `nobody` with no capabilities.
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            binary,
+        ]);
+        setpriv
+    } else {
+        Command::new(binary)
+    };
+    let out = command.args(["kernel-report", "--quick"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("probes unavailable: "), "{text}");
+    let probes_loaded = text
+        .lines()
+        .find(|l| l.starts_with("facts.bpf.probes_loaded"))
+        .unwrap();
+    assert!(probes_loaded.ends_with("false"), "{probes_loaded}");
+    let restarted = text
+        .lines()
+        .find(|l| l.starts_with("eintr.untimed.sa_restart"))
+        .unwrap();
+    assert!(
+        restarted.ends_with("restarted"),
+        "the experiments ran: {restarted}"
+    );
+}
