@@ -264,7 +264,7 @@ pub fn render_diff(reports: &[(String, Report)], all: bool) -> String {
     }
     if rows.is_empty() {
         text.push_str("no differences\n");
-    } else if all {
+    } else if all && reports.len() > 1 {
         text.push_str("(* marks rows that differ)\n");
     }
     if reports.iter().any(|(_, r)| r.facts.emulated) {

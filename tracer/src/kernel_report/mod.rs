@@ -330,7 +330,23 @@ impl Report {
 
     /// A human-readable summary.
     pub fn render(&self) -> String {
-        render_diff(&[("this kernel".to_string(), self.clone())], true)
+        let battery = if self.quick {
+            "quick battery, coarse figures"
+        } else {
+            "full battery"
+        };
+        let mut text = format!(
+            "futexscope kernel-report: Linux {} ({battery})\n",
+            self.facts.kernel_release
+        );
+        text.push_str(&render_diff(
+            &[("this kernel".to_string(), self.clone())],
+            true,
+        ));
+        for item in &self.not_measured {
+            text.push_str(&format!("not measured: {item}\n"));
+        }
+        text
     }
 }
 
