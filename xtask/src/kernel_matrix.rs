@@ -83,16 +83,15 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let initramfs = out_dir.join("initramfs.cpio");
     build_initramfs(&initramfs, &busybox, &futexscope, quick)?;
 
-    let mut reports = vec![("host".to_string(), out_dir.join("host.json"))];
-    let mut args = vec!["kernel-report", "--json"];
     let host_json = out_dir.join("host.json");
-    let host_json_str = host_json.to_str().context("non-UTF-8 path")?;
-    args.push(host_json_str);
-    if quick {
-        args.push("--quick");
-    }
     println!("kernel-matrix: running the battery on the host kernel");
-    super::run(Command::new(&futexscope).args(&args))?;
+    let mut host_run = Command::new(&futexscope);
+    host_run.arg("kernel-report").arg("--json").arg(&host_json);
+    if quick {
+        host_run.arg("--quick");
+    }
+    super::run(&mut host_run)?;
+    let mut reports = vec![("host".to_string(), host_json.clone())];
 
     let mut failures = Vec::new();
     for kernel in KERNELS {
