@@ -71,6 +71,24 @@ pub enum Command {
         #[arg(value_name = "BIN|PID")]
         target: String,
     },
+    /// Run a fixed battery of futex experiments and report how this kernel's futexes behave.
+    KernelReport {
+        /// Also write the report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Run the short battery (seconds; coarse figures).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Compare kernel reports (JSON from `kernel-report --json`) side by side.
+    KernelDiff {
+        /// Show every row, not only those that differ.
+        #[arg(long)]
+        all: bool,
+        /// Two or more report files; each column is named after its file (`6.12.json`: `6.12`).
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+    },
     /// Run the demo's workload untraced until SIGINT/SIGTERM (what `demo` traces).
     #[command(hide = true)]
     DemoWorkload,

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod demo;
 pub mod export;
 pub mod flood;
+pub mod kernel_report;
 pub mod live;
 pub mod probes;
 pub mod render;

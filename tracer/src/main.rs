@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use futexscope::{
-    demo, flood,
+    demo, flood, kernel_report,
     session::{self, Options, Target, TraceError, exit_code},
     stdsync, usdt, workload,
 };
@@ -18,6 +18,14 @@ fn main() -> ExitCode {
         Command::Attach { trace, pid } => traced(&Target::Pid(pid), &trace),
         Command::Demo { trace } => demo(&trace),
         Command::List { target } => list(&target),
+        Command::KernelReport { json, quick } => kernel_report(json.as_deref(), quick),
+        Command::KernelDiff { all, reports } => match kernel_report::diff_files(&reports, all) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => report_any_error(&err),
+        },
         Command::DemoWorkload => {
             let counts = demo::run();
             println!("{counts}");
@@ -116,6 +124,29 @@ fn list(target: &str) -> ExitCode {
             ExitCode::from(exit_code::CANNOT_READ)
         }
     }
+}
+
+/// Runs the kernel report battery, prints it and writes its JSON if asked.
+fn kernel_report(json: Option<&std::path::Path>, quick: bool) -> ExitCode {
+    let result = kernel_report::run(kernel_report::Battery { quick }).and_then(|report| {
+        print!("{}", report.render());
+        json.map_or(Ok(()), |path| report.write(path))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report_any_error(&err),
+    }
+}
+
+/// Prints an error that has no exit code of its own, with its causes; exit code 1.
+fn report_any_error(err: &dyn std::error::Error) -> ExitCode {
+    eprintln!("futexscope: error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    ExitCode::FAILURE
 }
 
 /// Prints `err` and its causes to stderr; returns its exit code.

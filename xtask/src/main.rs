@@ -1,5 +1,6 @@
 //! futexscope's build and test automation. `cargo xtask --help` lists the tasks.
 
+mod kernel_matrix;
 mod setup;
 
 use std::{
@@ -32,6 +33,13 @@ enum Task {
     /// Set up if needed, then `cargo fmt --check`, clippy and every test, including the
     /// root-only eBPF tests and the semaphore's model checking.
     Test,
+    /// Boot Debian's 6.1, 6.12 and 6.12-rt kernels under QEMU, run `futexscope kernel-report`
+    /// in each and print the matrix and the differences from the host kernel.
+    KernelMatrix {
+        /// Run the short battery (checks the machinery; figures are coarse).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Demo { seconds } => demo(seconds),
         Task::Test => test(),
+        Task::KernelMatrix { quick } => kernel_matrix::run(quick),
     }
 }
 
