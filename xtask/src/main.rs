@@ -84,6 +84,17 @@ fn test() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "futexscope-semaphore",
+        "--features",
+        "portable",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     run(Command::new("cargo").args([
         "+nightly",
         "clippy",
@@ -103,14 +114,46 @@ fn test() -> anyhow::Result<()> {
         println!("note: not root, so the eBPF tests will skip (in CI they fail instead)");
     }
     let mut totals = TestTotals::default();
-    totals.run(&["test", "--workspace"])?;
+    totals.run(&["test", "--workspace"], &[])?;
     step("tests with markers compiled out");
-    totals.run(&[
-        "test",
-        "-p",
-        "futexscope-semaphore",
-        "--no-default-features",
-    ])?;
+    totals.run(
+        &[
+            "test",
+            "-p",
+            "futexscope-semaphore",
+            "--no-default-features",
+        ],
+        &[],
+    )?;
+    step("tests of the portable (Mutex + Condvar) semaphore");
+    totals.run(
+        &[
+            "test",
+            "-p",
+            "futexscope-semaphore",
+            "--features",
+            "portable",
+        ],
+        &[],
+    )?;
+    step("model checking the semaphore with loom");
+    // LOOM_MAX_PREEMPTIONS=2 takes about 30 s here; 3 (about 4 min) is the thorough setting.
+    let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "2".into());
+    totals.run(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "futexscope-semaphore",
+            "--test",
+            "loom",
+        ],
+        &[
+            ("RUSTFLAGS", "--cfg loom"),
+            ("LOOM_MAX_PREEMPTIONS", &preemptions),
+            ("CARGO_TARGET_DIR", "target/loom"),
+        ],
+    )?;
     println!("\nall checks passed");
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -128,13 +171,16 @@ struct TestTotals {
 }
 
 impl TestTotals {
-    /// Runs `cargo ARGS`, echoing its output and adding up its `test result:` lines.
-    fn run(&mut self, args: &[&str]) -> anyhow::Result<()> {
+    /// Runs `cargo ARGS` with environment `envs`, echoing its output and adding up its
+    /// `test result:` lines.
+    fn run(&mut self, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(args)
+            .envs(envs.iter().copied())
             .current_dir(workspace_root())
             .stdout(Stdio::piped());
-        println!("$ cargo {}", args.join(" "));
+        let shown_envs: String = envs.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
+        println!("$ {shown_envs}cargo {}", args.join(" "));
         let mut child = cmd.spawn().context("cannot run cargo")?;
         let stdout = child.stdout.take().context("cargo's stdout")?;
         for line in BufReader::new(stdout).lines() {

@@ -6,13 +6,21 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Debian packages: LLVM 22 (bpf-linker links against it; it must match rustc's LLVM), what
-/// bpf-linker's build links, and bpftrace (the independent witness the tests compare against).
+/// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
+/// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
+/// `gcc` builds the C pthread test program, `valgrind` counts instructions for the benchmarks.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
     "bpftrace",
+    "linux-perf",
+    "binutils",
+    "util-linux",
+    "gcc",
+    "python3",
+    "valgrind",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.
