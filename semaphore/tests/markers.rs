@@ -1,6 +1,7 @@
 //! The stapsdt notes a program using the semaphore carries, read back with `readelf` (binutils,
 //! an independent ELF reader): exactly the futexscope marker table, with plain-register
-//! argument specs and no SDT semaphore; none at all when the `markers` feature is off.
+//! argument specs and no SDT semaphore; none at all when the `markers` feature is off or the
+//! portable implementation (which has no futex paths to mark) is in use.
 
 use futexscope_probes_common::markers::{MARKERS, PROVIDER};
 use futexscope_semaphore::Semaphore;
@@ -87,7 +88,7 @@ fn is_plain_register_arg(item: &str) -> bool {
     }
 }
 
-#[cfg(feature = "markers")]
+#[cfg(all(feature = "markers", target_os = "linux", not(feature = "portable")))]
 #[test]
 fn binary_carries_exactly_the_marker_table() {
     use std::collections::BTreeSet;
@@ -126,7 +127,7 @@ fn binary_carries_exactly_the_marker_table() {
     }
 }
 
-#[cfg(not(feature = "markers"))]
+#[cfg(not(all(feature = "markers", target_os = "linux", not(feature = "portable"))))]
 #[test]
 fn markers_feature_off_leaves_no_notes() {
     let notes = notes_of_this_binary();

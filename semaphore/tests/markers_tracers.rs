@@ -1,7 +1,7 @@
 //! bpftrace and perf, attached to the futexscope markers of the `marker-workload` example,
 //! count exactly what the workload says it did. Needs root (uprobes); under `CI=true` a
 //! missing privilege or tool is a failure, not a skip.
-#![cfg(feature = "markers")]
+#![cfg(all(feature = "markers", target_os = "linux", not(feature = "portable")))]
 
 use futexscope_probes_common::markers::MARKERS;
 use std::{collections::BTreeMap, path::PathBuf, process::Command};

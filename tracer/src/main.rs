@@ -115,12 +115,7 @@ fn list(target: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("futexscope: error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            print_error(&err);
             ExitCode::from(exit_code::CANNOT_READ)
         }
     }
@@ -140,22 +135,22 @@ fn kernel_report(json: Option<&std::path::Path>, quick: bool) -> ExitCode {
 
 /// Prints an error that has no exit code of its own, with its causes; exit code 1.
 fn report_any_error(err: &dyn std::error::Error) -> ExitCode {
+    print_error(err);
+    ExitCode::FAILURE
+}
+
+/// Prints `err` and the chain of its causes to stderr.
+fn print_error(err: &dyn std::error::Error) {
     eprintln!("futexscope: error: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
     }
-    ExitCode::FAILURE
 }
 
 /// Prints `err` and its causes to stderr; returns its exit code.
 fn report_error(err: &TraceError) -> u8 {
-    eprintln!("futexscope: error: {err}");
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
+    print_error(err);
     err.exit_code()
 }
