@@ -23,18 +23,6 @@ pub(crate) enum WaitOutcome {
     TimedOut,
 }
 
-impl WaitOutcome {
-    /// The value the `wait_end` marker reports: 0 or a negated errno.
-    pub(crate) fn marker_result(self) -> i32 {
-        match self {
-            WaitOutcome::Woken => 0,
-            WaitOutcome::ValueChanged => -libc::EAGAIN,
-            WaitOutcome::Interrupted => -libc::EINTR,
-            WaitOutcome::TimedOut => -libc::ETIMEDOUT,
-        }
-    }
-}
-
 /// A 32-bit word that threads sleep on. The semaphore uses it as a wake-up counter: a waker
 /// bumps it and then wakes, so a waiter that read the old value never sleeps through the wake.
 pub(crate) struct FutexWord {
@@ -61,11 +49,6 @@ impl FutexWord {
         }
     }
 
-    /// The word's address, for markers.
-    pub(crate) fn addr(&self) -> usize {
-        std::ptr::from_ref(&self.value) as usize
-    }
-
     /// Reads the word; a waiter passes the value to [`FutexWord::wait`].
     pub(crate) fn load(&self, order: Ordering) -> u32 {
         self.value.load(order)
@@ -82,73 +65,197 @@ impl FutexWord {
     /// Sleeps while the word holds `expected`, until woken, interrupted or, if given, the
     /// absolute CLOCK_MONOTONIC `deadline_ns` passes (`FUTEX_WAIT_BITSET`, private).
     ///
+    /// The `wait_begin` and `wait_end` markers around the call also report the semaphore `sem`,
+    /// the tokens it `wanted` and the `waiters` it had registered.
+    ///
     /// # Panics
     /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
-    pub(crate) fn wait(&self, expected: u32, deadline_ns: Option<u64>) -> WaitOutcome {
+    pub(crate) fn wait(
+        &self,
+        expected: u32,
+        deadline_ns: Option<u64>,
+        sem: usize,
+        wanted: u32,
+        waiters: u32,
+    ) -> WaitOutcome {
         let deadline = deadline_ns.map(timespec_from_ns);
         let timeout = deadline
             .as_ref()
             .map_or(std::ptr::null(), std::ptr::from_ref);
-        // SAFETY:
-        // - `self.value` is a live, aligned 32-bit atomic for the whole call (we hold `&self`);
-        //   the kernel only reads it.
+        let word = self.value.as_ptr();
+        let op = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64;
+        let bitset = libc::FUTEX_BITSET_MATCH_ANY as u32 as u64;
+        let (expected, no_uaddr2) = (u64::from(expected), 0u64);
+        let deadline_ns = deadline_ns.unwrap_or(0);
+        let (sem, wanted, waiters) = (sem as u64, u64::from(wanted), u64::from(waiters));
+        // Each variant below makes the same system call, which is sound because:
+        // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`); the
+        //   kernel only reads it.
         // - `timeout` is null or points to `deadline`, which lives until after the call.
         // - `uaddr2` is unused by FUTEX_WAIT_BITSET; the bitset is the non-zero match-any mask.
+        // - The marker operands are plain values the markers' `nop`s never touch.
+        #[cfg(all(feature = "markers", target_arch = "x86_64"))]
+        // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
         let ret = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.value.as_ptr(),
-                libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
-                expected,
-                timeout,
-                std::ptr::null::<u32>(),
-                libc::FUTEX_BITSET_MATCH_ANY,
+            futex_syscall!(
+                [
+                    "rdi" = word,
+                    "rsi" = op,
+                    "rdx" = expected,
+                    "r10" = timeout,
+                    "r8" = no_uaddr2,
+                    "r9" = bitset,
+                ],
+                before: "wait_begin" "8@{sem} 8@%rdi 8@%rdx 8@{wanted} 8@{deadline} 8@{waiters}",
+                after: "wait_end" "8@{sem} 8@%rdi -8@%rax 8@{wanted}",
+                [sem = sem, wanted = wanted, deadline = deadline_ns, waiters = waiters],
             )
         };
-        if ret == 0 {
-            return WaitOutcome::Woken;
-        }
-        match errno() {
-            libc::EAGAIN => WaitOutcome::ValueChanged,
-            libc::EINTR => WaitOutcome::Interrupted,
-            libc::ETIMEDOUT if deadline_ns.is_some() => WaitOutcome::TimedOut,
-            other => futex_failed("FUTEX_WAIT_BITSET", other),
+        #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
+        let ret = {
+            let _ = (sem, wanted, waiters, deadline_ns);
+            // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
+            unsafe {
+                futex_syscall!([
+                    "rdi" = word,
+                    "rsi" = op,
+                    "rdx" = expected,
+                    "r10" = timeout,
+                    "r8" = no_uaddr2,
+                    "r9" = bitset,
+                ])
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let ret = {
+            crate::markers::wait_begin(sem, word as u64, expected, wanted, deadline_ns, waiters);
+            // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
+            let ret = negated_errno(unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word,
+                    op,
+                    expected,
+                    timeout,
+                    no_uaddr2,
+                    bitset,
+                )
+            });
+            crate::markers::wait_end(sem, word as u64, ret, wanted);
+            ret
+        };
+        match ret {
+            0 => WaitOutcome::Woken,
+            ret if ret == -i64::from(libc::EAGAIN) => WaitOutcome::ValueChanged,
+            ret if ret == -i64::from(libc::EINTR) => WaitOutcome::Interrupted,
+            ret if ret == -i64::from(libc::ETIMEDOUT) && deadline.is_some() => {
+                WaitOutcome::TimedOut
+            }
+            ret => futex_failed("FUTEX_WAIT_BITSET", ret),
         }
     }
 
     /// Wakes up to `count` threads sleeping on the word (`FUTEX_WAKE`, private); returns how
     /// many the kernel woke.
     ///
+    /// The `wake_begin` and `wake_end` markers around the call also report the semaphore `sem`
+    /// and the `waiters` it had registered.
+    ///
     /// # Panics
     /// On any error: the word is borrowed, so it is valid, and a failing wake would strand
     /// sleepers.
-    pub(crate) fn wake(&self, count: i32) -> i32 {
-        // SAFETY:
-        // - `self.value` is a live, aligned 32-bit atomic for the whole call (we hold `&self`).
-        // - FUTEX_WAKE reads no other argument.
+    pub(crate) fn wake(&self, count: i32, sem: usize, waiters: u32) -> i32 {
+        let word = self.value.as_ptr();
+        let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64;
+        let count = count.max(0) as u64;
+        let (sem, waiters) = (sem as u64, u64::from(waiters));
+        // Each variant below makes the same system call, which is sound because:
+        // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`).
+        // - FUTEX_WAKE reads no other argument (so r10, r8 and r9 are left as they are).
+        // - The marker operands are plain values the markers' `nop`s never touch.
+        #[cfg(all(feature = "markers", target_arch = "x86_64"))]
+        // SAFETY: a FUTEX_WAKE call with the arguments argued above.
         let ret = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.value.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                count,
+            futex_syscall!(
+                ["rdi" = word, "rsi" = op, "rdx" = count],
+                before: "wake_begin" "8@{sem} 8@%rdi 8@%rdx 8@{waiters}",
+                after: "wake_end" "8@{sem} 8@%rdi -8@%rax 8@%rdx",
+                [sem = sem, waiters = waiters],
             )
         };
+        #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
+        let ret = {
+            let _ = (sem, waiters);
+            // SAFETY: a FUTEX_WAKE call with the arguments argued above.
+            unsafe { futex_syscall!(["rdi" = word, "rsi" = op, "rdx" = count]) }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let ret = {
+            crate::markers::wake_begin(sem, word as u64, count, waiters);
+            // SAFETY: a FUTEX_WAKE call with the arguments argued above.
+            let ret = negated_errno(unsafe { libc::syscall(libc::SYS_futex, word, op, count) });
+            crate::markers::wake_end(sem, word as u64, ret, count);
+            ret
+        };
         if ret < 0 {
-            futex_failed("FUTEX_WAKE", errno());
+            futex_failed("FUTEX_WAKE", ret);
         }
         i32::try_from(ret).expect("FUTEX_WAKE returned more threads than it was asked for")
     }
 }
 
-#[cfg(not(loom))]
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// `syscall(SYS_futex, ...)` as one x86_64 `syscall` instruction, its arguments given as
+/// `"register" = value` (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`; only those the operation
+/// reads); evaluates to the kernel's raw answer (`i64`: a count, or a negated errno). With `before:`/`after:` it puts a marker just
+/// before and just after the instruction, in the same asm block: their arguments are then the
+/// very registers of the call (`%rdi` the word, `%rdx` the value or count, `%rax` the result)
+/// plus the named operands, so an untraced process pays two `nop`s and the named operands.
+///
+/// Unsafe: the caller vouches for the futex arguments.
+#[cfg(all(not(loom), target_arch = "x86_64"))]
+macro_rules! futex_syscall {
+    (
+        [$($register:tt = $argument:expr),+ $(,)?]
+        $(,
+            before: $before:literal $before_spec:literal,
+            after: $after:literal $after_spec:literal,
+            [$($name:ident = $value:expr),* $(,)?] $(,)?
+        )?
+    ) => {{
+        let ret: i64;
+        core::arch::asm!(
+            $(crate::markers::stapsdt_note_asm!($before, $before_spec),)?
+            "syscall",
+            $(crate::markers::stapsdt_note_asm!($after, $after_spec),)?
+            $($($name = in(reg) $value,)*)?
+            inlateout("rax") libc::SYS_futex => ret,
+            $(in($register) $argument,)+
+            // The kernel clobbers rcx and r11. Not `lateout`: no marker operand may live there,
+            // as the marker after the call reads its operands.
+            out("rcx") _,
+            out("r11") _,
+            options(att_syntax, nostack),
+        );
+        ret
+    }};
+}
+#[cfg(all(not(loom), target_arch = "x86_64"))]
+use futex_syscall;
+
+/// What `libc::syscall` returned, as the kernel answered it: the result, or a negated errno.
+#[cfg(all(not(loom), not(target_arch = "x86_64")))]
+fn negated_errno(ret: libc::c_long) -> i64 {
+    if ret == -1 {
+        -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        i64::from(ret)
+    }
 }
 
 #[cfg(not(loom))]
 #[cold]
-fn futex_failed(op: &str, errno: i32) -> ! {
+fn futex_failed(op: &str, negated_errno: i64) -> ! {
+    let errno = i32::try_from(-negated_errno).unwrap_or(0);
     panic!(
         "futex `{op}` failed with errno {errno} ({}): the semaphore cannot wait or wake safely; \
          this kernel or sandbox does not support it, or the semaphore's memory is corrupt",
@@ -192,7 +299,14 @@ impl FutexWord {
     /// Model of `FUTEX_WAIT_BITSET`: compare and enqueue atomically with respect to
     /// [`FutexWord::wake`]. A timed wait whose value matches times out at once (the timer fired
     /// before any wake), so loom explores timeouts racing with releases.
-    pub(crate) fn wait(&self, expected: u32, deadline_ns: Option<u64>) -> WaitOutcome {
+    pub(crate) fn wait(
+        &self,
+        expected: u32,
+        deadline_ns: Option<u64>,
+        _sem: usize,
+        _wanted: u32,
+        _waiters: u32,
+    ) -> WaitOutcome {
         self.model.wait(
             || self.value.load(Ordering::Relaxed) == expected,
             deadline_ns.is_some(),
@@ -200,7 +314,7 @@ impl FutexWord {
     }
 
     /// Model of `FUTEX_WAKE`.
-    pub(crate) fn wake(&self, count: i32) -> i32 {
+    pub(crate) fn wake(&self, count: i32, _sem: usize, _waiters: u32) -> i32 {
         self.model.wake(count)
     }
 

@@ -165,16 +165,7 @@ impl RawSemaphore {
                 break;
             }
             let waiters = State(current).waiters(kind);
-            markers::wait_begin(
-                self.addr(),
-                word.addr(),
-                expected,
-                n,
-                deadline_ns.unwrap_or(0),
-                waiters,
-            );
-            let outcome = word.wait(expected, deadline_ns);
-            markers::wait_end(self.addr(), word.addr(), outcome.marker_result(), n);
+            let outcome = word.wait(expected, deadline_ns, self.addr(), n, waiters);
             waits = waits.saturating_add(1);
             // The kernel reports ETIMEDOUT only once the deadline has passed.
             timed_out = outcome == WaitOutcome::TimedOut;
@@ -302,9 +293,7 @@ impl RawSemaphore {
         // state CAS of `release` (sequenced before) to a waiter that sees the new value.
         word.bump(Ordering::Release);
         let count = i32::try_from(count).unwrap_or(i32::MAX);
-        markers::wake_begin(self.addr(), word.addr(), count as u32, waiters);
-        let woken = word.wake(count);
-        markers::wake_end(self.addr(), word.addr(), woken, count as u32);
+        word.wake(count, self.addr(), waiters);
     }
 
     /// Permits available now (a snapshot).

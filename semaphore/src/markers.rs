@@ -114,65 +114,79 @@ macro_rules! stapsdt_note_asm {
         )
     };
 }
+/// For the futex system call on x86_64, which carries its four markers in its own asm block.
+#[cfg(all(
+    feature = "markers",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(feature = "portable"),
+    not(loom)
+))]
+pub(crate) use stapsdt_note_asm;
 
-/// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none.
+/// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none. (On x86_64 the
+/// four futex markers live in the asm block of the system call itself: see `futex.rs`.)
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub(crate) fn wait_begin(
-    sem: usize,
-    word: usize,
-    expected: u32,
-    wanted: u32,
+    sem: u64,
+    word: u64,
+    expected: u64,
+    wanted: u64,
     deadline_ns: u64,
-    waiters: u32,
+    waiters: u64,
 ) {
     marker!(
         "wait_begin",
         "8@{0} 8@{1} 8@{2} 8@{3} 8@{4} 8@{5}",
-        sem as u64,
-        word as u64,
-        u64::from(expected),
-        u64::from(wanted),
+        sem,
+        word,
+        expected,
+        wanted,
         deadline_ns,
-        u64::from(waiters),
+        waiters,
     );
 }
 
 /// After a futex wait. `result`: 0 = woken, else -errno.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) fn wait_end(sem: usize, word: usize, result: i32, wanted: u32) {
+pub(crate) fn wait_end(sem: u64, word: u64, result: i64, wanted: u64) {
     marker!(
         "wait_end",
         "8@{0} 8@{1} -8@{2} 8@{3}",
-        sem as u64,
-        word as u64,
-        i64::from(result),
-        u64::from(wanted),
+        sem,
+        word,
+        result,
+        wanted
     );
 }
 
 /// Before a futex wake of `count` threads.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) fn wake_begin(sem: usize, word: usize, count: u32, waiters: u32) {
+pub(crate) fn wake_begin(sem: u64, word: u64, count: u64, waiters: u64) {
     marker!(
         "wake_begin",
         "8@{0} 8@{1} 8@{2} 8@{3}",
-        sem as u64,
-        word as u64,
-        u64::from(count),
-        u64::from(waiters),
+        sem,
+        word,
+        count,
+        waiters
     );
 }
 
 /// After a futex wake. `result`: threads woken, or -errno.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) fn wake_end(sem: usize, word: usize, result: i32, count: u32) {
+pub(crate) fn wake_end(sem: u64, word: u64, result: i64, count: u64) {
     marker!(
         "wake_end",
         "8@{0} 8@{1} -8@{2} 8@{3}",
-        sem as u64,
-        word as u64,
-        i64::from(result),
-        u64::from(count),
+        sem,
+        word,
+        result,
+        count
     );
 }
 
