@@ -5,10 +5,10 @@
 //! loom can check the semaphore's algorithm; the model can also wake sleepers spuriously.
 
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 /// How a futex wait ended. Every other kernel answer is a bug and panics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +25,17 @@ pub(crate) enum WaitOutcome {
 
 /// A 32-bit word that threads sleep on. The semaphore uses it as a wake-up counter: a waker
 /// bumps it and then wakes, so a waiter that read the old value never sleeps through the wake.
+///
+/// It also counts the threads its wakes woke that have not yet returned from their wait, so a
+/// waker can tell when every registered waiter already has a wake on its way
+/// ([`FutexWord::woken_at_least`]) and spare the system call.
 pub(crate) struct FutexWord {
     value: AtomicU32,
+    /// Threads woken by [`FutexWord::wake`] that have not yet returned from
+    /// [`FutexWord::wait`]. Never more than the true number: a wake adds the kernel's count
+    /// only after the kernel woke them, and each woken wait subtracts one when it returns, so
+    /// the count can only lag below the truth (even below 0) for a moment.
+    woken: AtomicI32,
     #[cfg(loom)]
     model: model::Queue,
 }
@@ -37,6 +46,7 @@ impl FutexWord {
     pub(crate) const fn new() -> FutexWord {
         FutexWord {
             value: AtomicU32::new(0),
+            woken: AtomicI32::new(0),
         }
     }
 
@@ -45,8 +55,57 @@ impl FutexWord {
     pub(crate) fn new() -> FutexWord {
         FutexWord {
             value: AtomicU32::new(0),
+            woken: AtomicI32::new(0),
             model: model::Queue::new(),
         }
+    }
+
+    /// Sleeps while the word holds `expected`, until woken, interrupted or, if given, the
+    /// absolute CLOCK_MONOTONIC `deadline_ns` passes.
+    ///
+    /// The `wait_begin` and `wait_end` markers around the call also report the semaphore `sem`,
+    /// the tokens it `wanted` and the `waiters` it had registered.
+    pub(crate) fn wait(
+        &self,
+        expected: u32,
+        deadline_ns: Option<u64>,
+        sem: usize,
+        wanted: u32,
+        waiters: u32,
+    ) -> WaitOutcome {
+        let outcome = self.sleep(expected, deadline_ns, sem, wanted, waiters);
+        if outcome == WaitOutcome::Woken {
+            // The kernel reports "woken" exactly for the threads a FUTEX_WAKE unqueued and
+            // counted, whatever else happened meanwhile. Acquire: see `woken_at_least`.
+            self.woken.fetch_sub(1, Ordering::Acquire);
+        }
+        outcome
+    }
+
+    /// Wakes up to `count` threads sleeping on the word; returns how many the kernel woke.
+    ///
+    /// The `wake_begin` and `wake_end` markers around the call also report the semaphore `sem`
+    /// and the `waiters` it had registered.
+    pub(crate) fn wake(&self, count: i32, sem: usize, waiters: u32) -> i32 {
+        let woken = self.wake_sleepers(count, sem, waiters);
+        // Relaxed: only the count matters here; the ordering `woken_at_least` relies on comes
+        // from its own read-modify-write.
+        self.woken.fetch_add(woken, Ordering::Relaxed);
+        woken
+    }
+
+    /// Whether at least `waiters` threads were woken by this word's wakes and have not yet
+    /// returned from their wait. Then each of them will see, once it returns, every memory
+    /// change the caller made before this call (its release of permits), so waking more is
+    /// futile.
+    ///
+    /// A read-modify-write, not a load, with Release: a woken waiter's Acquire decrement comes
+    /// after it in the word's modification order (the count never exceeds the truth, so a count
+    /// of at least `waiters` was read before those waiters' decrements) and reads from it or
+    /// from a later read-modify-write of its release sequence, so it synchronizes with this
+    /// call. A plain load would need a store-load (SeqCst) argument instead.
+    pub(crate) fn woken_at_least(&self, waiters: u32) -> bool {
+        i64::from(self.woken.fetch_add(0, Ordering::Release)) >= i64::from(waiters)
     }
 
     /// Reads the word; a waiter passes the value to [`FutexWord::wait`].
@@ -62,15 +121,11 @@ impl FutexWord {
 
 #[cfg(not(loom))]
 impl FutexWord {
-    /// Sleeps while the word holds `expected`, until woken, interrupted or, if given, the
-    /// absolute CLOCK_MONOTONIC `deadline_ns` passes (`FUTEX_WAIT_BITSET`, private).
-    ///
-    /// The `wait_begin` and `wait_end` markers around the call also report the semaphore `sem`,
-    /// the tokens it `wanted` and the `waiters` it had registered.
+    /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private) with its markers.
     ///
     /// # Panics
     /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
-    pub(crate) fn wait(
+    fn sleep(
         &self,
         expected: u32,
         deadline_ns: Option<u64>,
@@ -155,16 +210,12 @@ impl FutexWord {
         }
     }
 
-    /// Wakes up to `count` threads sleeping on the word (`FUTEX_WAKE`, private); returns how
-    /// many the kernel woke.
-    ///
-    /// The `wake_begin` and `wake_end` markers around the call also report the semaphore `sem`
-    /// and the `waiters` it had registered.
+    /// [`FutexWord::wake`] as one `FUTEX_WAKE` (private) with its markers.
     ///
     /// # Panics
     /// On any error: the word is borrowed, so it is valid, and a failing wake would strand
     /// sleepers.
-    pub(crate) fn wake(&self, count: i32, sem: usize, waiters: u32) -> i32 {
+    fn wake_sleepers(&self, count: i32, sem: usize, waiters: u32) -> i32 {
         let word = self.value.as_ptr();
         let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64;
         let count = count.max(0) as u64;
@@ -299,7 +350,7 @@ impl FutexWord {
     /// Model of `FUTEX_WAIT_BITSET`: compare and enqueue atomically with respect to
     /// [`FutexWord::wake`]. A timed wait whose value matches times out at once (the timer fired
     /// before any wake), so loom explores timeouts racing with releases.
-    pub(crate) fn wait(
+    fn sleep(
         &self,
         expected: u32,
         deadline_ns: Option<u64>,
@@ -314,7 +365,7 @@ impl FutexWord {
     }
 
     /// Model of `FUTEX_WAKE`.
-    pub(crate) fn wake(&self, count: i32, _sem: usize, _waiters: u32) -> i32 {
+    fn wake_sleepers(&self, count: i32, _sem: usize, _waiters: u32) -> i32 {
         self.model.wake(count)
     }
 

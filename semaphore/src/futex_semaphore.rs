@@ -8,7 +8,8 @@
 //! - release: add permits with one CAS that also returns the waiter counts. If waiters were
 //!   registered, bump the futex word of each kind that can now make progress and wake: single
 //!   waiters up to the number of permits released, multi waiters all (when at least 2 permits
-//!   are there).
+//!   are there). The wake is skipped when every registered waiter of that kind has already been
+//!   woken and has yet to re-check the state (it will see the new permits).
 
 use crate::futex::{FutexWord, WaitOutcome, monotonic_now_ns};
 use crate::state::{State, WaiterKind};
@@ -117,8 +118,9 @@ impl RawSemaphore {
             // sees its permits. If it does not, the futex wait below sees the bump (EAGAIN) or
             // is queued before the wake and woken by it.
             let expected = word.load(Ordering::Acquire);
-            // Relaxed: a first guess for the CASes, which check it; the Acquire above already
-            // gives the visibility the protocol needs.
+            // Relaxed: a first guess for the CASes, which check it; the Acquire above (and, after
+            // a wake, the Acquire decrement in `FutexWord::wait`) give the visibility the
+            // protocol needs.
             let mut current = self.state.load(Ordering::Relaxed);
             loop {
                 let state = State(current);
@@ -292,6 +294,11 @@ impl RawSemaphore {
         // Release: pairs with the Acquire load of the word in `acquire_slow`, carrying the
         // state CAS of `release` (sequenced before) to a waiter that sees the new value.
         word.bump(Ordering::Release);
+        // Every registered waiter of this kind already woken and yet to re-check the state:
+        // each will see the permits just released, so a wake would find nobody to wake.
+        if word.woken_at_least(waiters) {
+            return;
+        }
         let count = i32::try_from(count).unwrap_or(i32::MAX);
         word.wake(count, self.addr(), waiters);
     }
