@@ -123,8 +123,13 @@ impl FutexWord {
 impl FutexWord {
     /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private) with its markers.
     ///
+    /// Never inlined: the system call clobbers registers and the markers keep their arguments
+    /// in registers across it, which inside the semaphore's wait loop would push the loop's own
+    /// values to the stack; as a call, both builds (markers on and off) pay the same.
+    ///
     /// # Panics
     /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
+    #[inline(never)]
     fn sleep(
         &self,
         expected: u32,
@@ -140,14 +145,15 @@ impl FutexWord {
         let word = self.value.as_ptr();
         let op = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64;
         let bitset = libc::FUTEX_BITSET_MATCH_ANY as u32 as u64;
-        let (expected, no_uaddr2) = (u64::from(expected), 0u64);
+        let expected = u64::from(expected);
         let deadline_ns = deadline_ns.unwrap_or(0);
         let (sem, wanted, waiters) = (sem as u64, u64::from(wanted), u64::from(waiters));
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`); the
         //   kernel only reads it.
         // - `timeout` is null or points to `deadline`, which lives until after the call.
-        // - `uaddr2` is unused by FUTEX_WAIT_BITSET; the bitset is the non-zero match-any mask.
+        // - `uaddr2` is unused by FUTEX_WAIT_BITSET (it carries `wanted` for the markers); the
+        //   bitset is the non-zero match-any mask.
         // - The marker operands are plain values the markers' `nop`s never touch.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
         // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
@@ -158,17 +164,19 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = no_uaddr2,
+                    "r8" = wanted,
                     "r9" = bitset,
                 ],
-                before: "wait_begin" "8@{sem} 8@%rdi 8@%rdx 8@{wanted} 8@{deadline} 8@{waiters}",
-                after: "wait_end" "8@{sem} 8@%rdi -8@%rax 8@{wanted}",
-                [sem = sem, wanted = wanted, deadline = deadline_ns, waiters = waiters],
+                before: "wait_begin" "8@{sem} 8@%rdi 8@%rdx 8@%r8 8@%rcx 8@%r11",
+                after: "wait_end" "8@{sem} 8@%rdi -8@%rax 8@%r8",
+                named: [sem = sem],
+                scratch: ["rcx" = deadline_ns, "r11" = waiters],
+                clobbered: [],
             )
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
         let ret = {
-            let _ = (sem, wanted, waiters, deadline_ns);
+            let _ = (sem, waiters, deadline_ns);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             unsafe {
                 futex_syscall!([
@@ -176,7 +184,7 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = no_uaddr2,
+                    "r8" = wanted,
                     "r9" = bitset,
                 ])
             }
@@ -186,15 +194,7 @@ impl FutexWord {
             crate::markers::wait_begin(sem, word as u64, expected, wanted, deadline_ns, waiters);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             let ret = negated_errno(unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    word,
-                    op,
-                    expected,
-                    timeout,
-                    no_uaddr2,
-                    bitset,
-                )
+                libc::syscall(libc::SYS_futex, word, op, expected, timeout, wanted, bitset)
             });
             crate::markers::wait_end(sem, word as u64, ret, wanted);
             ret
@@ -222,16 +222,19 @@ impl FutexWord {
         let (sem, waiters) = (sem as u64, u64::from(waiters));
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`).
-        // - FUTEX_WAKE reads no other argument (so r10, r8 and r9 are left as they are).
+        // - FUTEX_WAKE reads no other argument.
         // - The marker operands are plain values the markers' `nop`s never touch.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
-        // SAFETY: a FUTEX_WAKE call with the arguments argued above.
+        // SAFETY: a FUTEX_WAKE call with the arguments argued above; `sem` and `waiters` ride
+        // in r8 and r10, which FUTEX_WAKE ignores.
         let ret = unsafe {
             futex_syscall!(
-                ["rdi" = word, "rsi" = op, "rdx" = count],
-                before: "wake_begin" "8@{sem} 8@%rdi 8@%rdx 8@{waiters}",
-                after: "wake_end" "8@{sem} 8@%rdi -8@%rax 8@%rdx",
-                [sem = sem, waiters = waiters],
+                ["rdi" = word, "rsi" = op, "rdx" = count, "r8" = sem, "r10" = waiters],
+                before: "wake_begin" "8@%r8 8@%rdi 8@%rdx 8@%r10",
+                after: "wake_end" "8@%r8 8@%rdi -8@%rax 8@%rdx",
+                named: [],
+                scratch: [],
+                clobbered: ["rcx", "r11"],
             )
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
@@ -256,35 +259,51 @@ impl FutexWord {
 }
 
 /// `syscall(SYS_futex, ...)` as one x86_64 `syscall` instruction, its arguments given as
-/// `"register" = value` (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`; only those the operation
-/// reads); evaluates to the kernel's raw answer (`i64`: a count, or a negated errno). With `before:`/`after:` it puts a marker just
-/// before and just after the instruction, in the same asm block: their arguments are then the
-/// very registers of the call (`%rdi` the word, `%rdx` the value or count, `%rax` the result)
-/// plus the named operands, so an untraced process pays two `nop`s and the named operands.
+/// `"register" = value` (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`); evaluates to the kernel's raw
+/// answer (`i64`: a count, or a negated errno).
+///
+/// With `before:`/`after:` it puts a marker just before and just after the instruction, in the
+/// same asm block, so the markers' arguments are the very registers of the call: the word
+/// (`%rdi`), the value or count (`%rdx`), the result (`%rax`), and values passed in argument
+/// registers the operation ignores (the kernel preserves them). `named` operands are further
+/// registers the compiler picks; `scratch` puts values in `rcx` and `r11`, which the `syscall`
+/// instruction overwrites, so only the marker before it may name them; `clobbered` lists
+/// those of the two that carry no value (each must be in one list or the other). An
+/// untraced process pays the two `nop`s and getting those values into registers.
 ///
 /// Unsafe: the caller vouches for the futex arguments.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 macro_rules! futex_syscall {
+    ([$($register:tt = $argument:expr),+ $(,)?]) => {{
+        let ret: i64;
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_futex => ret,
+            $(in($register) $argument,)+
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(att_syntax, nostack),
+        );
+        ret
+    }};
     (
-        [$($register:tt = $argument:expr),+ $(,)?]
-        $(,
-            before: $before:literal $before_spec:literal,
-            after: $after:literal $after_spec:literal,
-            [$($name:ident = $value:expr),* $(,)?] $(,)?
-        )?
+        [$($register:tt = $argument:expr),+ $(,)?],
+        before: $before:literal $before_spec:literal,
+        after: $after:literal $after_spec:literal,
+        named: [$($name:ident = $value:expr),* $(,)?],
+        scratch: [$($scratch:tt = $scratch_value:expr),* $(,)?],
+        clobbered: [$($clobbered:tt),* $(,)?] $(,)?
     ) => {{
         let ret: i64;
         core::arch::asm!(
-            $(crate::markers::stapsdt_note_asm!($before, $before_spec),)?
+            crate::markers::stapsdt_note_asm!($before, $before_spec),
             "syscall",
-            $(crate::markers::stapsdt_note_asm!($after, $after_spec),)?
-            $($($name = in(reg) $value,)*)?
+            crate::markers::stapsdt_note_asm!($after, $after_spec),
+            $($name = in(reg) $value,)*
             inlateout("rax") libc::SYS_futex => ret,
             $(in($register) $argument,)+
-            // The kernel clobbers rcx and r11. Not `lateout`: no marker operand may live there,
-            // as the marker after the call reads its operands.
-            out("rcx") _,
-            out("r11") _,
+            $(inout($scratch) $scratch_value => _,)*
+            $(lateout($clobbered) _,)*
             options(att_syntax, nostack),
         );
         ret

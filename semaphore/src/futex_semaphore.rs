@@ -168,7 +168,8 @@ impl RawSemaphore {
             }
             let waiters = State(current).waiters(kind);
             let outcome = word.wait(expected, deadline_ns, self.addr(), n, waiters);
-            waits = waits.saturating_add(1);
+            // Wrapping: only reported by the `acquired` marker, and 2^32 waits would take years.
+            waits = waits.wrapping_add(1);
             // The kernel reports ETIMEDOUT only once the deadline has passed.
             timed_out = outcome == WaitOutcome::TimedOut;
         }
@@ -182,6 +183,10 @@ impl RawSemaphore {
     /// only delays the thread that would release, soon stop spinning.
     ///
     /// A timed acquire stops spinning at its deadline (checked every 64 iterations).
+    ///
+    /// Never inlined, so profilers (and the marker cost measurement, `docs/markers.md`) can
+    /// tell time spent spinning from the rest of the slow path.
+    #[inline(never)]
     fn spin_then_take(&self, n: u32, deadline_ns: Option<u64>) -> bool {
         // Loom models do not spin: it would only multiply their interleavings.
         let budget = if cfg!(loom) {
