@@ -152,9 +152,37 @@ pub struct TraceArgs {
     /// hit costs a uprobe trap).
     #[arg(long)]
     pub no_markers: bool,
+    /// Size of the ring buffer the probes hand events over in (e.g. `16M`, `256K`; a power of
+    /// two, at least 4K). Larger absorbs longer bursts; events that find it full are counted
+    /// as dropped.
+    #[arg(long, value_name = "SIZE", value_parser = parse_buffer_size, default_value = "16M")]
+    pub buffer_size: u32,
     /// Print the probes' own diagnostics (a full map, markers out of order) to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// Parses a ring buffer size: bytes, or a number with `K`, `M` or `G` (powers of 1024); it must
+/// be a power of two from 4K to 1G.
+pub fn parse_buffer_size(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let (number, shift) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 30),
+        _ => (text, 0),
+    };
+    let size = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or(format!("`{text}` is not a size (try `16M` or `256K`)"))?;
+    if !size.is_power_of_two() || !(4096..=1 << 30).contains(&size) {
+        return Err(format!(
+            "`{text}` is not a power of two from 4K to 1G (the kernel's ring buffers need one)"
+        ));
+    }
+    Ok(size as u32)
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds (fractions allowed).
@@ -198,6 +226,17 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown unit")
         );
+    }
+
+    #[test]
+    fn buffer_sizes_parse() {
+        assert_eq!(parse_buffer_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_buffer_size("256k"), Ok(256 << 10));
+        assert_eq!(parse_buffer_size("4096"), Ok(4096));
+        assert_eq!(parse_buffer_size("1G"), Ok(1 << 30));
+        for bad in ["3M", "2K", "2G", "lots", "", "-4K"] {
+            assert!(parse_buffer_size(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

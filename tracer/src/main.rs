@@ -71,6 +71,7 @@ fn options(args: &TraceArgs) -> Options {
         sort: args.sort,
         verbose: args.verbose,
         markers: !args.no_markers,
+        buffer_size: args.buffer_size,
     }
 }
 

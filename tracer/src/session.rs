@@ -65,6 +65,8 @@ pub struct Options {
     pub verbose: bool,
     /// Attach to the futexscope markers of the target.
     pub markers: bool,
+    /// Bytes of the event ring buffer (a power of two, at least 4096).
+    pub buffer_size: u32,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -181,8 +183,6 @@ impl Summary {
     }
 }
 
-/// Event ring buffer size: 16 MiB, about 120,000 records, 120 ms at 1 M records/s.
-const RING_BUFFER_BYTES: u32 = 16 << 20;
 /// How often the ring buffer is drained.
 const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 
@@ -252,10 +252,10 @@ fn os_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
-fn load_probes(verbose: bool) -> Result<Probes, TraceError> {
+fn load_probes(verbose: bool, ring_buffer_bytes: u32) -> Result<Probes, TraceError> {
     check_privileges()?;
     let options = ProbeOptions {
-        ring_buffer_bytes: RING_BUFFER_BYTES,
+        ring_buffer_bytes,
         verbose,
         ..ProbeOptions::default()
     };
@@ -399,7 +399,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         Target::Pid(pid) => Target::Pid(process_of(*pid).ok_or(TraceError::NoSuchPid(*pid))?),
         other => other.clone(),
     };
-    let mut probes = load_probes(options.verbose)?;
+    let mut probes = load_probes(options.verbose, options.buffer_size)?;
     // Output files are created before tracing starts, so a bad path fails at once.
     let mut sink = EventSink::new(options)?;
     let export_file = options

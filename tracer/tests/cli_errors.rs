@@ -558,3 +558,46 @@ fn ctrl_c_on_run_stops_the_command_and_exits_130() {
     std::fs::remove_file(&json).unwrap();
     assert_eq!(summary["ending"]["how"], "interrupted");
 }
+
+#[test]
+fn a_bad_buffer_size_is_a_clear_usage_error() {
+    let output = futexscope()
+        .args(["run", "--buffer-size", "3M", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a power of two"), "{stderr}");
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_shown_never_silent() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let json = temp_path("full-ring.json");
+    // 4 KiB holds a few dozen records; the tracer drains every 10 ms, so 400,000 calls/s must
+    // overflow it.
+    let output = futexscope()
+        .args(["run", "--view", "plain", "--buffer-size", "4K", "--json"])
+        .arg(&json)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_futexscope"))
+        .args(["flood", "--rate", "400000", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let dropped = summary["drops"]["ring_buffer_full"].as_u64().unwrap();
+    assert!(
+        dropped > 0,
+        "a 4 KiB buffer at 400,000 calls/s dropped nothing"
+    );
+    assert!(
+        stdout.contains(&format!("DROPPED: {dropped} event records")),
+        "the summary does not show the {dropped} drops:\n{stdout}"
+    );
+}
