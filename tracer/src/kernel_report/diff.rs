@@ -370,7 +370,7 @@ pub fn render_diff(reports: &[(String, Report)], all: bool) -> String {
         text.push_str("(* marks rows that differ)\n");
     }
     if reports.iter().any(|(_, r)| r.facts.emulated) {
-        text.push_str("[emulated]: timing measured under software CPU emulation (QEMU TCG), not comparable with hardware\n");
+        text.push_str("[emulated]: timing and rates measured under software CPU emulation (QEMU TCG), not comparable with hardware\n");
     }
     text
 }
