@@ -31,12 +31,8 @@ enum Cell {
     Verdict { verdict: String, shown: String },
     /// Compared as a distribution.
     Timing(Distribution),
-    /// `count` of `of` `what`, compared as the ratio with a tolerance.
-    Rate {
-        count: u64,
-        of: u64,
-        what: &'static str,
-    },
+    /// `count` of `of` `what` (and a remark), compared as the ratio with a tolerance.
+    Rate { count: u64, of: u64, what: String },
 }
 
 fn wake_order_cell(w: &WakeOrder) -> Cell {
@@ -163,7 +159,11 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
         let key = format!("semaphore.contended.acquire_{}_of_{}", c.tokens, c.permits);
         match &c.wakeups {
             Wakeups::Measured(t) => {
-                let rate = |count, of, what| Cell::Rate { count, of, what };
+                let rate = |count, of, what: &str| Cell::Rate {
+                    count,
+                    of,
+                    what: what.into(),
+                };
                 rows.push((
                     format!("{key}.slept"),
                     rate(t.slept_acquires, c.acquires, "acquires"),
@@ -172,9 +172,18 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
                     format!("{key}.stolen"),
                     rate(t.stolen, t.slept_acquires, "slept acquires"),
                 ));
+                let in_flight = if t.spurious > 0 {
+                    format!(", {} with a wake call in flight", t.spurious_wake_in_flight)
+                } else {
+                    String::new()
+                };
                 rows.push((
                     format!("{key}.spurious"),
-                    rate(t.spurious, t.slept_acquires, "slept acquires"),
+                    rate(
+                        t.spurious,
+                        t.slept_acquires,
+                        &format!("slept acquires{in_flight}"),
+                    ),
                 ));
                 let disagreements = t.disagreements(c.acquires);
                 let check = if disagreements.is_empty() {

@@ -13,7 +13,11 @@ use std::{
     time::Duration,
 };
 
-use futexscope_probes_common::{event::EventKind, maps::FutexStats, markers::Marker};
+use futexscope_probes_common::{
+    event::{EventKind, spurious},
+    maps::FutexStats,
+    markers::Marker,
+};
 use futexscope_semaphore::{Permit, Semaphore};
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +180,10 @@ pub struct TracedWakeups {
     /// Woken waits with no wake call on the word since the wait began (the probes' "no
     /// waker").
     pub spurious: u64,
+    /// Of `spurious` (as far as their records were kept), those during whose start a wake
+    /// call on the word was inside the kernel: the probes compare wake-call counts at the
+    /// wait's syscall entry, so that call may have been the waker after all.
+    pub spurious_wake_in_flight: u64,
     /// Waits that found the word already changed (EAGAIN).
     pub eagain: u64,
     /// Waits interrupted by a signal.
@@ -300,8 +308,12 @@ pub fn contended(
         })
         .collect();
     let (mut slept_acquires, mut marker_waits) = (0, 0);
+    // (word, syscall entry, syscall exit) of the wake calls, and the waits the probes found
+    // woken with no waker.
+    let (mut wakes, mut no_waker) = (Vec::new(), Vec::new());
     let mut tally = |probes: &mut Probes| {
         probes.read_events(|event| {
+            let call = (event.uaddr, event.start_ns, event.ts_ns);
             if event.kind == EventKind::Marker as u32
                 && event.op == Marker::Acquired as u32
                 && event.args[0] == range.start
@@ -309,6 +321,13 @@ pub fn contended(
                 // acquired(sem, tokens, waits)
                 slept_acquires += 1;
                 marker_waits += event.args[2];
+            } else if event.kind == EventKind::Wake as u32 && range.contains(&event.uaddr) {
+                wakes.push(call);
+            } else if event.kind == EventKind::Wait as u32
+                && range.contains(&event.uaddr)
+                && event.spurious & spurious::NO_WAKER != 0
+            {
+                no_waker.push(call);
             }
         });
     };
@@ -322,6 +341,7 @@ pub fn contended(
         join(EXPERIMENT, handle)?.map_err(|e| failed(EXPERIMENT, e))?;
     }
     tally(probes);
+    let spurious_wake_in_flight = wake_in_flight(&no_waker, &wakes);
     let drops_after = probes.drops().map_err(|e| probe_error(&e))?;
     let stats = semaphore_stats(probes, &range).map_err(|e| probe_error(&e))?;
     let delta = |field: fn(&FutexStats) -> u64| field(&stats) - field(&stats_before);
@@ -339,12 +359,30 @@ pub fn contended(
             satisfied: delta(|s| s.woken_satisfied),
             stolen: delta(|s| s.lost_race),
             spurious: delta(|s| s.no_waker),
+            spurious_wake_in_flight,
             eagain: delta(|s| s.eagain),
             eintr: delta(|s| s.eintr),
             dropped_records: (drops_after.ring_buffer_full - drops_before.ring_buffer_full)
                 + (drops_after.map_full - drops_before.map_full),
         }),
     })
+}
+
+/// A futex call on one word: (word, syscall entry ns, syscall exit ns).
+type Call = (u64, u64, u64);
+
+/// How many of `waits` began while one of `wakes` on the same word was inside the kernel. The
+/// probes count a wake call for a wait only if it entered the kernel after the wait did, but
+/// one already inside may still have been its waker.
+fn wake_in_flight(waits: &[Call], wakes: &[Call]) -> u64 {
+    waits
+        .iter()
+        .filter(|(word, wait_start, _)| {
+            wakes
+                .iter()
+                .any(|(w, start, end)| w == word && start <= wait_start && end >= wait_start)
+        })
+        .count() as u64
 }
 
 /// The probes' totals summed over the futex words of this process inside `range` (the
@@ -371,7 +409,21 @@ fn semaphore_stats(
 
 #[cfg(test)]
 mod tests {
-    use super::TracedWakeups;
+    use super::{TracedWakeups, wake_in_flight};
+
+    #[test]
+    fn a_wake_counts_as_in_flight_only_on_the_same_word_around_the_wait_start() {
+        let wakes = [(0x10, 100, 200), (0x14, 300, 400)];
+        let waits = [
+            (0x10, 150, 500), // began while the wake on 0x10 was in the kernel
+            (0x10, 250, 500), // that wake had returned
+            (0x14, 150, 500), // the wake on 0x14 came later
+            (0x18, 350, 500), // another word
+            (0x14, 300, 301), // began as the wake entered
+        ];
+        assert_eq!(wake_in_flight(&waits, &wakes), 2);
+        assert_eq!(wake_in_flight(&waits, &[]), 0);
+    }
 
     #[test]
     fn disagreements_name_each_mismatch() {
@@ -383,6 +435,7 @@ mod tests {
             satisfied: 7,
             stolen: 2,
             spurious: 0,
+            spurious_wake_in_flight: 0,
             eagain: 3,
             eintr: 0,
             dropped_records: 0,
