@@ -513,7 +513,9 @@ pub fn waitv(words: &mut Words) -> Result<Waitv, KernelReportError> {
         sys::FutexWaitv::private(second.atomic(), 0),
     ];
     let mismatch = waitv_call(&entries, None);
+    // One call waiting on both words: a wait on each, as the probes count it.
     first.count(&mismatch);
+    second.count(&mismatch);
     let mismatch_gives_eagain = mismatch == Err(libc::EAGAIN);
 
     let entries = [sys::FutexWaitv::private(first.atomic(), 0)];
