@@ -5,7 +5,7 @@ mod common;
 
 use std::{process::Command, sync::OnceLock};
 
-use futexscope::kernel_report::{self, Battery, Report};
+use futexscope::kernel_report::{self, Battery, Report, TracedWakeups, Wakeups};
 
 /// The quick battery, run once for all tests of this file.
 fn report() -> &'static Report {
@@ -167,6 +167,66 @@ fn wake_order_requeue_and_waitv_account_for_every_waiter() {
 }
 
 #[test]
+fn single_permit_semaphore_waiters_wake_in_the_plain_futex_order() {
+    let report = report();
+    let tokens: Vec<u32> = report
+        .semaphore_wake_order
+        .iter()
+        .map(|s| s.tokens)
+        .collect();
+    assert_eq!(tokens, [1, 2], "single-permit, then multi-permit waiters");
+    for s in &report.semaphore_wake_order {
+        let o = &s.order;
+        assert!(o.trials > 0, "{s:?}");
+        assert_eq!(o.fifo + o.lifo + o.other, o.trials, "{s:?}");
+        assert_eq!(o.first_woken.len(), o.waiters, "{s:?}");
+        assert_eq!(o.first_woken.iter().sum::<usize>(), o.trials, "{s:?}");
+    }
+    // One FUTEX_WAKE(1) per released permit and nobody else acquiring: the woken waiter is
+    // the one the kernel's queue gives, as for plain waiters.
+    assert_eq!(
+        report.semaphore_wake_order[0].order.verdict, report.wake_order.verdict,
+        "{:?}",
+        report.semaphore_wake_order[0]
+    );
+}
+
+#[test]
+fn contended_semaphore_wakeups_are_traced_and_the_independent_counts_agree() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let contended = &report().contended_semaphore;
+    assert_eq!(
+        contended.len(),
+        2,
+        "single-permit and multi-permit acquires"
+    );
+    for c in contended {
+        assert!(c.permits < c.threads as u32 * c.tokens, "contended: {c:?}");
+        assert!(
+            c.acquires > 0 && c.acquires % c.threads as u64 == 0,
+            "{c:?}"
+        );
+        let Wakeups::Measured(t) = &c.wakeups else {
+            panic!("not measured as root: {c:?}");
+        };
+        // The acquires' own count of their futex waits (`acquired` marker) against the
+        // syscall hooks' count on the semaphore's words; every woken wait either got the
+        // permits or was followed by another wait; no records lost.
+        assert_eq!(t.disagreements(c.acquires), Vec::<String>::new(), "{c:?}");
+        assert!(t.slept_acquires > 0, "nobody slept: {c:?}");
+        assert!(t.futex_waits >= t.slept_acquires, "{c:?}");
+        assert!(
+            t.spurious_wake_in_flight <= t.spurious
+                && t.spurious <= t.woken
+                && t.woken + t.eagain + t.eintr <= t.futex_waits,
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
 fn probes_count_the_same_plain_waits_as_the_experiments() {
     if !common::ebpf_allowed() {
         return;
@@ -174,10 +234,16 @@ fn probes_count_the_same_plain_waits_as_the_experiments() {
     let probes = &report().probes;
     assert!(probes.available, "{:?}", probes.error);
     assert!(report().facts.bpf.probes_loaded);
-    // Plain FUTEX_WAIT / FUTEX_WAIT_BITSET words that no signal restarted: every wait call is
-    // one syscall entry the probes see.
+    // Words that no signal restarted: every wait call (FUTEX_WAIT, FUTEX_WAIT_BITSET, or
+    // futex_waitv on each of its words) is one syscall entry the probes see.
     let plain = probes.words.iter().filter(|w| {
-        ["wake order", "timeout overshoot", "FUTEX_CMP_REQUEUE"].contains(&w.experiment.as_str())
+        [
+            "wake order",
+            "timeout overshoot",
+            "FUTEX_CMP_REQUEUE",
+            "futex_waitv",
+        ]
+        .contains(&w.experiment.as_str())
     });
     let mut checked = 0;
     for word in plain {
@@ -209,18 +275,57 @@ fn json_round_trips_and_other_schemas_are_refused() {
 
 #[test]
 fn kernel_diff_shows_exactly_the_differing_fields() {
-    let a = report().clone();
+    let mut a = report().clone();
     let mut b = a.clone();
     b.facts.futex_waitv = !a.facts.futex_waitv;
     b.wake_latency.same_cpu.p50_ns = a.wake_latency.same_cpu.p50_ns * 10 + 100_000;
     // A small timing change is noise, not a difference.
     b.timeout_overshoot[0].overshoot.p50_ns += 1_000;
+    // Wake orders compare by verdict: other counts behind the same verdict are no difference.
+    let (order_a, order_b) = (
+        &mut a.semaphore_wake_order[1].order,
+        &mut b.semaphore_wake_order[1].order,
+    );
+    (order_a.verdict, order_a.fifo, order_a.lifo, order_a.other) = ("mixed".into(), 3, 0, 2);
+    (order_b.verdict, order_b.fifo, order_b.lifo, order_b.other) = ("mixed".into(), 1, 1, 3);
+    (order_a.trials, order_b.trials) = (5, 5);
+    // Rates compare with a tolerance: 0.40 against 0.45 stolen is the same, 0 against 0.30
+    // spurious is not.
+    let traced = TracedWakeups {
+        slept_acquires: 100,
+        marker_waits: 150,
+        futex_waits: 150,
+        woken: 120,
+        satisfied: 80,
+        stolen: 40,
+        spurious: 0,
+        spurious_wake_in_flight: 0,
+        eagain: 30,
+        eintr: 0,
+        dropped_records: 0,
+    };
+    a.contended_semaphore[0].acquires = 200;
+    b.contended_semaphore[0].acquires = 200;
+    a.contended_semaphore[0].wakeups = Wakeups::Measured(traced.clone());
+    b.contended_semaphore[0].wakeups = Wakeups::Measured(TracedWakeups {
+        satisfied: 75,
+        stolen: 45,
+        spurious: 30,
+        ..traced
+    });
+    a.contended_semaphore[1].wakeups = b.contended_semaphore[1].wakeups.clone();
+    a.contended_semaphore[1].acquires = b.contended_semaphore[1].acquires;
+    let expected = [
+        "facts.futex_waitv",
+        "semaphore.contended.acquire_1_of_2.spurious",
+        "wake_latency.same_cpu",
+    ];
     let differing: Vec<String> = kernel_report::diff_rows(&[a.clone(), b.clone()])
         .into_iter()
         .filter(|r| r.differs)
         .map(|r| r.key)
         .collect();
-    assert_eq!(differing, ["facts.futex_waitv", "wake_latency.same_cpu"]);
+    assert_eq!(differing, expected);
 
     let dir = std::env::temp_dir().join(format!("futexscope-kernel-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -244,11 +349,7 @@ fn kernel_diff_shows_exactly_the_differing_fields() {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(
-        rows,
-        ["facts.futex_waitv", "wake_latency.same_cpu"],
-        "{text}"
-    );
+    assert_eq!(rows, expected, "{text}");
 
     let same = Command::new(env!("CARGO_BIN_EXE_futexscope"))
         .arg("kernel-diff")
@@ -331,4 +432,18 @@ fn without_privilege_the_experiments_run_and_the_probes_are_reported_missing() {
         restarted.ends_with("restarted"),
         "the experiments ran: {restarted}"
     );
+    // The semaphore's wake order needs no probes; its wakeup rates say why they are missing.
+    for tokens in [1, 2] {
+        let key = format!("wake_order.semaphore.acquire_{tokens} ");
+        let row = text.lines().find(|l| l.starts_with(&key)).unwrap();
+        assert!(row.contains(" of "), "{row}");
+    }
+    let unmeasured: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("semaphore.contended.") && l.contains(".cross_check"))
+        .collect();
+    assert_eq!(unmeasured.len(), 2, "{text}");
+    for row in unmeasured {
+        assert!(row.contains("not measured: probes unavailable: "), "{row}");
+    }
 }

@@ -1,11 +1,17 @@
-//! `futexscope kernel-diff`: reports side by side. Facts are compared exactly; timing figures
-//! are compared as distributions (medians more than 2× and 10 µs apart differ), and figures
-//! measured under emulation are marked.
+//! `futexscope kernel-diff`: reports side by side. Facts are compared exactly, wake orders by
+//! their verdict; timing figures are compared as distributions (medians more than 2× and
+//! 10 µs apart differ), rates with a tolerance (more than 2× and 0.1 apart differ), and
+//! figures measured under emulation are marked.
 
-use super::{Distribution, Report, experiments::TimedOp};
+use super::{
+    Distribution, Report, Wakeups,
+    experiments::{TimedOp, WakeOrder},
+};
 
 /// Medians closer than this never count as different (scheduler noise).
 const TIMING_FLOOR_NS: i64 = 10_000;
+/// Rates closer than this never count as different (run-to-run scheduling noise).
+const RATE_FLOOR: f64 = 0.1;
 
 /// One line of the comparison.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,8 +25,31 @@ pub struct DiffRow {
 }
 
 enum Cell {
+    /// Compared exactly.
     Fact(String),
+    /// A verdict compared exactly, shown with the counts behind it.
+    Verdict { verdict: String, shown: String },
+    /// Compared as a distribution.
     Timing(Distribution),
+    /// `count` of `of` `what` (and a remark), compared as the ratio with a tolerance.
+    Rate { count: u64, of: u64, what: String },
+}
+
+fn wake_order_cell(w: &WakeOrder) -> Cell {
+    let mut shown = format!(
+        "{} ({} fifo, {} lifo, {} other of {}",
+        w.verdict, w.fifo, w.lifo, w.other, w.trials
+    );
+    if w.other > 0 {
+        // Who tends to win shows even when no order is consistent.
+        let first: Vec<String> = w.first_woken.iter().map(usize::to_string).collect();
+        shown.push_str(&format!("; first woken by park order {}", first.join("/")));
+    }
+    shown.push(')');
+    Cell::Verdict {
+        verdict: w.verdict.clone(),
+        shown,
+    }
 }
 
 fn rows_of(report: &Report) -> Vec<(String, Cell)> {
@@ -45,14 +74,17 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
     fact("facts.bpf.uprobes", f.bpf.uprobes.to_string());
     fact("facts.bpf.kprobes", f.bpf.kprobes.to_string());
     fact("facts.bpf.probes_loaded", f.bpf.probes_loaded.to_string());
-    let w = &report.wake_order;
-    fact(
-        "wake_order.plain_waiters",
-        format!(
-            "{} ({} fifo, {} lifo, {} other of {})",
-            w.verdict, w.fifo, w.lifo, w.other, w.trials
-        ),
-    );
+    rows.push((
+        "wake_order.plain_waiters".into(),
+        wake_order_cell(&report.wake_order),
+    ));
+    for s in &report.semaphore_wake_order {
+        rows.push((
+            format!("wake_order.semaphore.acquire_{}", s.tokens),
+            wake_order_cell(&s.order),
+        ));
+    }
+    let mut fact = |key: &str, value: String| rows.push((key.to_string(), Cell::Fact(value)));
     for case in &report.eintr {
         let key = format!(
             "eintr.{}.{}",
@@ -123,6 +155,55 @@ fn rows_of(report: &Report) -> Vec<(String, Cell)> {
             )
         },
     );
+    for c in &report.contended_semaphore {
+        let key = format!("semaphore.contended.acquire_{}_of_{}", c.tokens, c.permits);
+        match &c.wakeups {
+            Wakeups::Measured(t) => {
+                let rate = |count, of, what: &str| Cell::Rate {
+                    count,
+                    of,
+                    what: what.into(),
+                };
+                rows.push((
+                    format!("{key}.slept"),
+                    rate(t.slept_acquires, c.acquires, "acquires"),
+                ));
+                rows.push((
+                    format!("{key}.stolen"),
+                    rate(t.stolen, t.slept_acquires, "slept acquires"),
+                ));
+                let in_flight = if t.spurious > 0 {
+                    format!(", {} with a wake call in flight", t.spurious_wake_in_flight)
+                } else {
+                    String::new()
+                };
+                rows.push((
+                    format!("{key}.spurious"),
+                    rate(
+                        t.spurious,
+                        t.slept_acquires,
+                        &format!("slept acquires{in_flight}"),
+                    ),
+                ));
+                let disagreements = t.disagreements(c.acquires);
+                let check = if disagreements.is_empty() {
+                    "agree".to_string()
+                } else {
+                    disagreements.join("; ")
+                };
+                rows.push((format!("{key}.cross_check"), Cell::Fact(check)));
+            }
+            Wakeups::NotMeasured { reason } => {
+                for part in ["slept", "stolen", "spurious"] {
+                    rows.push((format!("{key}.{part}"), Cell::Fact("not measured".into())));
+                }
+                rows.push((
+                    format!("{key}.cross_check"),
+                    Cell::Fact(format!("not measured: {reason}")),
+                ));
+            }
+        }
+    }
     rows.push((
         "wake_latency.same_cpu".into(),
         Cell::Timing(report.wake_latency.same_cpu.clone()),
@@ -167,6 +248,12 @@ fn show(cell: Option<&Cell>, emulated: bool) -> String {
     match cell {
         None => "-".into(),
         Some(Cell::Fact(text)) => text.clone(),
+        Some(Cell::Verdict { shown, .. }) => shown.clone(),
+        Some(Cell::Rate { count, of, what }) => format!(
+            "{} ({count} of {of} {what}){}",
+            ratio(*count, *of).map_or("-".into(), |r| format!("{r:.3}")),
+            if emulated { " [emulated]" } else { "" }
+        ),
         Some(Cell::Timing(d)) => format!(
             "p50 {} p99 {} (n={}){}",
             duration(d.p50_ns),
@@ -182,10 +269,34 @@ fn timings_differ(a: &Distribution, b: &Distribution) -> bool {
     high - low > TIMING_FLOOR_NS && high > 2 * low.max(1)
 }
 
+fn ratio(count: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| count as f64 / of as f64)
+}
+
+fn rates_differ(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let (low, high) = (a.min(b), a.max(b));
+            high - low > RATE_FLOOR && high > 2.0 * low
+        }
+        (None, None) => false,
+        _ => true,
+    }
+}
+
 fn cells_differ(a: Option<&Cell>, b: Option<&Cell>) -> bool {
     match (a, b) {
         (Some(Cell::Fact(x)), Some(Cell::Fact(y))) => x != y,
+        (Some(Cell::Verdict { verdict: x, .. }), Some(Cell::Verdict { verdict: y, .. })) => x != y,
         (Some(Cell::Timing(x)), Some(Cell::Timing(y))) => timings_differ(x, y),
+        (
+            Some(Cell::Rate {
+                count: c1, of: o1, ..
+            }),
+            Some(Cell::Rate {
+                count: c2, of: o2, ..
+            }),
+        ) => rates_differ(ratio(*c1, *o1), ratio(*c2, *o2)),
         (None, None) => false,
         _ => true,
     }
@@ -268,14 +379,14 @@ pub fn render_diff(reports: &[(String, Report)], all: bool) -> String {
         text.push_str("(* marks rows that differ)\n");
     }
     if reports.iter().any(|(_, r)| r.facts.emulated) {
-        text.push_str("[emulated]: timing measured under software CPU emulation (QEMU TCG), not comparable with hardware\n");
+        text.push_str("[emulated]: timing and rates measured under software CPU emulation (QEMU TCG), not comparable with hardware\n");
     }
     text
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Distribution, timings_differ};
+    use super::{Distribution, rates_differ, timings_differ};
 
     fn median(ns: i64) -> Distribution {
         Distribution {
@@ -300,5 +411,15 @@ mod tests {
         );
         assert!(timings_differ(&median(100_000), &median(250_000)));
         assert!(timings_differ(&median(250_000), &median(100_000)));
+    }
+
+    #[test]
+    fn rates_differ_only_beyond_twice_and_the_floor() {
+        assert!(!rates_differ(Some(0.0), Some(0.09)), "within 0.1");
+        assert!(!rates_differ(Some(0.5), Some(0.9)), "within 2x");
+        assert!(rates_differ(Some(0.1), Some(0.3)));
+        assert!(rates_differ(Some(0.9), Some(0.0)));
+        assert!(rates_differ(None, Some(0.0)), "no samples against some");
+        assert!(!rates_differ(None, None));
     }
 }

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{Battery, Distribution, KernelReportError, Word, Words, sys};
 
 /// How long a helper thread may take to fall asleep in a futex before the experiment fails.
-const FALL_ASLEEP_LIMIT_NS: u64 = 5_000_000_000;
+pub(super) const FALL_ASLEEP_LIMIT_NS: u64 = 5_000_000_000;
 
-fn failed(experiment: &'static str, reason: impl Into<String>) -> KernelReportError {
+pub(super) fn failed(experiment: &'static str, reason: impl Into<String>) -> KernelReportError {
     KernelReportError::Experiment {
         experiment,
         reason: reason.into(),
@@ -25,7 +25,7 @@ fn failed(experiment: &'static str, reason: impl Into<String>) -> KernelReportEr
 }
 
 /// Starts a thread that publishes its tid, then runs `body`.
-fn spawn_with_tid<T: Send + 'static>(
+pub(super) fn spawn_with_tid<T: Send + 'static>(
     body: impl FnOnce() -> T + Send + 'static,
 ) -> (thread::JoinHandle<T>, i32) {
     let (tx, rx) = mpsc::channel();
@@ -38,7 +38,7 @@ fn spawn_with_tid<T: Send + 'static>(
     (handle, tid)
 }
 
-fn join<T>(
+pub(super) fn join<T>(
     experiment: &'static str,
     handle: thread::JoinHandle<T>,
 ) -> Result<T, KernelReportError> {
@@ -62,6 +62,8 @@ pub struct WakeOrder {
     pub other: usize,
     /// `fifo`, `lifo` or `mixed`: what the trials show.
     pub verdict: String,
+    /// For each waiter, in the order they parked: the trials in which it was woken first.
+    pub first_woken: Vec<usize>,
 }
 
 /// W threads park on one word, each only after the previous one is asleep; then FUTEX_WAKE
@@ -71,7 +73,7 @@ pub fn wake_order(battery: Battery, words: &mut Words) -> Result<WakeOrder, Kern
     let waiters = 4;
     let trials = battery.pick(5, 40);
     let word = words.new_word(EXPERIMENT);
-    let (mut fifo, mut lifo, mut other) = (0, 0, 0);
+    let mut orders = Vec::with_capacity(trials);
     for _ in 0..trials {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
@@ -113,29 +115,41 @@ pub fn wake_order(battery: Battery, words: &mut Words) -> Result<WakeOrder, Kern
             join(EXPERIMENT, handle)?
                 .map_err(|e| failed(EXPERIMENT, format!("FUTEX_WAIT: errno {e}")))?;
         }
-        let order = order.lock().expect("no panics while held").clone();
+        orders.push(order.lock().expect("no panics while held").clone());
+    }
+    Ok(WakeOrder::classify(waiters, &orders))
+}
+
+impl WakeOrder {
+    /// Classifies `orders`, one per trial: the indexes of `waiters` waiters, numbered in the
+    /// order they parked, in the order they were woken.
+    pub(crate) fn classify(waiters: usize, orders: &[Vec<usize>]) -> WakeOrder {
         let parked: Vec<usize> = (0..waiters).collect();
-        if order == parked {
-            fifo += 1;
-        } else if order.iter().rev().copied().eq(parked) {
-            lifo += 1;
-        } else {
-            other += 1;
+        let fifo = orders.iter().filter(|order| **order == parked).count();
+        let lifo = orders
+            .iter()
+            .filter(|order| **order != parked && order.iter().rev().eq(parked.iter()))
+            .count();
+        let trials = orders.len();
+        let verdict = match (fifo, lifo) {
+            (f, _) if f == trials => "fifo",
+            (_, l) if l == trials => "lifo",
+            _ => "mixed",
+        };
+        let mut first_woken = vec![0; waiters];
+        for first in orders.iter().filter_map(|order| order.first()) {
+            first_woken[*first] += 1;
+        }
+        WakeOrder {
+            waiters,
+            trials,
+            fifo,
+            lifo,
+            other: trials - fifo - lifo,
+            verdict: verdict.into(),
+            first_woken,
         }
     }
-    let verdict = match (fifo, lifo) {
-        (f, _) if f == trials => "fifo",
-        (_, l) if l == trials => "lifo",
-        _ => "mixed",
-    };
-    Ok(WakeOrder {
-        waiters,
-        trials,
-        fifo,
-        lifo,
-        other,
-        verdict: verdict.into(),
-    })
 }
 
 /// Wake-to-run latency: from just before FUTEX_WAKE to the woken thread running.
@@ -499,7 +513,9 @@ pub fn waitv(words: &mut Words) -> Result<Waitv, KernelReportError> {
         sys::FutexWaitv::private(second.atomic(), 0),
     ];
     let mismatch = waitv_call(&entries, None);
+    // One call waiting on both words: a wait on each, as the probes count it.
     first.count(&mismatch);
+    second.count(&mismatch);
     let mismatch_gives_eagain = mismatch == Err(libc::EAGAIN);
 
     let entries = [sys::FutexWaitv::private(first.atomic(), 0)];
