@@ -7,12 +7,15 @@
 //!     target/release/futexscope target/release/examples/sem-bench [RUNS] [OPS]
 //! ```
 //!
-//! Part 1: `sem-bench futexscope pingpong|prodcons OPS`, RUNS times each untraced, traced
-//! (`futexscope run -- sem-bench ...`) and traced without markers (`--no-markers`),
-//! interleaved; prints the median ns per op of each and the ratios to untraced. Part 2: `futexscope flood` at rising target rates under
-//! `futexscope run`; prints the events/s achieved and the records dropped.
+//! Part 1: `sem-bench IMPL pingpong|prodcons OPS` for the futexscope semaphore and the POSIX
+//! `sem_t` peer, RUNS times each untraced, traced (`futexscope run -- sem-bench ...`) and traced
+//! without markers (`--no-markers`), interleaved; prints the median ns per op of each and the
+//! median ratio to the untraced run next to it. Part 2: `futexscope flood` at rising target
+//! rates under `futexscope run`, with the default 16 MiB ring buffer, 1 MiB and 64 KiB; prints
+//! the calls and events per second and the records dropped, and the rate where drops start.
 
 use std::{
+    path::Path,
     process::{Command, ExitCode},
     time::Duration,
 };
@@ -45,6 +48,47 @@ fn ns_per_op(command: &mut Command) -> Result<f64, String> {
         .ok_or(format!("no ns_per_op in {line}"))
 }
 
+/// Ratios of each traced run to the untraced run next to it, and their median.
+fn median_ratio(traced: &[f64], plain: &[f64]) -> f64 {
+    let mut ratios: Vec<f64> = traced.iter().zip(plain).map(|(t, p)| t / p).collect();
+    median(&mut ratios)
+}
+
+/// One `futexscope flood` under `futexscope run --buffer-size BUFFER`: the futex calls made per
+/// second, the event records received per second of the flood, and the records dropped.
+fn flood(
+    futexscope: &str,
+    buffer: &str,
+    rate: u64,
+    json: &Path,
+) -> Result<(f64, f64, u64), String> {
+    const SECONDS: f64 = 2.0;
+    let output = Command::new(futexscope)
+        .args(["run", "--view", "quiet", "--buffer-size", buffer, "--json"])
+        .arg(json)
+        .args(["--", futexscope, "flood", "--rate", &rate.to_string()])
+        .args(["--seconds", &SECONDS.to_string(), "--threads", "2"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let calls: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("flood: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or(format!("no flood line in {stdout}"))?;
+    let summary: serde_json::Value = std::fs::read(json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("no JSON summary")?;
+    let events = summary["events"].as_f64().unwrap_or(0.0);
+    let dropped = summary["drops"]["ring_buffer_full"].as_u64().unwrap_or(0);
+    Ok((calls / SECONDS, events / SECONDS, dropped))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [futexscope, sem_bench, rest @ ..] = args.as_slice() else {
@@ -56,92 +100,72 @@ fn main() -> ExitCode {
     let json = std::env::temp_dir().join(format!("trace-overhead-{}.json", std::process::id()));
 
     println!(
-        "part 1: slowdown of sem-bench under `futexscope run` ({runs} runs each, {ops} ops, medians)"
+        "part 1: sem-bench under `futexscope run` ({runs} runs each, {ops} ops; medians, and the \
+         median of each traced run's ratio to the untraced run next to it)"
     );
-    for workload in ["pingpong", "prodcons"] {
-        let (mut plain, mut traced, mut futex_only) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let bench_args = ["futexscope", workload, ops.as_str()];
-            for (results, tracer_args) in [
-                (&mut plain, None),
-                (&mut traced, Some(&["run", "--view", "quiet", "--"][..])),
-                (
-                    &mut futex_only,
-                    Some(&["run", "--view", "quiet", "--no-markers", "--"][..]),
-                ),
-            ] {
-                let mut command = match tracer_args {
-                    None => Command::new(sem_bench),
-                    Some(args) => {
-                        let mut command = Command::new(futexscope);
-                        command.args(args).arg(sem_bench);
-                        command
+    let modes: [(&str, Option<&[&str]>); 3] = [
+        ("untraced", None),
+        ("traced", Some(&["run", "--view", "quiet", "--"])),
+        (
+            "--no-markers",
+            Some(&["run", "--view", "quiet", "--no-markers", "--"]),
+        ),
+    ];
+    for implementation in ["futexscope", "posix"] {
+        for workload in ["pingpong", "prodcons"] {
+            let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+            for _ in 0..runs {
+                for ((_, tracer_args), results) in modes.iter().zip(&mut results) {
+                    let mut command = match tracer_args {
+                        None => Command::new(sem_bench),
+                        Some(args) => {
+                            let mut command = Command::new(futexscope);
+                            command.args(*args).arg(sem_bench);
+                            command
+                        }
+                    };
+                    match ns_per_op(command.args([implementation, workload, ops.as_str()])) {
+                        Ok(ns) => results.push(ns),
+                        Err(e) => return fail(&e),
                     }
-                };
-                match ns_per_op(command.args(bench_args)) {
-                    Ok(ns) => results.push(ns),
-                    Err(e) => return fail(&e),
                 }
             }
+            let mut line = format!("{implementation:>10} {workload:>8}:");
+            for ((name, _), values) in modes.iter().zip(&results) {
+                let mut sorted = values.clone();
+                line.push_str(&format!(" {name} {:8.1} ns/op", median(&mut sorted)));
+                if *name != "untraced" {
+                    line.push_str(&format!(" (x{:.3})", median_ratio(values, &results[0])));
+                }
+                line.push(';');
+            }
+            println!("{}", line.trim_end_matches(';'));
         }
-        let (plain, traced, futex_only) = (
-            median(&mut plain),
-            median(&mut traced),
-            median(&mut futex_only),
-        );
-        println!(
-            "{workload:>9}: untraced {plain:9.1} ns/op; traced {traced:9.1} ns/op (ratio {:.3}); \
-             --no-markers {futex_only:9.1} ns/op (ratio {:.3})",
-            traced / plain,
-            futex_only / plain
-        );
     }
 
     println!("part 2: event rate (`futexscope flood`, 2 threads, 2 s per rate)");
-    for rate in [
-        100_000u64, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
-    ] {
-        let status = Command::new(futexscope)
-            .args(["run", "--view", "quiet", "--json"])
-            .arg(&json)
-            .args([
-                "--",
-                futexscope,
-                "flood",
-                "--rate",
-                &rate.to_string(),
-                "--seconds",
-                "2",
-                "--threads",
-                "2",
-            ])
-            .output();
-        let output = match status {
-            Ok(output) if output.status.success() => output,
-            Ok(output) => return fail(&String::from_utf8_lossy(&output.stderr)),
-            Err(e) => return fail(&e.to_string()),
-        };
-        let flood = String::from_utf8_lossy(&output.stdout);
-        let calls: f64 = flood
-            .lines()
-            .find_map(|l| l.strip_prefix("flood: "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0);
-        let summary: serde_json::Value =
-            match std::fs::read(&json).map(|b| serde_json::from_slice(&b)) {
-                Ok(Ok(value)) => value,
-                _ => return fail("no JSON summary"),
+    for buffer in ["16M", "1M", "64K"] {
+        let mut onset = None;
+        for rate in [
+            100_000u64, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
+        ] {
+            let (calls, events, dropped) = match flood(futexscope, buffer, rate, &json) {
+                Ok(result) => result,
+                Err(e) => return fail(&e),
             };
-        let seconds = summary["seconds"].as_f64().unwrap_or(1.0);
-        let events = summary["events"].as_f64().unwrap_or(0.0);
-        let dropped = summary["drops"]["ring_buffer_full"].as_u64().unwrap_or(0);
-        println!(
-            "target {rate:>9}/s: futex calls {:>10.0}/s, events received {:>10.0}/s, dropped {dropped}",
-            calls / 2.0,
-            events / seconds
-        );
-        std::thread::sleep(Duration::from_millis(200));
+            println!(
+                "buffer {buffer:>4}, target {rate:>9}/s: futex calls {calls:>10.0}/s, \
+                 events received {events:>10.0}/s, dropped {dropped}"
+            );
+            if dropped > 0 && onset.is_none() {
+                onset = Some(calls);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match onset {
+            Some(calls) => println!("buffer {buffer:>4}: drops start at about {calls:.0} calls/s"),
+            None => println!("buffer {buffer:>4}: no drops at any rate this machine reached"),
+        }
     }
     let _ = std::fs::remove_file(json);
     ExitCode::SUCCESS
