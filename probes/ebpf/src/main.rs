@@ -238,18 +238,14 @@ fn read_global<T: Copy>(global: &T) -> T {
 
 /// The syscall's six arguments from the user registers at entry.
 fn syscall_args(regs: *const pt_regs) -> Result<[u64; 6], i64> {
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; bpf_probe_read_kernel checks each
+    // `struct pt_regs` holds r10, r9, r8, rax, rcx, rdx, rsi, rdi one after another: one read
+    // of those eight slots instead of a helper call per argument.
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; bpf_probe_read_kernel checks the
     // read and fails cleanly on a bad pointer.
-    unsafe {
-        Ok([
-            bpf_probe_read_kernel(&raw const (*regs).rdi).map_err(i64::from)?,
-            bpf_probe_read_kernel(&raw const (*regs).rsi).map_err(i64::from)?,
-            bpf_probe_read_kernel(&raw const (*regs).rdx).map_err(i64::from)?,
-            bpf_probe_read_kernel(&raw const (*regs).r10).map_err(i64::from)?,
-            bpf_probe_read_kernel(&raw const (*regs).r8).map_err(i64::from)?,
-            bpf_probe_read_kernel(&raw const (*regs).r9).map_err(i64::from)?,
-        ])
-    }
+    let [r10, r9, r8, _rax, _rcx, rdx, rsi, rdi] =
+        unsafe { bpf_probe_read_kernel((&raw const (*regs).r10).cast::<[u64; 8]>()) }
+            .map_err(i64::from)?;
+    Ok([rdi, rsi, rdx, r10, r8, r9])
 }
 
 fn read_waitv(array: u64, index: u64) -> Result<FutexWaitv, i64> {
@@ -641,22 +637,26 @@ fn try_futex_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
 
 /// Books the end of the wait in `state` with result `ret` at `now`.
 fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
-    // The word the outcome belongs to: the one futex_waitv reports woken, else the first.
+    // The word the outcome belongs to: the one futex_waitv reports woken, else the first. Its
+    // statistics are kept from the loop, so no word is looked up twice.
     let mut primary = 0usize;
+    let mut primary_stats = None;
     for i in 0..WAITV_TRACKED_WORDS {
         if (i as u32) >= state.word_count {
             break;
         }
-        if state.syscall == syscalls::FUTEX_WAITV && ret == i as i64 {
-            primary = i;
-        }
-        if let Some(stats) = word_stats(tgid, state.words[i]) {
+        let stats = word_stats(tgid, state.words[i]);
+        if let Some(stats) = stats {
             // SAFETY: `stats` points at the word's value in the map.
             unsafe { add((&raw mut (*stats).waiters_now).cast(), (-1i64) as u64) };
         }
+        if i == 0 || (state.syscall == syscalls::FUTEX_WAITV && ret == i as i64) {
+            primary = i;
+            primary_stats = stats;
+        }
     }
     let word = state.words[primary & (WAITV_TRACKED_WORDS - 1)];
-    let Some(stats) = word_stats(tgid, word) else {
+    let Some(stats) = primary_stats else {
         return;
     };
     let wakeable = !is_pi_lock(state);
