@@ -24,6 +24,26 @@ pub enum AttachError {
     Probes(#[from] LoadError),
 }
 
+/// Which of the futexscope markers to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerSet {
+    /// `wait_begin`, `acquired` and `timed_out`: what the futex hooks cannot see (the
+    /// semaphore, the tokens, satisfied and lost wakeups, the caller's drift) at two uprobe
+    /// hits per sleeping acquire. `wait_end`, `wake_begin` and `wake_end` repeat what the
+    /// futex hooks already record.
+    Essential,
+    /// All six, so `--events` and `--export` carry every marker record.
+    All,
+}
+
+impl MarkerSet {
+    /// Whether this set attaches `marker`.
+    pub fn includes(self, marker: markers::Marker) -> bool {
+        use markers::Marker::{Acquired, TimedOut, WaitBegin};
+        self == MarkerSet::All || matches!(marker, WaitBegin | Acquired | TimedOut)
+    }
+}
+
 /// What attaching found and did.
 #[derive(Debug, Default)]
 pub struct Attached {
@@ -84,6 +104,7 @@ pub fn attach_file(
     probes: &mut Probes,
     path: &Path,
     shown: &Path,
+    set: MarkerSet,
     attached: &mut Attached,
 ) -> Result<(), AttachError> {
     let sites: Vec<UsdtSite> = match usdt::read_sites(path) {
@@ -94,13 +115,14 @@ pub fn attach_file(
             .filter(|s| s.provider == PROVIDER)
             .collect(),
     };
-    attach_sites(probes, path, shown, &sites, attached)
+    attach_sites(probes, path, shown, &sites, set, attached)
 }
 
 /// Attaches to every file process `pid` maps that carries futexscope markers.
 pub fn attach_process(
     probes: &mut Probes,
     pid: u32,
+    set: MarkerSet,
     attached: &mut Attached,
 ) -> Result<(), AttachError> {
     let found = usdt::process_markers(pid)?;
@@ -110,6 +132,7 @@ pub fn attach_process(
             &object.host_path,
             &object.path,
             &object.sites,
+            set,
             attached,
         )?;
     }
@@ -121,12 +144,14 @@ fn attach_sites(
     path: &Path,
     shown: &Path,
     sites: &[UsdtSite],
+    set: MarkerSet,
     attached: &mut Attached,
 ) -> Result<(), AttachError> {
     let mut specs = Vec::with_capacity(sites.len());
     for site in sites {
         match site_spec(site) {
-            Ok(spec) => specs.push(spec),
+            Ok(spec) if set.includes(spec.marker) => specs.push(spec),
+            Ok(_) => {}
             Err(why) => attached.skipped.push(format!("{}: {why}", shown.display())),
         }
     }

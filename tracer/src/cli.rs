@@ -150,8 +150,13 @@ pub struct TraceArgs {
     pub sort: SortKey,
     /// Do not attach to the futexscope markers: trace futex calls only (cheaper: each marker
     /// hit costs a uprobe trap).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_markers")]
     pub no_markers: bool,
+    /// Attach all six markers, not only `wait_begin`, `acquired` and `timed_out` (the others
+    /// repeat what the futex hooks record; with this, `--events` and `--export` carry them too,
+    /// at three more uprobe hits per sleeping hand-off).
+    #[arg(long)]
+    pub all_markers: bool,
     /// Size of the ring buffer the probes hand events over in (e.g. `16M`, `256K`; a power of
     /// two, at least 4K). Larger absorbs longer bursts; events that find it full are counted
     /// as dropped.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use futexscope::{
+    attach::MarkerSet,
     demo, flood, kernel_report,
     session::{self, Options, Target, TraceError, exit_code},
     stdsync, usdt, workload,
@@ -70,7 +71,11 @@ fn options(args: &TraceArgs) -> Options {
         view: args.view,
         sort: args.sort,
         verbose: args.verbose,
-        markers: !args.no_markers,
+        markers: match (args.no_markers, args.all_markers) {
+            (true, _) => None,
+            (false, true) => Some(MarkerSet::All),
+            (false, false) => Some(MarkerSet::Essential),
+        },
         buffer_size: args.buffer_size,
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use futexscope_probes_common::{event::Event, maps::FutexKey};
 
 use crate::{
-    attach::{self, Attached},
+    attach::{self, Attached, MarkerSet},
     export::{self, Recorder},
     live::Live,
     probes::{DropCounts, LoadError, ProbeOptions, Probes},
@@ -63,8 +63,8 @@ pub struct Options {
     pub sort: SortKey,
     /// Print the probes' diagnostics.
     pub verbose: bool,
-    /// Attach to the futexscope markers of the target.
-    pub markers: bool,
+    /// Which futexscope markers of the target to attach (`None`: none).
+    pub markers: Option<MarkerSet>,
     /// Bytes of the event ring buffer (a power of two, at least 4096).
     pub buffer_size: u32,
 }
@@ -451,9 +451,10 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let (root_pid, child) = match target {
         Target::Command(argv) => {
             // Markers first: the program hits them from its first instruction on.
-            if options.markers
+            if let Some(set) = options.markers
                 && let Some(program) = attach::resolve_program(&argv[0])
-                && let Err(err) = attach::attach_file(&mut probes, &program, &program, &mut markers)
+                && let Err(err) =
+                    attach::attach_file(&mut probes, &program, &program, set, &mut markers)
             {
                 markers.failed = true;
                 note(
@@ -472,8 +473,8 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             (pid, Some(child))
         }
         Target::Pid(pid) => {
-            if options.markers
-                && let Err(err) = attach::attach_process(&mut probes, *pid, &mut markers)
+            if let Some(set) = options.markers
+                && let Err(err) = attach::attach_process(&mut probes, *pid, set, &mut markers)
             {
                 markers.failed = true;
                 note(
@@ -492,7 +493,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     for skipped in &markers.skipped {
         note(&mut live, format!("marker site skipped: {skipped}"));
     }
-    if !options.markers {
+    if options.markers.is_none() {
         note(
             &mut live,
             "--no-markers: tracing futex calls only".to_owned(),
@@ -501,6 +502,20 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         note(
             &mut live,
             "no futexscope markers found: tracing futex calls only (every lock's waits and wakes, without semaphore names or tokens)".to_owned(),
+        );
+    } else if markers.sites > 0 {
+        let which = match options.markers {
+            Some(MarkerSet::Essential) => {
+                "wait_begin, acquired and timed_out; --all-markers attaches all six"
+            }
+            _ => "all six kinds",
+        };
+        note(
+            &mut live,
+            format!(
+                "{} futexscope marker sites attached ({which})",
+                markers.sites
+            ),
         );
     }
     let mut symbolizer = Symbolizer::default();

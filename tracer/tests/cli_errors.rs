@@ -485,6 +485,42 @@ fn a_binary_with_markers_gets_them_attached() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
     assert!(!stderr.contains("no futexscope markers"), "{stderr}");
+    let essential = attached_sites(&stderr);
+    assert!(essential > 0, "{stderr}");
+
+    // `--all-markers` adds the sites of wait_end, wake_begin and wake_end.
+    let output = futexscope()
+        .args([
+            "run",
+            "--duration",
+            "1s",
+            "--view",
+            "quiet",
+            "--all-markers",
+        ])
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_futexscope"))
+        .arg("demo-workload")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
+    assert!(
+        attached_sites(&stderr) > essential,
+        "all markers attach more sites than the essential {essential}: {stderr}"
+    );
+}
+
+/// The number in the "N futexscope marker sites attached" note.
+fn attached_sites(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("futexscope: note: ")?
+                .split_once(" futexscope marker sites attached")
+        })
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no marker sites note in {stderr}"))
 }
 
 #[test]

@@ -686,6 +686,12 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
                 }
                 state.last_woken_word = word;
                 state.last_woken_ns = now;
+                if state.instrumented != 0 && ret == 0 {
+                    // What `wait_end` with result 0 also records, for when only the essential
+                    // markers are attached: the next `wait_begin` on this word before an
+                    // `acquired` is a lost race.
+                    state.marker_woken_word = word;
+                }
             }
         }
     }

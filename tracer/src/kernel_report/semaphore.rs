@@ -226,7 +226,14 @@ impl TracedWakeups {
 pub fn attach_own_markers(probes: &mut Probes) -> Result<(), String> {
     let exe = Path::new("/proc/self/exe");
     let mut attached = Attached::default();
-    attach::attach_file(probes, exe, exe, &mut attached).map_err(|e| {
+    attach::attach_file(
+        probes,
+        exe,
+        exe,
+        attach::MarkerSet::Essential,
+        &mut attached,
+    )
+    .map_err(|e| {
         format!(
             "cannot attach to this binary's semaphore markers: {}",
             error_chain(&e)
