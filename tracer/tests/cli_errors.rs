@@ -469,35 +469,22 @@ fn a_binary_with_markers_gets_them_attached() {
         return;
     }
     // futexscope links the semaphore: its demo workload has markers.
-    let output = futexscope()
-        .args([
-            "run",
-            "--duration",
-            "1s",
-            "--view",
-            "quiet",
-            "--",
-            env!("CARGO_BIN_EXE_futexscope"),
-            "demo-workload",
-        ])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
-    assert!(!stderr.contains("no futexscope markers"), "{stderr}");
-    let essential = attached_sites(&stderr);
-    assert!(essential > 0, "{stderr}");
-
+    let essential = demo_marker_sites(&[]);
+    assert!(essential > 0, "no marker site attached");
     // `--all-markers` adds the sites of wait_end, wake_begin and wake_end.
+    let all = demo_marker_sites(&["--all-markers"]);
+    assert!(
+        all > essential,
+        "all markers attach {all} sites, the essential ones {essential}"
+    );
+}
+
+/// Traces the demo workload for a second with `options`; the number in its "N futexscope
+/// marker sites attached" note.
+fn demo_marker_sites(options: &[&str]) -> usize {
     let output = futexscope()
-        .args([
-            "run",
-            "--duration",
-            "1s",
-            "--view",
-            "quiet",
-            "--all-markers",
-        ])
+        .args(["run", "--duration", "1s", "--view", "quiet"])
+        .args(options)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_futexscope"))
         .arg("demo-workload")
@@ -505,14 +492,7 @@ fn a_binary_with_markers_gets_them_attached() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
-    assert!(
-        attached_sites(&stderr) > essential,
-        "all markers attach more sites than the essential {essential}: {stderr}"
-    );
-}
-
-/// The number in the "N futexscope marker sites attached" note.
-fn attached_sites(stderr: &str) -> usize {
+    assert!(!stderr.contains("no futexscope markers"), "{stderr}");
     stderr
         .lines()
         .find_map(|l| {

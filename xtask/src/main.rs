@@ -67,18 +67,13 @@ fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--manifest-path", ebpf_manifest, "--check"])?;
     step("clippy");
     // The workspace, then the semaphore with markers compiled out and in its portable form.
-    for features in [
-        &[][..],
-        &["--no-default-features"],
-        &["--features", "portable"],
+    for packages_and_features in [
+        &["--workspace"][..],
+        &["-p", "futexscope-semaphore", "--no-default-features"],
+        &["-p", "futexscope-semaphore", "--features", "portable"],
     ] {
         let mut args = vec!["clippy", "--all-targets"];
-        args.extend(if features.is_empty() {
-            &["--workspace"][..]
-        } else {
-            &["-p", "futexscope-semaphore"]
-        });
-        args.extend(features);
+        args.extend(packages_and_features);
         args.extend(["--", "-D", "warnings"]);
         cargo(&args)?;
     }
