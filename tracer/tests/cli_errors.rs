@@ -34,7 +34,8 @@ fn not_root_names_the_capabilities_and_exits_77() {
     if !common::ebpf_allowed() {
         return;
     }
-    let mut command = futexscope();
+    let binary = common::NobodyCopy::of(env!("CARGO_BIN_EXE_futexscope"));
+    let mut command = Command::new(&binary.path);
     command.args(["run", "--", "true"]);
     // SAFETY: setgid/setuid are async-signal-safe and only change this child's credentials.
     unsafe {

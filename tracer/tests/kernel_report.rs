@@ -395,7 +395,7 @@ fn kernel_report_command_writes_its_json() {
 fn without_privilege_the_experiments_run_and_the_probes_are_reported_missing() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    let binary = env!("CARGO_BIN_EXE_futexscope");
+    let binary = common::NobodyCopy::of(env!("CARGO_BIN_EXE_futexscope"));
     let mut command = if root {
         // Drop to `nobody` with no capabilities.
         let mut setpriv = Command::new("setpriv");
@@ -404,11 +404,11 @@ fn without_privilege_the_experiments_run_and_the_probes_are_reported_missing() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            binary,
         ]);
+        setpriv.arg(&binary.path);
         setpriv
     } else {
-        Command::new(binary)
+        Command::new(&binary.path)
     };
     let out = command.args(["kernel-report", "--quick"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -21,3 +21,42 @@ pub fn ebpf_allowed() -> bool {
     eprintln!("SKIPPED eBPF test: {why} (run as root, e.g. `sudo -E cargo xtask test`)");
     false
 }
+
+/// A copy of an executable that the `nobody` user can run, removed on drop. The checkout that
+/// holds the original may sit in a directory only its owner can enter (a clone made in a
+/// `mktemp -d` directory is mode 0700), where exec as `nobody` fails with EACCES.
+#[allow(dead_code, reason = "only the tests that drop to `nobody` use it")]
+pub struct NobodyCopy {
+    dir: std::path::PathBuf,
+    /// The copy, in a fresh world-readable directory under the system's temporary directory.
+    pub path: std::path::PathBuf,
+}
+
+#[allow(dead_code, reason = "only the tests that drop to `nobody` use it")]
+impl NobodyCopy {
+    /// Copies `binary` into a new directory that everyone may enter, with mode 0755.
+    pub fn of(binary: &str) -> NobodyCopy {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Relaxed: only a unique number per copy within this process.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("futexscope-nobody-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for the copy");
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&dir, open.clone()).expect("open the directory to everyone");
+        let name = std::path::Path::new(binary)
+            .file_name()
+            .expect("a file name");
+        let path = dir.join(name);
+        std::fs::copy(binary, &path).expect("copy the executable");
+        std::fs::set_permissions(&path, open).expect("make the copy executable by everyone");
+        NobodyCopy { dir, path }
+    }
+}
+
+impl Drop for NobodyCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
