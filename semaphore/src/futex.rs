@@ -73,7 +73,8 @@ impl FutexWord {
         wanted: u32,
         waiters: u32,
     ) -> WaitOutcome {
-        let outcome = self.sleep(expected, deadline_ns, sem, wanted, waiters);
+        // 0 stands for "no deadline": CLOCK_MONOTONIC is far past 0 when any acquire runs.
+        let outcome = self.sleep(expected, deadline_ns.unwrap_or(0), waiters, sem, wanted);
         if outcome == WaitOutcome::Woken {
             // The kernel reports "woken" exactly for the threads a FUTEX_WAKE unqueued and
             // counted, whatever else happened meanwhile. Acquire: see `woken_at_least`.
@@ -129,32 +130,37 @@ impl FutexWord {
     ///
     /// # Panics
     /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
+    ///
+    /// The parameters come in the order that puts each in the register the system call or a
+    /// marker wants it in (`deadline_ns` in `rdx` moves to `rcx`, `sem` and `wanted` arrive in
+    /// `r8` and `r9`), so the markers cost few moves; `deadline_ns` is 0 for none.
     #[inline(never)]
     fn sleep(
         &self,
         expected: u32,
-        deadline_ns: Option<u64>,
+        deadline_ns: u64,
+        waiters: u32,
         sem: usize,
         wanted: u32,
-        waiters: u32,
     ) -> WaitOutcome {
-        let deadline = deadline_ns.map(timespec_from_ns);
+        let deadline = (deadline_ns != 0).then(|| timespec_from_ns(deadline_ns));
         let timeout = deadline
             .as_ref()
             .map_or(std::ptr::null(), std::ptr::from_ref);
         let word = self.value.as_ptr();
         let op = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64;
-        let bitset = libc::FUTEX_BITSET_MATCH_ANY as u32 as u64;
+        // The bitset carries `wanted` for the markers: every wake of the semaphore is a plain
+        // FUTEX_WAKE, whose match-any mask wakes a waiter whatever its (non-zero) bitset.
+        let bitset = u64::from(wanted);
         let expected = u64::from(expected);
-        let deadline_ns = deadline_ns.unwrap_or(0);
-        let (sem, wanted, waiters) = (sem as u64, u64::from(wanted), u64::from(waiters));
+        let (sem, waiters) = (sem as u64, u64::from(waiters));
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`); the
         //   kernel only reads it.
         // - `timeout` is null or points to `deadline`, which lives until after the call.
-        // - `uaddr2` is unused by FUTEX_WAIT_BITSET (it carries `wanted` for the markers); the
-        //   bitset is the non-zero match-any mask.
-        // - The marker operands are plain values the markers' `nop`s never touch.
+        // - The bitset `wanted` is at least 1, so never the invalid 0; `uaddr2` is unused by
+        //   FUTEX_WAIT_BITSET (it carries `sem` for the markers).
+        // - The marker operands are plain values the markers never change.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
         // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
         let ret = unsafe {
@@ -164,19 +170,26 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = wanted,
+                    "r8" = sem,
                     "r9" = bitset,
                 ],
-                before: "wait_begin" "8@{sem} 8@%rdi 8@%rdx 8@%r8 8@%rcx 8@%r11",
-                after: "wait_end" "8@{sem} 8@%rdi -8@%rax 8@%r8",
-                named: [sem = sem],
+                markers: [
+                    crate::markers::stapsdt_note_asm!(
+                        "wait_begin",
+                        "8@%r8 8@%rdi 8@%rdx 8@%r9 8@%rcx 8@%r11"
+                    ),
+                    "movl ${nr}, %eax",
+                    "syscall",
+                    crate::markers::stapsdt_note_on!("", "wait_end", "8@%r8 8@%rdi -8@%rax 8@%r9"),
+                ],
+                named: [],
                 scratch: ["rcx" = deadline_ns, "r11" = waiters],
                 clobbered: [],
             )
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
         let ret = {
-            let _ = (sem, waiters, deadline_ns);
+            let _ = (sem, waiters);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             unsafe {
                 futex_syscall!([
@@ -184,28 +197,25 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = wanted,
                     "r9" = bitset,
                 ])
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
         let ret = {
-            crate::markers::wait_begin(sem, word as u64, expected, wanted, deadline_ns, waiters);
+            crate::markers::wait_begin(sem, word as u64, expected, bitset, deadline_ns, waiters);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             let ret = negated_errno(unsafe {
-                libc::syscall(libc::SYS_futex, word, op, expected, timeout, wanted, bitset)
+                libc::syscall(libc::SYS_futex, word, op, expected, timeout, sem, bitset)
             });
-            crate::markers::wait_end(sem, word as u64, ret, wanted);
+            crate::markers::wait_end(sem, word as u64, ret, bitset);
             ret
         };
         match ret {
             0 => WaitOutcome::Woken,
             ret if ret == -i64::from(libc::EAGAIN) => WaitOutcome::ValueChanged,
             ret if ret == -i64::from(libc::EINTR) => WaitOutcome::Interrupted,
-            ret if ret == -i64::from(libc::ETIMEDOUT) && deadline.is_some() => {
-                WaitOutcome::TimedOut
-            }
+            ret if ret == -i64::from(libc::ETIMEDOUT) && deadline_ns != 0 => WaitOutcome::TimedOut,
             ret => futex_failed("FUTEX_WAIT_BITSET", ret),
         }
     }
@@ -230,8 +240,15 @@ impl FutexWord {
         let ret = unsafe {
             futex_syscall!(
                 ["rdi" = word, "rsi" = op, "rdx" = count, "r8" = sem, "r10" = waiters],
-                before: "wake_begin" "8@%r8 8@%rdi 8@%rdx 8@%r10",
-                after: "wake_end" "8@%r8 8@%rdi -8@%rax 8@%rdx",
+                markers: [
+                    crate::markers::stapsdt_note_on!(
+                        "movl ${nr}, %eax",
+                        "wake_begin",
+                        "8@%r8 8@%rdi 8@%rdx 8@%r10"
+                    ),
+                    "syscall",
+                    crate::markers::stapsdt_note_on!("", "wake_end", "8@%r8 8@%rdi -8@%rax 8@%rdx"),
+                ],
                 named: [],
                 scratch: [],
                 clobbered: ["rcx", "r11"],
@@ -262,14 +279,18 @@ impl FutexWord {
 /// `"register" = value` (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`); evaluates to the kernel's raw
 /// answer (`i64`: a count, or a negated errno).
 ///
-/// With `before:`/`after:` it puts a marker just before and just after the instruction, in the
-/// same asm block, so the markers' arguments are the very registers of the call: the word
-/// (`%rdi`), the value or count (`%rdx`), the result (`%rax`), and values passed in argument
-/// registers the operation ignores (the kernel preserves them). `named` operands are further
-/// registers the compiler picks; `scratch` puts values in `rcx` and `r11`, which the `syscall`
-/// instruction overwrites, so only the marker before it may name them; `clobbered` lists
-/// those of the two that carry no value (each must be in one list or the other). An
-/// untraced process pays the two `nop`s and getting those values into registers.
+/// With `markers:` the asm block is the given lines, which load the system call number
+/// (`{nr}`) into `eax`, execute `syscall`, and place markers around it, so the markers'
+/// arguments are the very registers of the call: the word (`%rdi`), the value or count
+/// (`%rdx`), the result (`%rax`), and values passed in argument registers the operation ignores
+/// (the kernel preserves them). `named` operands are further registers the compiler picks;
+/// `scratch` puts values in `rcx` and `r11`, which the `syscall` instruction overwrites, so
+/// only a marker before it may name them; `clobbered` lists those of the two that carry no
+/// value (each must be in one list or the other).
+///
+/// A marker placed on the number load or on the instruction after the call costs an untraced
+/// process nothing: the build without markers executes the same instructions. A `nop` marker
+/// costs the `nop`; values only markers use cost getting them into registers.
 ///
 /// Unsafe: the caller vouches for the futex arguments.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
@@ -277,33 +298,35 @@ macro_rules! futex_syscall {
     ([$($register:tt = $argument:expr),+ $(,)?]) => {{
         let ret: i64;
         core::arch::asm!(
+            "movl ${nr}, %eax",
             "syscall",
-            inlateout("rax") libc::SYS_futex => ret,
+            nr = const libc::SYS_futex,
+            out("rax") ret,
             $(in($register) $argument,)+
-            lateout("rcx") _,
-            lateout("r11") _,
+            out("rcx") _,
+            out("r11") _,
             options(att_syntax, nostack),
         );
         ret
     }};
     (
         [$($register:tt = $argument:expr),+ $(,)?],
-        before: $before:literal $before_spec:literal,
-        after: $after:literal $after_spec:literal,
+        markers: [$($line:expr),+ $(,)?],
         named: [$($name:ident = $value:expr),* $(,)?],
         scratch: [$($scratch:tt = $scratch_value:expr),* $(,)?],
         clobbered: [$($clobbered:tt),* $(,)?] $(,)?
     ) => {{
         let ret: i64;
+        // `out`, not `lateout`, for `rax`, `rcx` and `r11`: they are written while `named`
+        // operands must still hold their values for the marker after the call.
         core::arch::asm!(
-            crate::markers::stapsdt_note_asm!($before, $before_spec),
-            "syscall",
-            crate::markers::stapsdt_note_asm!($after, $after_spec),
+            $($line,)+
+            nr = const libc::SYS_futex,
             $($name = in(reg) $value,)*
-            inlateout("rax") libc::SYS_futex => ret,
+            out("rax") ret,
             $(in($register) $argument,)+
             $(inout($scratch) $scratch_value => _,)*
-            $(lateout($clobbered) _,)*
+            $(out($clobbered) _,)*
             options(att_syntax, nostack),
         );
         ret
@@ -372,14 +395,14 @@ impl FutexWord {
     fn sleep(
         &self,
         expected: u32,
-        deadline_ns: Option<u64>,
+        deadline_ns: u64,
+        _waiters: u32,
         _sem: usize,
         _wanted: u32,
-        _waiters: u32,
     ) -> WaitOutcome {
         self.model.wait(
             || self.value.load(Ordering::Relaxed) == expected,
-            deadline_ns.is_some(),
+            deadline_ns != 0,
         )
     }
 

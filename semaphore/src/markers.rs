@@ -2,12 +2,14 @@
 //! calls. The table of names and arguments is `futexscope_probes_common::markers`, and
 //! `docs/markers.md` describes it for people.
 //!
-//! Each marker is one `nop` in the instruction stream plus a record in the non-allocated
-//! `.note.stapsdt` section naming the `nop`'s address and the registers that hold the
-//! arguments (`8@%rdi`-style on x86_64, `8@x0`-style on aarch64). There is no SDT semaphore
-//! (its address is 0), so a tracer that only attaches a uprobe (bpftrace, perf, futexscope)
-//! sees every hit, and an untraced process pays for the `nop` and for getting the arguments
-//! into registers, nothing more. Every argument is widened to 8 bytes; `-8@` marks a signed one.
+//! Each marker is one instruction in the instruction stream plus a record in the non-allocated
+//! `.note.stapsdt` section naming the instruction's address and the registers that hold the
+//! arguments (`8@%rdi`-style on x86_64, `8@x0`-style on aarch64). Most markers are a `nop` of
+//! their own; on x86_64 three of the futex markers sit on instructions the system call needs
+//! anyway (see `futex.rs`). There is no SDT semaphore (its address is 0), so a tracer that only
+//! attaches a uprobe (bpftrace, perf, futexscope) sees every hit, and an untraced process pays
+//! for the `nop`s and for getting the arguments into registers, nothing more. Every argument is
+//! widened to 8 bytes; `-8@` marks a signed one.
 //!
 //! Without the `markers` feature (or on other architectures) every marker compiles to nothing.
 #![cfg_attr(
@@ -67,25 +69,43 @@ macro_rules! marker {
     };
 }
 
-/// The assembly of one stapsdt (version 3) note: the `nop` at label 990, then an ELF note
-/// (owner `stapsdt`, type 3) holding the `nop`'s address, the address of `_.stapsdt.base`, a
-/// semaphore address of 0, and the provider, name and argument spec strings. The first note
-/// of a code unit also defines `_.stapsdt.base` in its own COMDAT section, which tracers use
-/// to undo prelink-style relocation.
-///
-/// `.stapsdt.base` is flagged `R` (retained) so `--gc-sections` keeps it although only the
-/// non-allocated notes refer to it, and `x` so the linker puts it in the executable segment
-/// next to the `nop`s: perf turns a note's address into a file offset with the
-/// address-to-offset shift of `.stapsdt.base`, which is right only if both lie in the same
-/// segment (lld, Rust's default linker, gives each segment its own shift).
+/// The assembly of one stapsdt (version 3) marker: a `nop` and its note (see
+/// [`stapsdt_note_on`]).
 #[cfg(all(
     feature = "markers",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 macro_rules! stapsdt_note_asm {
     ($name:literal, $spec:literal) => {
+        $crate::markers::stapsdt_note_on!("nop", $name, $spec)
+    };
+}
+
+/// The assembly of one stapsdt (version 3) marker placed on `$instruction`: the instruction at
+/// label 990, then an ELF note (owner `stapsdt`, type 3) holding its address, the address of
+/// `_.stapsdt.base`, a semaphore address of 0, and the provider, name and argument spec
+/// strings. An empty `$instruction` puts the marker on whatever instruction comes next.
+///
+/// A tracer's uprobe fires before the instruction runs, so the marker is free when nobody
+/// traces if the instruction is one the code executes anyway; otherwise it is a `nop`.
+///
+/// The first note of a code unit also defines `_.stapsdt.base` in its own COMDAT section,
+/// which tracers use to undo prelink-style relocation. `.stapsdt.base` is flagged `R`
+/// (retained) so `--gc-sections` keeps it although only the non-allocated notes refer to it,
+/// and `x` so the linker puts it in the executable segment next to the markers: perf turns a
+/// note's address into a file offset with the address-to-offset shift of `.stapsdt.base`,
+/// which is right only if both lie in the same segment (lld, Rust's default linker, gives
+/// each segment its own shift).
+#[cfg(all(
+    feature = "markers",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+macro_rules! stapsdt_note_on {
+    ($instruction:literal, $name:literal, $spec:literal) => {
         concat!(
-            "990: nop\n",
+            "990: ",
+            $instruction,
+            "\n",
             ".pushsection .note.stapsdt, \"\", \"note\"\n",
             ".balign 4\n",
             ".4byte 992f-991f, 994f-993f, 3\n",
@@ -114,15 +134,13 @@ macro_rules! stapsdt_note_asm {
         )
     };
 }
-/// For the futex system call on x86_64, which carries its four markers in its own asm block.
+/// Also for the futex system call on x86_64, which carries its four markers in its own asm
+/// block (`futex.rs`).
 #[cfg(all(
     feature = "markers",
-    target_arch = "x86_64",
-    target_os = "linux",
-    not(feature = "portable"),
-    not(loom)
+    any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub(crate) use stapsdt_note_asm;
+pub(crate) use {stapsdt_note_asm, stapsdt_note_on};
 
 /// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none. (On x86_64 the
 /// four futex markers live in the asm block of the system call itself: see `futex.rs`.)
