@@ -215,7 +215,9 @@ impl FutexWord {
             0 => WaitOutcome::Woken,
             ret if ret == -i64::from(libc::EAGAIN) => WaitOutcome::ValueChanged,
             ret if ret == -i64::from(libc::EINTR) => WaitOutcome::Interrupted,
-            ret if ret == -i64::from(libc::ETIMEDOUT) && deadline_ns != 0 => WaitOutcome::TimedOut,
+            ret if ret == -i64::from(libc::ETIMEDOUT) && !timeout.is_null() => {
+                WaitOutcome::TimedOut
+            }
             ret => futex_failed("FUTEX_WAIT_BITSET", ret),
         }
     }
