@@ -8,9 +8,11 @@
 //! ```
 //!
 //! Part 1: `sem-bench IMPL pingpong|prodcons OPS` for the futexscope semaphore and the POSIX
-//! `sem_t` peer, RUNS times each untraced, traced (`futexscope run -- sem-bench ...`) and traced
-//! without markers (`--no-markers`), interleaved; prints the median ns per op of each and the
-//! median ratio to the untraced run next to it. Part 2: `futexscope flood` at rising target
+//! `sem_t` peer, RUNS times each untraced, traced (`futexscope run -- sem-bench ...`), traced
+//! without markers (`--no-markers`) and under the cheapest syscall tracer one can write (a
+//! bpftrace script that only counts the process's system call entries and exits: the floor any
+//! tracer hooking every futex call pays), interleaved; prints the median ns per op of each and
+//! the median ratio to the untraced run next to it. Part 2: `futexscope flood` at rising target
 //! rates under `futexscope run`, with the default 16 MiB ring buffer, 1 MiB and 64 KiB; prints
 //! the calls and events per second and the records dropped, and the rate where drops start.
 
@@ -19,6 +21,20 @@ use std::{
     process::{Command, ExitCode},
     time::Duration,
 };
+
+/// How `sem-bench` runs in one column of part 1.
+enum Mode {
+    Untraced,
+    /// Under `futexscope` with these arguments before the command.
+    Futexscope(&'static [&'static str]),
+    /// Under [`FLOOR_SCRIPT`].
+    BpftraceFloor,
+}
+
+/// Two eBPF programs that do nothing but count the traced process's system call entries and
+/// exits in per-CPU maps: what any tracer that hooks every futex call pays at least.
+const FLOOR_SCRIPT: &str = "tracepoint:raw_syscalls:sys_enter /pid == cpid/ { @enter = count(); } \
+                            tracepoint:raw_syscalls:sys_exit /pid == cpid/ { @exit = count(); }";
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -103,28 +119,41 @@ fn main() -> ExitCode {
         "part 1: sem-bench under `futexscope run` ({runs} runs each, {ops} ops; medians, and the \
          median of each traced run's ratio to the untraced run next to it)"
     );
-    let modes: [(&str, Option<&[&str]>); 3] = [
-        ("untraced", None),
-        ("traced", Some(&["run", "--view", "quiet", "--"])),
+    let modes = [
+        ("untraced", Mode::Untraced),
+        ("traced", Mode::Futexscope(&["run", "--view", "quiet", "--"])),
         (
             "--no-markers",
-            Some(&["run", "--view", "quiet", "--no-markers", "--"]),
+            Mode::Futexscope(&["run", "--view", "quiet", "--no-markers", "--"]),
         ),
+        ("bpftrace floor", Mode::BpftraceFloor),
     ];
     for implementation in ["futexscope", "posix"] {
         for workload in ["pingpong", "prodcons"] {
             let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
             for _ in 0..runs {
-                for ((_, tracer_args), results) in modes.iter().zip(&mut results) {
-                    let mut command = match tracer_args {
-                        None => Command::new(sem_bench),
-                        Some(args) => {
+                for ((_, mode), results) in modes.iter().zip(&mut results) {
+                    let bench = [sem_bench.as_str(), implementation, workload, ops.as_str()];
+                    let mut command = match mode {
+                        Mode::Untraced => {
+                            let mut command = Command::new(sem_bench);
+                            command.args(&bench[1..]);
+                            command
+                        }
+                        Mode::Futexscope(args) => {
                             let mut command = Command::new(futexscope);
-                            command.args(*args).arg(sem_bench);
+                            command.args(*args).args(bench);
+                            command
+                        }
+                        Mode::BpftraceFloor => {
+                            let mut command = Command::new("bpftrace");
+                            command
+                                .args(["-q", "-e", FLOOR_SCRIPT, "-c"])
+                                .arg(bench.join(" "));
                             command
                         }
                     };
-                    match ns_per_op(command.args([implementation, workload, ops.as_str()])) {
+                    match ns_per_op(&mut command) {
                         Ok(ns) => results.push(ns),
                         Err(e) => return fail(&e),
                     }
