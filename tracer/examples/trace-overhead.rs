@@ -121,7 +121,10 @@ fn main() -> ExitCode {
     );
     let modes = [
         ("untraced", Mode::Untraced),
-        ("traced", Mode::Futexscope(&["run", "--view", "quiet", "--"])),
+        (
+            "traced",
+            Mode::Futexscope(&["run", "--view", "quiet", "--"]),
+        ),
         (
             "--no-markers",
             Mode::Futexscope(&["run", "--view", "quiet", "--no-markers", "--"]),

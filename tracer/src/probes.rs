@@ -19,8 +19,9 @@
 pub mod btf;
 
 use std::{
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::Path,
+    time::Duration,
 };
 
 use aya::{
@@ -78,6 +79,9 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The epoll instance that waits for the probes' wakeups could not be set up.
+    #[error("cannot watch the event ring buffer with epoll")]
+    Wakeups(#[source] std::io::Error),
     /// A map is missing, has the wrong type, or could not be read or written.
     #[error("map `{name}` is missing, has the wrong type, or failed")]
     Map {
@@ -157,10 +161,52 @@ pub struct MarkerSiteSpec {
 pub struct Probes {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
+    /// An epoll instance watching `events` edge-triggered: it reports the wakeups the probes
+    /// send once the ring buffer is a quarter full, not every record that arrives.
+    wakeups: OwnedFd,
     syscalls: Vec<SyscallSupport>,
     follows_forks: bool,
     marker_sites: u32,
     log: Option<aya_log::EbpfLogger<StderrLog>>,
+}
+
+/// An epoll instance watching `events` for readability, edge-triggered: it becomes ready when
+/// the kernel wakes the ring buffer's waiters (the probes' forced wakeups), not merely because
+/// records are waiting.
+fn edge_triggered_epoll(events: &RingBuf<MapData>) -> std::io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 has no preconditions; it returns a new fd or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut interest = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: 0,
+    };
+    // SAFETY: both fds are open for the call; `interest` is a valid epoll_event.
+    let ret = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            events.as_raw_fd(),
+            &mut interest,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(epoll)
+}
+
+/// A wait cut short by a signal ends like a timeout; other errors are errors.
+fn interrupted_is_timeout(err: std::io::Error) -> std::io::Result<bool> {
+    if err.kind() == std::io::ErrorKind::Interrupted {
+        Ok(false)
+    } else {
+        Err(err)
+    }
 }
 
 /// Prints the probes' diagnostics to stderr.
@@ -213,6 +259,7 @@ impl Probes {
                 &options.lost_race_window_ns,
                 true,
             )
+            .override_global(maps::WAKEUP_BYTES, &u64::from(ring / 4), true)
             .load(PROBES_OBJECT)
             .map_err(|err| {
                 if is_permission_error(&err) {
@@ -257,6 +304,7 @@ impl Probes {
                     source,
                 })
             })?;
+        let wakeups = edge_triggered_epoll(&events).map_err(LoadError::Wakeups)?;
         let log = if options.verbose {
             // Without the log map (an object built without log sites) there is nothing to show.
             aya_log::EbpfLogger::init_with_logger(&mut ebpf, StderrLog).ok()
@@ -266,6 +314,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             events,
+            wakeups,
             syscalls: detect_syscalls(),
             follows_forks: tgid_offset != 0,
             marker_sites: 0,
@@ -369,8 +418,7 @@ impl Probes {
     }
 
     /// Waits up to `timeout` for event records; true if some are waiting.
-    pub fn wait_for_events(&self, timeout: std::time::Duration) -> std::io::Result<bool> {
-        use std::os::fd::AsRawFd;
+    pub fn wait_for_events(&self, timeout: Duration) -> std::io::Result<bool> {
         let mut poll = libc::pollfd {
             fd: self.events.as_raw_fd(),
             events: libc::POLLIN,
@@ -379,15 +427,22 @@ impl Probes {
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd for an fd this object owns, for the duration of the call.
         match unsafe { libc::poll(&mut poll, 1, millis) } {
-            n if n < 0 => {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
+            n if n < 0 => interrupted_is_timeout(std::io::Error::last_os_error()),
             n => Ok(n > 0 && poll.revents & libc::POLLIN != 0),
+        }
+    }
+
+    /// Waits up to `timeout` for the probes to ask for a drain (the ring buffer holds a quarter
+    /// of its size), or for a signal; true if they asked. Unlike
+    /// [`Probes::wait_for_events`], records that arrive below that level do not end the wait,
+    /// so a tracer that drains at least once per `timeout` is not woken per record.
+    pub fn wait_for_wakeup(&self, timeout: Duration) -> std::io::Result<bool> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: a valid epoll fd this object owns and room for exactly one event.
+        match unsafe { libc::epoll_wait(self.wakeups.as_raw_fd(), &mut event, 1, millis) } {
+            n if n < 0 => interrupted_is_timeout(std::io::Error::last_os_error()),
+            n => Ok(n > 0),
         }
     }
 

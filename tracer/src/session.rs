@@ -183,8 +183,9 @@ impl Summary {
     }
 }
 
-/// How often the ring buffer is drained.
-const DRAIN_PERIOD: Duration = Duration::from_millis(10);
+/// How often the ring buffer is drained at the latest; the probes wake the tracer sooner once
+/// the buffer is a quarter full.
+const DRAIN_PERIOD: Duration = Duration::from_millis(100);
 
 /// Set by SIGINT/SIGTERM.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -566,9 +567,12 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             )
             .map_err(TraceError::Terminal)?;
         }
-        // A fixed pause, not a wakeup per record: the traced program must not pay for waking
-        // the tracer at every futex call. The ring buffer holds far more than one pause's worth.
-        std::thread::sleep(DRAIN_PERIOD);
+        // Not a wakeup per record: the traced program must not pay for waking the tracer at
+        // every futex call, nor lose a CPU to it. The probes wake it once the ring buffer is a
+        // quarter full; otherwise it drains every DRAIN_PERIOD.
+        probes
+            .wait_for_wakeup(DRAIN_PERIOD.min(next_tick.saturating_duration_since(Instant::now())))
+            .map_err(|err| TraceError::Read(LoadError::Wakeups(err)))?;
         probes.drain_log();
     };
     live.close().map_err(TraceError::Terminal)?;

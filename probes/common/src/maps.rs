@@ -27,6 +27,10 @@ pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
 /// many ns, with no futex call in between, lost the race (for code without markers).
 pub const LOST_RACE_WINDOW_NS: &str = "LOST_RACE_WINDOW_NS";
 
+/// Global (set at load): the ring buffer fill level, in bytes, from which a record wakes the
+/// tracer. Below it records wake nobody and the tracer drains on its own timer.
+pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+
 /// Default for [`LOST_RACE_WINDOW_NS`]: 1 ms.
 pub const DEFAULT_LOST_RACE_WINDOW_NS: u64 = 1_000_000;
 /// Default byte size of the [`EVENTS`] ring buffer (a power of two, at least a page).

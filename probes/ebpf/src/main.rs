@@ -26,7 +26,9 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_NOEXIST, pt_regs},
+    bindings::{
+        BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs,
+    },
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
@@ -56,6 +58,11 @@ static TASK_TGID_OFFSET: u32 = 0;
 /// Re-wait window for lost races of uninstrumented code, set by the tracer at load.
 #[unsafe(no_mangle)]
 static LOST_RACE_WINDOW_NS: u64 = DEFAULT_LOST_RACE_WINDOW_NS;
+
+/// Ring buffer fill level, in bytes, from which a record wakes the tracer; set by the tracer at
+/// load (a quarter of the buffer).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = DEFAULT_RING_BUFFER_BYTES as u64 / 4;
 
 #[map(name = "TRACED_TGIDS")]
 static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_TGIDS, 0);
@@ -751,11 +758,23 @@ fn emit_call(kind: EventKind, state: &ThreadState, tid: u32, tgid: u32, now: u64
             state.clock
         };
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
+}
+
+/// How a record is submitted: waking the tracer only once the buffer holds [`WAKEUP_BYTES`].
+/// Below that the tracer drains on its own timer, so a traced program does not pay for waking
+/// it (and losing a CPU to it) at every futex call; above it the tracer is woken at once, so a
+/// burst cannot fill the buffer while it sleeps.
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= read_global(&WAKEUP_BYTES) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 fn emit(event: &Event) {
-    if EVENTS.output::<Event>(event, 0).is_err() {
+    if EVENTS.output::<Event>(event, wakeup_flag()).is_err() {
         count_drop(DropReason::RingBufferFull);
     }
 }
