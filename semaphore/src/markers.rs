@@ -134,13 +134,21 @@ macro_rules! stapsdt_note_on {
         )
     };
 }
-/// Also for the futex system call on x86_64, which carries its four markers in its own asm
-/// block (`futex.rs`).
+/// For the futex system call on x86_64, which carries its four markers in its own asm block
+/// (`futex.rs`).
+#[cfg(all(
+    feature = "markers",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(feature = "portable"),
+    not(loom)
+))]
+pub(crate) use stapsdt_note_asm;
 #[cfg(all(
     feature = "markers",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub(crate) use {stapsdt_note_asm, stapsdt_note_on};
+pub(crate) use stapsdt_note_on;
 
 /// Before a futex wait. `deadline_ns` is absolute CLOCK_MONOTONIC, 0 = none. (On x86_64 the
 /// four futex markers live in the asm block of the system call itself: see `futex.rs`.)
