@@ -182,7 +182,6 @@ impl FutexWord {
                     "syscall",
                     crate::markers::stapsdt_note_on!("", "wait_end", "8@%r8 8@%rdi -8@%rax 8@%r9"),
                 ],
-                named: [],
                 scratch: ["rcx" = deadline_ns, "r11" = waiters],
                 clobbered: [],
             )
@@ -251,7 +250,6 @@ impl FutexWord {
                     "syscall",
                     crate::markers::stapsdt_note_on!("", "wake_end", "8@%r8 8@%rdi -8@%rax 8@%rdx"),
                 ],
-                named: [],
                 scratch: [],
                 clobbered: ["rcx", "r11"],
             )
@@ -285,10 +283,9 @@ impl FutexWord {
 /// (`{nr}`) into `eax`, execute `syscall`, and place markers around it, so the markers'
 /// arguments are the very registers of the call: the word (`%rdi`), the value or count
 /// (`%rdx`), the result (`%rax`), and values passed in argument registers the operation ignores
-/// (the kernel preserves them). `named` operands are further registers the compiler picks;
-/// `scratch` puts values in `rcx` and `r11`, which the `syscall` instruction overwrites, so
-/// only a marker before it may name them; `clobbered` lists those of the two that carry no
-/// value (each must be in one list or the other).
+/// (the kernel preserves them). `scratch` puts values in `rcx` and `r11`, which the `syscall`
+/// instruction overwrites, so only a marker before it may name them; `clobbered` lists those of
+/// the two that carry no value (each must be in one list or the other).
 ///
 /// A marker placed on the number load or on the instruction after the call costs an untraced
 /// process nothing: the build without markers executes the same instructions. A `nop` marker
@@ -314,17 +311,13 @@ macro_rules! futex_syscall {
     (
         [$($register:tt = $argument:expr),+ $(,)?],
         markers: [$($line:expr),+ $(,)?],
-        named: [$($name:ident = $value:expr),* $(,)?],
         scratch: [$($scratch:tt = $scratch_value:expr),* $(,)?],
         clobbered: [$($clobbered:tt),* $(,)?] $(,)?
     ) => {{
         let ret: i64;
-        // `out`, not `lateout`, for `rax`, `rcx` and `r11`: they are written while `named`
-        // operands must still hold their values for the marker after the call.
         core::arch::asm!(
             $($line,)+
             nr = const libc::SYS_futex,
-            $($name = in(reg) $value,)*
             out("rax") ret,
             $(in($register) $argument,)+
             $(inout($scratch) $scratch_value => _,)*
