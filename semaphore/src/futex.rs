@@ -128,12 +128,12 @@ impl FutexWord {
     /// in registers across it, which inside the semaphore's wait loop would push the loop's own
     /// values to the stack; as a call, both builds (markers on and off) pay the same.
     ///
-    /// # Panics
-    /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
-    ///
     /// The parameters come in the order that puts each in the register the system call or a
     /// marker wants it in (`deadline_ns` in `rdx` moves to `rcx`, `sem` and `wanted` arrive in
     /// `r8` and `r9`), so the markers cost few moves; `deadline_ns` is 0 for none.
+    ///
+    /// # Panics
+    /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
     #[inline(never)]
     fn sleep(
         &self,

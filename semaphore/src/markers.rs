@@ -134,8 +134,8 @@ macro_rules! stapsdt_note_on {
         )
     };
 }
-/// For the futex system call on x86_64, which carries its four markers in its own asm block
-/// (`futex.rs`).
+/// For the `wait_begin` `nop` in the futex system call's own asm block on x86_64 (`futex.rs`;
+/// the other three futex markers there sit on the call's own instructions).
 #[cfg(all(
     feature = "markers",
     target_arch = "x86_64",
