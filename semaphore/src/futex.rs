@@ -64,17 +64,17 @@ impl FutexWord {
     /// absolute CLOCK_MONOTONIC `deadline_ns` passes.
     ///
     /// The `wait_begin` and `wait_end` markers around the call also report the semaphore `sem`,
-    /// the tokens it `wanted` and the `waiters` it had registered.
+    /// the tokens it `wanted` and its `state` word when it decided to sleep.
     pub(crate) fn wait(
         &self,
         expected: u32,
         deadline_ns: Option<u64>,
         sem: usize,
         wanted: u32,
-        waiters: u32,
+        state: u64,
     ) -> WaitOutcome {
         // 0 stands for "no deadline": CLOCK_MONOTONIC is far past 0 when any acquire runs.
-        let outcome = self.sleep(expected, deadline_ns.unwrap_or(0), waiters, sem, wanted);
+        let outcome = self.sleep(expected, deadline_ns.unwrap_or(0), sem, wanted, state);
         if outcome == WaitOutcome::Woken {
             // The kernel reports "woken" exactly for the threads a FUTEX_WAKE unqueued and
             // counted, whatever else happened meanwhile. Acquire: see `woken_at_least`.
@@ -122,26 +122,23 @@ impl FutexWord {
 
 #[cfg(not(loom))]
 impl FutexWord {
-    /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private) with its markers.
+    /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private) with its markers;
+    /// `deadline_ns` is 0 for none.
     ///
-    /// Never inlined: the system call clobbers registers and the markers keep their arguments
-    /// in registers across it, which inside the semaphore's wait loop would push the loop's own
-    /// values to the stack; as a call, both builds (markers on and off) pay the same.
-    ///
-    /// The parameters come in the order that puts each in the register the system call or a
-    /// marker wants it in (`deadline_ns` in `rdx` moves to `rcx`, `sem` and `wanted` arrive in
-    /// `r8` and `r9`), so the markers cost few moves; `deadline_ns` is 0 for none.
+    /// Always inlined into the semaphore's wait loop: the values only the markers report (`sem`,
+    /// `deadline_ns`, `state`) are then read from whatever registers the loop already holds them
+    /// in, instead of being moved into argument registers for a call.
     ///
     /// # Panics
     /// On any errno other than `EAGAIN`, `EINTR` and `ETIMEDOUT` (a bug or an unsupported kernel).
-    #[inline(never)]
+    #[inline(always)]
     fn sleep(
         &self,
         expected: u32,
         deadline_ns: u64,
-        waiters: u32,
         sem: usize,
         wanted: u32,
+        state: u64,
     ) -> WaitOutcome {
         let deadline = (deadline_ns != 0).then(|| timespec_from_ns(deadline_ns));
         let timeout = deadline
@@ -153,13 +150,12 @@ impl FutexWord {
         // FUTEX_WAKE, whose match-any mask wakes a waiter whatever its (non-zero) bitset.
         let bitset = u64::from(wanted);
         let expected = u64::from(expected);
-        let (sem, waiters) = (sem as u64, u64::from(waiters));
+        let sem = sem as u64;
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`); the
         //   kernel only reads it.
         // - `timeout` is null or points to `deadline`, which lives until after the call.
-        // - The bitset `wanted` is at least 1, so never the invalid 0; `uaddr2` is unused by
-        //   FUTEX_WAIT_BITSET (it carries `sem` for the markers).
+        // - The bitset `wanted` is at least 1, so never the invalid 0.
         // - The marker operands are plain values the markers never change.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
         // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
@@ -170,25 +166,23 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = sem,
                     "r9" = bitset,
                 ],
                 markers: [
                     crate::markers::stapsdt_note_asm!(
                         "wait_begin",
-                        "8@%r8 8@%rdi 8@%rdx 8@%r9 8@%rcx 8@%r11"
+                        "8@{sem} 8@%rdi 8@%rdx 8@%r9 8@{deadline_ns} 8@{state}"
                     ),
                     "movl ${nr}, %eax",
                     "syscall",
-                    crate::markers::stapsdt_note_on!("", "wait_end", "8@%r8 8@%rdi -8@%rax 8@%r9"),
+                    crate::markers::stapsdt_note_on!("", "wait_end", "8@{sem} 8@%rdi -8@%rax 8@%r9"),
                 ],
-                scratch: ["rcx" = deadline_ns, "r11" = waiters],
-                clobbered: [],
+                values: [sem = sem, deadline_ns = deadline_ns, state = state],
             )
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
         let ret = {
-            let _ = (sem, waiters);
+            let _ = (sem, state);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             unsafe {
                 futex_syscall!([
@@ -202,10 +196,10 @@ impl FutexWord {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let ret = {
-            crate::markers::wait_begin(sem, word as u64, expected, bitset, deadline_ns, waiters);
+            crate::markers::wait_begin(sem, word as u64, expected, bitset, deadline_ns, state);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             let ret = negated_errno(unsafe {
-                libc::syscall(libc::SYS_futex, word, op, expected, timeout, sem, bitset)
+                libc::syscall(libc::SYS_futex, word, op, expected, timeout, 0, bitset)
             });
             crate::markers::wait_end(sem, word as u64, ret, bitset);
             ret
@@ -214,9 +208,7 @@ impl FutexWord {
             0 => WaitOutcome::Woken,
             ret if ret == -i64::from(libc::EAGAIN) => WaitOutcome::ValueChanged,
             ret if ret == -i64::from(libc::EINTR) => WaitOutcome::Interrupted,
-            ret if ret == -i64::from(libc::ETIMEDOUT) && !timeout.is_null() => {
-                WaitOutcome::TimedOut
-            }
+            ret if ret == -i64::from(libc::ETIMEDOUT) && deadline_ns != 0 => WaitOutcome::TimedOut,
             ret => futex_failed("FUTEX_WAIT_BITSET", ret),
         }
     }
@@ -234,24 +226,22 @@ impl FutexWord {
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`).
         // - FUTEX_WAKE reads no other argument.
-        // - The marker operands are plain values the markers' `nop`s never touch.
+        // - The marker operands are plain values the markers never change.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
-        // SAFETY: a FUTEX_WAKE call with the arguments argued above; `sem` and `waiters` ride
-        // in r8 and r10, which FUTEX_WAKE ignores.
+        // SAFETY: a FUTEX_WAKE call with the arguments argued above.
         let ret = unsafe {
             futex_syscall!(
-                ["rdi" = word, "rsi" = op, "rdx" = count, "r8" = sem, "r10" = waiters],
+                ["rdi" = word, "rsi" = op, "rdx" = count],
                 markers: [
                     crate::markers::stapsdt_note_on!(
                         "movl ${nr}, %eax",
                         "wake_begin",
-                        "8@%r8 8@%rdi 8@%rdx 8@%r10"
+                        "8@{sem} 8@%rdi 8@%rdx 8@{waiters}"
                     ),
                     "syscall",
-                    crate::markers::stapsdt_note_on!("", "wake_end", "8@%r8 8@%rdi -8@%rax 8@%rdx"),
+                    crate::markers::stapsdt_note_on!("", "wake_end", "8@{sem} 8@%rdi -8@%rax 8@%rdx"),
                 ],
-                scratch: [],
-                clobbered: ["rcx", "r11"],
+                values: [sem = sem, waiters = waiters],
             )
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
@@ -280,16 +270,16 @@ impl FutexWord {
 /// answer (`i64`: a count, or a negated errno).
 ///
 /// With `markers:` the asm block is the given lines, which load the system call number
-/// (`{nr}`) into `eax`, execute `syscall`, and place markers around it, so the markers'
-/// arguments are the very registers of the call: the word (`%rdi`), the value or count
-/// (`%rdx`), the result (`%rax`), and values passed in argument registers the operation ignores
-/// (the kernel preserves them). `scratch` puts values in `rcx` and `r11`, which the `syscall`
-/// instruction overwrites, so only a marker before it may name them; `clobbered` lists those of
-/// the two that carry no value (each must be in one list or the other).
+/// (`{nr}`) into `eax`, execute `syscall`, and place markers around it. The markers name the
+/// call's own registers (the word in `%rdi`, the value or count in `%rdx`, the result in
+/// `%rax`) and, as `{name}`, the 64-bit `values` only they report: these are inputs in
+/// registers the compiler picks, never `rcx` or `r11` (which `syscall` overwrites), so they
+/// hold their values on both sides of the call and cost nothing when the compiler already
+/// holds them in registers.
 ///
 /// A marker placed on the number load or on the instruction after the call costs an untraced
 /// process nothing: the build without markers executes the same instructions. A `nop` marker
-/// costs the `nop`; values only markers use cost getting them into registers.
+/// costs the `nop`.
 ///
 /// Unsafe: the caller vouches for the futex arguments.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
@@ -311,17 +301,17 @@ macro_rules! futex_syscall {
     (
         [$($register:tt = $argument:expr),+ $(,)?],
         markers: [$($line:expr),+ $(,)?],
-        scratch: [$($scratch:tt = $scratch_value:expr),* $(,)?],
-        clobbered: [$($clobbered:tt),* $(,)?] $(,)?
+        values: [$($name:ident = $value:expr),+ $(,)?] $(,)?
     ) => {{
         let ret: i64;
         core::arch::asm!(
             $($line,)+
             nr = const libc::SYS_futex,
+            $($name = in(reg) { let value: u64 = $value; value },)+
             out("rax") ret,
             $(in($register) $argument,)+
-            $(inout($scratch) $scratch_value => _,)*
-            $(out($clobbered) _,)*
+            out("rcx") _,
+            out("r11") _,
             options(att_syntax, nostack),
         );
         ret
@@ -391,9 +381,9 @@ impl FutexWord {
         &self,
         expected: u32,
         deadline_ns: u64,
-        _waiters: u32,
         _sem: usize,
         _wanted: u32,
+        _state: u64,
     ) -> WaitOutcome {
         self.model.wait(
             || self.value.load(Ordering::Relaxed) == expected,

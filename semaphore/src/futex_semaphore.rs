@@ -92,9 +92,7 @@ impl RawSemaphore {
     #[cold]
     pub(crate) fn acquire_slow(&self, n: u32, timeout: Timeout) -> Result<(), AcquireError> {
         let deadline_ns = deadline_ns(timeout);
-        let expired =
-            |deadline_ns: Option<u64>| deadline_ns.is_some_and(|d| monotonic_now_ns() >= d);
-        if expired(deadline_ns) {
+        if passed(deadline_ns) {
             return Err(AcquireError::TimedOut);
         }
         if self.spin_then_take(n, deadline_ns) {
@@ -110,69 +108,102 @@ impl RawSemaphore {
             kind,
         };
         let word = self.wake_word(kind);
-        let mut waits = 0u32;
-        let mut timed_out = false;
-        loop {
-            // Acquire: pairs with the Release `bump` in `wake`. If this load sees a release's
-            // bump, that release's state CAS happens-before the state load below, which then
-            // sees its permits. If it does not, the futex wait below sees the bump (EAGAIN) or
-            // is queued before the wake and woken by it.
-            let expected = word.load(Ordering::Acquire);
-            // Relaxed: a first guess for the CASes, which check it; the Acquire above (and, after
-            // a wake, the Acquire decrement in `FutexWord::wait`) give the visibility the
-            // protocol needs.
-            let mut current = self.state.load(Ordering::Relaxed);
-            loop {
-                let state = State(current);
-                if let Some(next) = state.take(n) {
-                    let next = next.deregister(kind);
-                    // Acquire on success: pairs with the Release CAS in `release` (the permits
-                    // carry happens-before). Relaxed on failure: only the next guess.
-                    match self.state.compare_exchange_weak(
-                        current,
-                        next.0,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => {
-                            std::mem::forget(registration);
-                            if waits > 0 {
-                                markers::acquired(self.addr(), n, waits);
-                            }
-                            return Ok(());
-                        }
-                        Err(actual) => current = actual,
-                    }
-                    continue;
-                }
-                if timed_out || expired(deadline_ns) {
-                    // Relaxed: giving up transfers no data; the CAS only has to see the latest
-                    // state, which every CAS does.
-                    match self.state.compare_exchange_weak(
-                        current,
-                        state.deregister(kind).0,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => {
-                            std::mem::forget(registration);
-                            let deadline = deadline_ns.unwrap_or(0);
-                            markers::timed_out(self.addr(), n, deadline, monotonic_now_ns());
-                            return Err(AcquireError::TimedOut);
-                        }
-                        Err(actual) => current = actual,
-                    }
-                    continue;
-                }
-                break;
+        // The first attempt is apart from the loop, so only an acquire that slept reaches the
+        // `acquired` marker.
+        let (mut expected, mut state) = match self.attempt(n, kind, word, false, deadline_ns) {
+            Attempt::Sleep { expected, state } => (expected, state),
+            Attempt::Taken => {
+                std::mem::forget(registration);
+                return Ok(());
             }
-            let waiters = State(current).waiters(kind);
-            let outcome = word.wait(expected, deadline_ns, self.addr(), n, waiters);
-            // Wrapping: only reported by the `acquired` marker, and 2^32 waits would take years.
-            waits = waits.wrapping_add(1);
+            Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
+        };
+        loop {
+            let outcome = word.wait(expected, deadline_ns, self.addr(), n, state.0);
             // The kernel reports ETIMEDOUT only once the deadline has passed.
-            timed_out = outcome == WaitOutcome::TimedOut;
+            let timed_out = outcome == WaitOutcome::TimedOut;
+            match self.attempt(n, kind, word, timed_out, deadline_ns) {
+                Attempt::Sleep {
+                    expected: now_expected,
+                    state: now_state,
+                } => (expected, state) = (now_expected, now_state),
+                Attempt::Taken => {
+                    std::mem::forget(registration);
+                    markers::acquired(self.addr(), n);
+                    return Ok(());
+                }
+                Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
+            }
         }
+    }
+
+    /// One look by a registered waiter: takes the permits and deregisters if they are there,
+    /// deregisters if it `timed_out` or its deadline has passed, or else says what to sleep on.
+    #[inline(always)]
+    fn attempt(
+        &self,
+        n: u32,
+        kind: WaiterKind,
+        word: &FutexWord,
+        timed_out: bool,
+        deadline_ns: Option<u64>,
+    ) -> Attempt {
+        // Acquire: pairs with the Release `bump` in `wake`. If this load sees a release's
+        // bump, that release's state CAS happens-before the state load below, which then
+        // sees its permits. If it does not, the futex wait that follows sees the bump (EAGAIN)
+        // or is queued before the wake and woken by it.
+        let expected = word.load(Ordering::Acquire);
+        // Relaxed: a first guess for the CASes, which check it; the Acquire above (and, after
+        // a wake, the Acquire decrement in `FutexWord::wait`) give the visibility the
+        // protocol needs.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let state = State(current);
+            if let Some(next) = state.take(n) {
+                let next = next.deregister(kind);
+                // Acquire on success: pairs with the Release CAS in `release` (the permits
+                // carry happens-before). Relaxed on failure: only the next guess.
+                match self.state.compare_exchange_weak(
+                    current,
+                    next.0,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Attempt::Taken,
+                    Err(actual) => current = actual,
+                }
+                continue;
+            }
+            if timed_out || passed(deadline_ns) {
+                // Relaxed: giving up transfers no data; the CAS only has to see the latest
+                // state, which every CAS does.
+                match self.state.compare_exchange_weak(
+                    current,
+                    state.deregister(kind).0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Attempt::GaveUp,
+                    Err(actual) => current = actual,
+                }
+                continue;
+            }
+            return Attempt::Sleep { expected, state };
+        }
+    }
+
+    /// Ends a timed acquire that [`RawSemaphore::attempt`] deregistered at its deadline.
+    #[cold]
+    #[inline(never)]
+    fn give_up(
+        registration: Registration<'_>,
+        n: u32,
+        deadline_ns: Option<u64>,
+    ) -> Result<(), AcquireError> {
+        let sem = registration.semaphore.addr();
+        std::mem::forget(registration);
+        markers::timed_out(sem, n, deadline_ns.unwrap_or(0), monotonic_now_ns());
+        Err(AcquireError::TimedOut)
     }
 
     /// Spins briefly, taking the permits if they arrive meanwhile: a hand-off between threads
@@ -208,7 +239,7 @@ impl RawSemaphore {
                 self.spin_budget.succeeded(spins);
                 return true;
             }
-            if spins % 64 == 0 && deadline_ns.is_some_and(|d| monotonic_now_ns() >= d) {
+            if spins % 64 == 0 && passed(deadline_ns) {
                 return false;
             }
         }
@@ -281,15 +312,19 @@ impl RawSemaphore {
     #[cold]
     fn wake(&self, old: State, released: u32) {
         let singles = old.waiters(WaiterKind::Single);
+        // A multi waiter needs at least 2 permits; which of them can proceed is unknown, so all
+        // are woken and re-check. Decided before the first wake, so the wake's system call
+        // need not keep `old` and `released` alive.
+        let multis = match old.waiters(WaiterKind::Multi) {
+            multis if old.tokens() + released >= 2 => multis,
+            _ => 0,
+        };
         if singles > 0 {
             // Each woken single waiter can take one of the released permits.
             let count = released.min(singles);
             self.wake_kind(WaiterKind::Single, count, singles);
         }
-        let multis = old.waiters(WaiterKind::Multi);
-        // A multi waiter needs at least 2 permits; which of them can proceed is unknown, so all
-        // are woken and re-check.
-        if multis > 0 && old.tokens() + released >= 2 {
+        if multis > 0 {
             self.wake_kind(WaiterKind::Multi, i32::MAX as u32, multis);
         }
     }
@@ -326,6 +361,17 @@ impl RawSemaphore {
         self.single_wake.wake_spuriously();
         self.multi_wake.wake_spuriously();
     }
+}
+
+/// What a registered waiter found when it looked at the semaphore.
+enum Attempt {
+    /// It took its permits and deregistered.
+    Taken,
+    /// Its deadline had passed: it deregistered without permits.
+    GaveUp,
+    /// Too few permits: sleep on the futex word while it holds `expected`; `state` is the
+    /// state word that showed too few.
+    Sleep { expected: u32, state: State },
 }
 
 /// A waiter's registration while it waits; dropped only when a panic unwinds through
@@ -430,6 +476,11 @@ impl SpinBudget {
         self.budget
             .store(current.min(budget) / 2, Ordering::Relaxed);
     }
+}
+
+/// Whether the absolute CLOCK_MONOTONIC deadline, if any, has passed.
+fn passed(deadline_ns: Option<u64>) -> bool {
+    deadline_ns.is_some_and(|d| monotonic_now_ns() >= d)
 }
 
 /// The absolute CLOCK_MONOTONIC deadline of `timeout` in ns, fixed once per acquire; `None`

@@ -160,7 +160,7 @@ pub(crate) fn wait_begin(
     expected: u64,
     wanted: u64,
     deadline_ns: u64,
-    waiters: u64,
+    state: u64,
 ) {
     marker!(
         "wait_begin",
@@ -170,7 +170,7 @@ pub(crate) fn wait_begin(
         expected,
         wanted,
         deadline_ns,
-        waiters,
+        state,
     );
 }
 
@@ -216,16 +216,10 @@ pub(crate) fn wake_end(sem: u64, word: u64, result: i64, count: u64) {
     );
 }
 
-/// Tokens obtained by an acquire that had to wait `waits` times.
+/// Tokens obtained by an acquire that had to wait.
 #[inline(always)]
-pub(crate) fn acquired(sem: usize, tokens: u32, waits: u32) {
-    marker!(
-        "acquired",
-        "8@{0} 8@{1} 8@{2}",
-        sem as u64,
-        u64::from(tokens),
-        u64::from(waits),
-    );
+pub(crate) fn acquired(sem: usize, tokens: u32) {
+    marker!("acquired", "8@{0} 8@{1}", sem as u64, u64::from(tokens));
 }
 
 /// A timed acquire gave up at its deadline.

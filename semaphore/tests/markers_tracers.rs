@@ -72,7 +72,10 @@ fn bpftrace_counts_equal_workload_counts() {
     let bin = workload.display();
     let script = format!(
         r#"
-usdt:{bin}:futexscope:wait_begin {{ @wait_begin = count(); }}
+usdt:{bin}:futexscope:wait_begin {{
+    @wait_begin = count();
+    if (((arg5 >> 32) & 0xffff) + (arg5 >> 48) >= 1) {{ @wait_begin_registered = count(); }}
+}}
 usdt:{bin}:futexscope:wait_end {{
     @wait_end = count();
     if (arg2 == -110) {{ @wait_end_timedout = count(); }}
@@ -80,7 +83,7 @@ usdt:{bin}:futexscope:wait_end {{
 }}
 usdt:{bin}:futexscope:wake_begin {{ @wake_begin = count(); @wake_asked = sum(arg2); }}
 usdt:{bin}:futexscope:wake_end {{ @wake_end = count(); @wake_woken = sum(arg2); }}
-usdt:{bin}:futexscope:acquired {{ @acquired = count(); @acquired_waits = sum(arg2); }}
+usdt:{bin}:futexscope:acquired {{ @acquired = count(); @acquired_tokens = sum(arg1); }}
 usdt:{bin}:futexscope:timed_out {{
     @timed_out = count();
     if (arg3 >= arg2) {{ @timed_out_after_deadline = count(); }}
@@ -125,9 +128,14 @@ usdt:{bin}:futexscope:timed_out {{
     assert_eq!(get("@wake_asked"), wakeups, "threads asked to wake");
     assert_eq!(get("@wake_woken"), wakeups, "threads the kernel woke");
     assert_eq!(
-        get("@acquired_waits"),
+        get("@wait_begin_registered"),
+        get("@wait_begin"),
+        "waits whose `state` shows no registered waiter (the sleeper itself counts)"
+    );
+    assert_eq!(
+        get("@acquired_tokens"),
         wakeups,
-        "waits reported by `acquired`"
+        "tokens reported by `acquired` (one per woken acquire)"
     );
     assert_eq!(
         get("@timed_out_after_deadline"),

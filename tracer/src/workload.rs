@@ -474,7 +474,7 @@ fn die() -> Vec<String> {
 /// marker program to, with the arguments in the System V argument registers (rdi, rsi, rdx,
 /// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them.
 pub mod marker_sites {
-    /// `wait_begin(sem, word, expected, wanted, deadline_ns, waiters)`.
+    /// `wait_begin(sem, word, expected, wanted, deadline_ns, state)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn futexscope_workload_wait_begin(
@@ -483,9 +483,9 @@ pub mod marker_sites {
         expected: u64,
         wanted: u64,
         deadline_ns: u64,
-        waiters: u64,
+        state: u64,
     ) {
-        std::hint::black_box((sem, word, expected, wanted, deadline_ns, waiters));
+        std::hint::black_box((sem, word, expected, wanted, deadline_ns, state));
     }
 
     /// `wait_end(sem, word, result, wanted)`.
@@ -495,11 +495,11 @@ pub mod marker_sites {
         std::hint::black_box((sem, word, result, wanted));
     }
 
-    /// `acquired(sem, tokens, waits)`.
+    /// `acquired(sem, tokens)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
-    pub extern "C" fn futexscope_workload_acquired(sem: u64, tokens: u64, waits: u64) {
-        std::hint::black_box((sem, tokens, waits));
+    pub extern "C" fn futexscope_workload_acquired(sem: u64, tokens: u64) {
+        std::hint::black_box((sem, tokens));
     }
 
     /// `timed_out(sem, wanted, deadline_ns, now_ns)`.
@@ -520,6 +520,8 @@ pub mod marker_sites {
 /// a timed wait that gives up 5 µs after its deadline.
 fn markers() -> Vec<String> {
     use marker_sites::*;
+    // The state word of a semaphore with no tokens and this one multi-token waiter.
+    const MULTI_WAITER: u64 = 1 << 48;
     let word = AtomicU32::new(1);
     let (sem, w) = (
         &word as *const AtomicU32 as u64 + 0x100,
@@ -528,15 +530,15 @@ fn markers() -> Vec<String> {
     let wait = || {
         let _ = futex_wait(&word, 0, None);
     };
-    futexscope_workload_wait_begin(sem, w, 0, 3, 0, 1);
+    futexscope_workload_wait_begin(sem, w, 0, 3, 0, MULTI_WAITER);
     wait();
     futexscope_workload_wait_end(sem, w, 0, 3);
-    futexscope_workload_wait_begin(sem, w, 0, 3, 0, 1);
+    futexscope_workload_wait_begin(sem, w, 0, 3, 0, MULTI_WAITER);
     wait();
     futexscope_workload_wait_end(sem, w, 0, 3);
-    futexscope_workload_acquired(sem, 3, 2);
+    futexscope_workload_acquired(sem, 3);
     let deadline = clock_ns(libc::CLOCK_MONOTONIC) + 1_000;
-    futexscope_workload_wait_begin(sem, w, 0, 2, deadline, 1);
+    futexscope_workload_wait_begin(sem, w, 0, 2, deadline, MULTI_WAITER);
     wait();
     futexscope_workload_wait_end(sem, w, -i64::from(libc::ETIMEDOUT), 2);
     futexscope_workload_timed_out(sem, 2, deadline, deadline + 5_000);

@@ -211,7 +211,7 @@ fn contended_semaphore_wakeups_are_traced_and_the_independent_counts_agree() {
         let Wakeups::Measured(t) = &c.wakeups else {
             panic!("not measured as root: {c:?}");
         };
-        // The acquires' own count of their futex waits (`acquired` marker) against the
+        // The semaphore's own count of its futex waits (`wait_begin` markers) against the
         // syscall hooks' count on the semaphore's words; every woken wait either got the
         // permits or was followed by another wait; no records lost.
         assert_eq!(t.disagreements(c.acquires), Vec::<String>::new(), "{c:?}");

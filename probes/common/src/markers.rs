@@ -51,7 +51,9 @@ pub const MARKERS: [MarkerSpec; 6] = [
             "expected: value the wait expects in the word",
             "wanted: tokens the acquire asks for",
             "deadline_ns: absolute CLOCK_MONOTONIC deadline in ns, 0 = none",
-            "waiters: waiters the semaphore believes it has, this one included",
+            "state: the semaphore's state word that sent it to sleep (bits 0..32 tokens \
+             available, 32..48 single-token waiters, 48..64 multi-token waiters, this one \
+             included)",
         ],
     },
     MarkerSpec {
@@ -87,11 +89,7 @@ pub const MARKERS: [MarkerSpec; 6] = [
     MarkerSpec {
         marker: Marker::Acquired,
         name: "acquired",
-        args: &[
-            "sem: address of the semaphore",
-            "tokens: tokens obtained",
-            "waits: futex waits this acquire made",
-        ],
+        args: &["sem: address of the semaphore", "tokens: tokens obtained"],
     },
     MarkerSpec {
         marker: Marker::TimedOut,

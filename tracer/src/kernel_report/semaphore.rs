@@ -161,12 +161,12 @@ pub enum Wakeups {
 
 /// Counts of one contended run, from futexscope's probes. The per-word counts are the
 /// probes' exact totals over the semaphore's futex words; `slept_acquires` and `marker_waits`
-/// come from the `acquired` marker records.
+/// come from the `acquired` and `wait_begin` marker records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TracedWakeups {
     /// Acquires that made at least one futex wait (`acquired` markers).
     pub slept_acquires: u64,
-    /// Futex waits those acquires made, by their own count (`acquired`'s `waits`).
+    /// Futex waits the semaphore announced (`wait_begin` markers).
     pub marker_waits: u64,
     /// Futex wait calls on the semaphore's words, as the probes' syscall hooks counted them.
     pub futex_waits: u64,
@@ -321,13 +321,14 @@ pub fn contended(
     let mut tally = |probes: &mut Probes| {
         probes.read_events(|event| {
             let call = (event.uaddr, event.start_ns, event.ts_ns);
-            if event.kind == EventKind::Marker as u32
-                && event.op == Marker::Acquired as u32
-                && event.args[0] == range.start
-            {
-                // acquired(sem, tokens, waits)
+            let marker = (event.kind == EventKind::Marker as u32)
+                .then(|| Marker::from_id(event.op))
+                .flatten()
+                .filter(|_| event.args[0] == range.start);
+            if marker == Some(Marker::Acquired) {
                 slept_acquires += 1;
-                marker_waits += event.args[2];
+            } else if marker == Some(Marker::WaitBegin) {
+                marker_waits += 1;
             } else if event.kind == EventKind::Wake as u32 && range.contains(&event.uaddr) {
                 wakes.push(call);
             } else if event.kind == EventKind::Wait as u32
