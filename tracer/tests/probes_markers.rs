@@ -157,7 +157,7 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
     assert_eq!(order, expected, "marker records in firing order");
     assert_eq!(
         markers[0].args[..6],
-        [sem, word, 0, 3, 0, 1],
+        [sem, word, 0, 3, 0, 1 << 48],
         "wait_begin arguments decoded"
     );
     assert_eq!(markers[2].spurious, spurious::LOST_RACE);
