@@ -192,7 +192,8 @@ impl RawSemaphore {
         }
     }
 
-    /// Ends a timed acquire that [`RawSemaphore::attempt`] deregistered at its deadline.
+    /// Ends a timed acquire that [`RawSemaphore::attempt`] deregistered at its deadline. Out of
+    /// line, so the `timed_out` marker has one site although two paths reach it.
     #[cold]
     #[inline(never)]
     fn give_up(
