@@ -848,17 +848,24 @@ fn try_thread_exit() -> Result<(), i64> {
     Ok(())
 }
 
-/// Reads argument `index` of the marker site `site` from the probed registers.
-fn marker_arg(ctx: &ProbeContext, site: &MarkerSite, index: usize) -> u64 {
+/// 8-byte slots of the probed `struct pt_regs` of the target architecture.
+const PT_REGS_SLOTS: usize = core::mem::size_of::<pt_regs>() / 8;
+
+/// The probed registers, copied out of the context: plain loads at fixed offsets, cheaper than
+/// a helper call per marker argument.
+fn probed_registers(ctx: &ProbeContext) -> [u64; PT_REGS_SLOTS] {
+    // SAFETY: a uprobe's context is the probed `struct pt_regs`, `PT_REGS_SLOTS` aligned u64s
+    // that the program may read at fixed offsets (the verifier checks each load).
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<[u64; PT_REGS_SLOTS]>()) }
+}
+
+/// Reads argument `index` of the marker site `site` from the probed registers `regs`.
+fn marker_arg(regs: &[u64; PT_REGS_SLOTS], site: &MarkerSite, index: usize) -> u64 {
     let spec = &site.args[index];
     let raw = match spec.kind {
         arg_kind::CONSTANT => spec.value,
         arg_kind::REGISTER | arg_kind::MEMORY => {
-            let offset = u64::from(spec.reg_offset) & 0xff;
-            let slot = (ctx.as_ptr() as u64 + offset) as *const u64;
-            // SAFETY: `slot` lies within the probed `struct pt_regs` (offset < its size, masked
-            // for the verifier); the helper checks the read.
-            let Ok(reg) = (unsafe { bpf_probe_read_kernel(slot) }) else {
+            let Some(&reg) = regs.get((spec.reg_offset / 8) as usize) else {
                 return 0;
             };
             if spec.kind == arg_kind::REGISTER {
@@ -896,9 +903,10 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
     let now = now_ns();
     let mut event = blank_event(EventKind::Marker, tid, tgid, now);
     event.op = marker as u32;
+    let regs = probed_registers(ctx);
     for i in 0..MAX_MARKER_ARGS {
         if (i as u32) < site.arg_count {
-            event.args[i] = marker_arg(ctx, site, i);
+            event.args[i] = marker_arg(&regs, site, i);
         }
     }
     let args = event.args;
