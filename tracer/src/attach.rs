@@ -27,10 +27,10 @@ pub enum AttachError {
 /// Which of the futexscope markers to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkerSet {
-    /// `wait_begin`, `acquired` and `timed_out`: what the futex hooks cannot see (the
-    /// semaphore, the tokens, satisfied and lost wakeups, the caller's drift) at two uprobe
-    /// hits per sleeping acquire. `wait_end`, `wake_begin` and `wake_end` repeat what the
-    /// futex hooks already record.
+    /// `acquired` and `timed_out`: what the futex hooks cannot see (the semaphore, the
+    /// tokens, satisfied and lost wakeups, the caller's drift) at one uprobe hit per sleeping
+    /// acquire. The other four repeat what the futex hooks already record (the futex hooks
+    /// also tell which word the acquire slept on).
     Essential,
     /// All six, so `--events` and `--export` carry every marker record.
     All,
@@ -39,8 +39,8 @@ pub enum MarkerSet {
 impl MarkerSet {
     /// Whether this set attaches `marker`.
     pub fn includes(self, marker: markers::Marker) -> bool {
-        use markers::Marker::{Acquired, TimedOut, WaitBegin};
-        self == MarkerSet::All || matches!(marker, WaitBegin | Acquired | TimedOut)
+        use markers::Marker::{Acquired, TimedOut};
+        self == MarkerSet::All || matches!(marker, Acquired | TimedOut)
     }
 }
 

@@ -152,9 +152,9 @@ pub struct TraceArgs {
     /// hit costs a uprobe trap).
     #[arg(long, conflicts_with = "all_markers")]
     pub no_markers: bool,
-    /// Attach all six markers, not only `wait_begin`, `acquired` and `timed_out` (the others
-    /// repeat what the futex hooks record; with this, `--events` and `--export` carry them too,
-    /// at three more uprobe hits per sleeping hand-off).
+    /// Attach all six markers, not only `acquired` and `timed_out` (the others repeat what the
+    /// futex hooks record; with this, `--events` and `--export` carry them too, at four more
+    /// uprobe hits per sleeping hand-off).
     #[arg(long)]
     pub all_markers: bool,
     /// Size of the ring buffer the probes hand events over in (e.g. `16M`, `256K`; a power of

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use futexscope_probes_common::{
     event::{Event, EventKind},
     maps::{FutexKey, FutexStats, HIST_BUCKETS},
-    markers::Marker,
 };
 use serde::Serialize;
 
@@ -229,23 +228,22 @@ pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<FutexKey, String>
         .collect()
 }
 
-/// The futex word a marker record names, with its semaphore's address: `wait_begin` and
-/// `wake_begin` carry `(sem, word, …)`.
+/// The futex word a marker record is booked on, with its semaphore's address: every marker's
+/// first argument is the semaphore, and the probes set the record's `uaddr` to the word (the
+/// word argument, or for `acquired` and `timed_out` the word of the thread's last futex wait;
+/// 0 if it made none).
 pub fn semaphore_of_word(event: &Event) -> Option<(FutexKey, u64)> {
-    if EventKind::from_u32(event.kind) != Some(EventKind::Marker) {
+    if EventKind::from_u32(event.kind) != Some(EventKind::Marker) || event.uaddr == 0 {
         return None;
     }
-    match Marker::from_id(event.op)? {
-        Marker::WaitBegin | Marker::WakeBegin => Some((
-            FutexKey {
-                tgid: event.tgid,
-                pad: 0,
-                uaddr: event.args[1],
-            },
-            event.args[0],
-        )),
-        _ => None,
-    }
+    Some((
+        FutexKey {
+            tgid: event.tgid,
+            pad: 0,
+            uaddr: event.uaddr,
+        },
+        event.args[0],
+    ))
 }
 
 /// The label of a futex word: the symbol it lives in if any, else the semaphore the markers
@@ -321,6 +319,7 @@ fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futexscope_probes_common::markers::Marker;
 
     fn hist(entries: &[(usize, u64)]) -> [u64; HIST_BUCKETS] {
         let mut hist = [0; HIST_BUCKETS];
@@ -421,19 +420,22 @@ mod tests {
             cpu: 0,
             ts_ns: 5,
             start_ns: 0,
-            uaddr: 0,
+            uaddr: 0x1008,
             uaddr2: 0,
-            op: Marker::WaitBegin as u32,
+            op: Marker::Acquired as u32,
             syscall: 0,
             ret: 0,
             deadline_ns: 0,
-            args: [0x1000, 0x1008, 0, 1, 0, 1],
+            args: [0x1000, 1, 0, 0, 0, 0],
             spurious: 0,
             clock: futexscope_probes_common::event::NO_CLOCK,
         };
         let (word, semaphore) = semaphore_of_word(&event).unwrap();
         assert_eq!((word.tgid, word.uaddr, semaphore), (1, 0x1008, 0x1000));
-        event.op = Marker::Acquired as u32;
+        event.uaddr = 0;
+        assert_eq!(semaphore_of_word(&event), None);
+        event.uaddr = 0x1008;
+        event.kind = EventKind::Wait as u32;
         assert_eq!(semaphore_of_word(&event), None);
 
         assert_eq!(

@@ -506,9 +506,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         );
     } else if markers.sites > 0 {
         let which = match options.markers {
-            Some(MarkerSet::Essential) => {
-                "wait_begin, acquired and timed_out; --all-markers attaches all six"
-            }
+            Some(MarkerSet::Essential) => "acquired and timed_out; --all-markers attaches all six",
             _ => "all six kinds",
         };
         note(

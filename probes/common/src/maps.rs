@@ -197,13 +197,13 @@ pub struct ThreadState {
     pub last_woken_word: u64,
     /// When that wait returned.
     pub last_woken_ns: u64,
-    /// Word of a `wait_end` marker with result 0 not yet followed by `acquired`, or 0.
+    /// Word of this thread's last wait that returned 0 (or `wait_end` marker with result 0),
+    /// not yet followed by an `acquired` marker or another wait; or 0.
     pub marker_woken_word: u64,
-    /// Word of the last `wait_begin` marker.
+    /// Word of this thread's last futex wait: the word its `acquired` and `timed_out` markers
+    /// are booked on.
     pub marker_word: u64,
-    /// Tokens asked for by the last `wait_begin` marker.
-    pub marker_wanted: u64,
-    /// 1 once this thread has fired a marker: lost races then come from the markers.
+    /// 1 once this thread has fired a marker: lost races are then exact (see the probes).
     pub instrumented: u64,
 }
 
@@ -225,7 +225,6 @@ impl ThreadState {
         last_woken_ns: 0,
         marker_woken_word: 0,
         marker_word: 0,
-        marker_wanted: 0,
         instrumented: 0,
     };
 }
@@ -345,7 +344,7 @@ mod pod {
 }
 
 const _: () =
-    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 7));
+    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 6));
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 

@@ -197,7 +197,7 @@ pub fn futexscope_marker(ctx: ProbeContext) -> u32 {
         Ok(MarkerCheck::OutOfOrder(word)) => {
             warn!(
                 &ctx,
-                "futexscope: marker out of order: wait_end on {:x} without its wait_begin", word
+                "futexscope: marker out of order: wait_end on {:x} without a futex wait on it", word
             )
         }
         _ => {}
@@ -208,7 +208,7 @@ pub fn futexscope_marker(ctx: ProbeContext) -> u32 {
 /// What [`try_marker`] noticed about the marker sequence.
 enum MarkerCheck {
     InOrder,
-    /// A `wait_end` for a word whose `wait_begin` this thread did not fire.
+    /// A `wait_end` for a word this thread made no futex wait on.
     OutOfOrder(u64),
 }
 
@@ -542,9 +542,7 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     if !call.wakeable {
         // PI lock waits: a 0 result means "lock taken", not a wakeup to classify.
         state.spurious = 0;
-    } else if state.instrumented == 0
-        && state.last_woken_word == call.words[0]
-        && now.wrapping_sub(state.last_woken_ns) <= read_global(&LOST_RACE_WINDOW_NS)
+    } else if is_lost_race(state, call.words[0], now)
         && let Some(stats) = word_stats(tgid, call.words[0])
     {
         state.spurious = spurious::LOST_RACE;
@@ -552,6 +550,8 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         unsafe { add(&raw mut (*stats).lost_race, 1) };
     }
     state.last_woken_word = 0;
+    state.marker_woken_word = 0;
+    state.marker_word = call.words[0];
     for i in 0..WAITV_TRACKED_WORDS {
         if (i as u32) >= call.word_count {
             break;
@@ -570,6 +570,19 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// Whether a wait on `word` starting at `now` follows a wakeup whose waiter lost the race: it
+/// was woken on the same word and, instead of getting what it waited for, waits again. In code
+/// with markers that is exact (no `acquired` marker since the wakeup); elsewhere the new wait
+/// must come within the lost-race window of the wakeup.
+fn is_lost_race(state: &ThreadState, word: u64, now: u64) -> bool {
+    if state.instrumented != 0 {
+        state.marker_woken_word == word
+    } else {
+        state.last_woken_word == word
+            && now.wrapping_sub(state.last_woken_ns) <= read_global(&LOST_RACE_WINDOW_NS)
+    }
 }
 
 /// Raises the i64 at `max` to `value` if it is lower.
@@ -693,10 +706,9 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
                 }
                 state.last_woken_word = word;
                 state.last_woken_ns = now;
-                if state.instrumented != 0 && ret == 0 {
-                    // What `wait_end` with result 0 also records, for when only the essential
-                    // markers are attached: the next `wait_begin` on this word before an
-                    // `acquired` is a lost race.
+                if ret == 0 {
+                    // Until an `acquired` marker clears it, the next wait on this word is a
+                    // lost race (see `is_lost_race`); the `wait_end` marker records the same.
                     state.marker_woken_word = word;
                 }
             }
@@ -917,23 +929,15 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
     let mut check = MarkerCheck::InOrder;
     match marker {
         Marker::WaitBegin => {
-            // wait_begin(sem, word, expected, wanted, deadline_ns, waiters)
+            // wait_begin(sem, word, expected, wanted, deadline_ns, state). The futex wait
+            // that follows books the lost race, if any, and the word for later markers.
             let word = args[1];
             event.uaddr = word;
             event.deadline_ns = args[4];
             if let Some(stats) = word_stats(tgid, word) {
                 // SAFETY: `stats` points at the word's value in the map.
-                unsafe {
-                    add(&raw mut (*stats).tokens_asked, args[3]);
-                    if state.marker_woken_word == word {
-                        add(&raw mut (*stats).lost_race, 1);
-                        event.spurious = spurious::LOST_RACE;
-                    }
-                }
+                unsafe { add(&raw mut (*stats).tokens_asked, args[3]) };
             }
-            state.marker_woken_word = 0;
-            state.marker_word = word;
-            state.marker_wanted = args[3];
         }
         Marker::WaitEnd => {
             // wait_end(sem, word, result, wanted)

@@ -221,19 +221,13 @@ impl TracedWakeups {
     }
 }
 
-/// Attaches the probes' marker program to the semaphore markers of this very binary, so the
-/// probes see what the semaphore experiments' acquires want; `Err` says why not.
+/// Attaches the probes' marker program to all the semaphore markers of this very binary, so the
+/// probes see what the semaphore experiments' acquires want and the `wait_begin` records give
+/// the semaphore's own count of its waits; `Err` says why not.
 pub fn attach_own_markers(probes: &mut Probes) -> Result<(), String> {
     let exe = Path::new("/proc/self/exe");
     let mut attached = Attached::default();
-    attach::attach_file(
-        probes,
-        exe,
-        exe,
-        attach::MarkerSet::Essential,
-        &mut attached,
-    )
-    .map_err(|e| {
+    attach::attach_file(probes, exe, exe, attach::MarkerSet::All, &mut attached).map_err(|e| {
         format!(
             "cannot attach to this binary's semaphore markers: {}",
             error_chain(&e)
