@@ -12,7 +12,10 @@
 //! without markers (`--no-markers`) and under the cheapest syscall tracer one can write (a
 //! bpftrace script that only counts the process's system call entries and exits: the floor any
 //! tracer hooking every futex call pays), interleaved; prints the median ns per op of each and
-//! the median ratio to the untraced run next to it. Part 2: `futexscope flood` at rising target
+//! the median ratio to the untraced run next to it. Each row runs on both CPUs and again with
+//! everything (benchmark and tracer) pinned to one CPU (`taskset -c 0`), where every
+//! `pingpong` hand-off sleeps: the stable measure of what tracing adds to a sleeping
+//! hand-off. Part 2: `futexscope flood` at rising target
 //! rates under `futexscope run`, with the default 16 MiB ring buffer, 1 MiB and 64 KiB; prints
 //! the calls and events per second and the records dropped, and the rate where drops start.
 
@@ -131,47 +134,26 @@ fn main() -> ExitCode {
         ),
         ("bpftrace floor", Mode::BpftraceFloor),
     ];
-    for implementation in ["futexscope", "posix"] {
-        for workload in ["pingpong", "prodcons"] {
-            let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-            for _ in 0..runs {
-                for ((_, mode), results) in modes.iter().zip(&mut results) {
-                    let bench = [sem_bench.as_str(), implementation, workload, ops.as_str()];
-                    let mut command = match mode {
-                        Mode::Untraced => {
-                            let mut command = Command::new(sem_bench);
-                            command.args(&bench[1..]);
-                            command
+    for (cpus, placement) in [(None, ""), (Some("0"), " (1 CPU)")] {
+        for implementation in ["futexscope", "posix"] {
+            for workload in ["pingpong", "prodcons"] {
+                let bench = [sem_bench.as_str(), implementation, workload, ops.as_str()];
+                let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+                for _ in 0..runs {
+                    for ((_, mode), results) in modes.iter().zip(&mut results) {
+                        let mut command = bench_command(mode, cpus, futexscope, &bench);
+                        match ns_per_op(&mut command) {
+                            Ok(ns) => results.push(ns),
+                            Err(e) => return fail(&e),
                         }
-                        Mode::Futexscope(args) => {
-                            let mut command = Command::new(futexscope);
-                            command.args(*args).args(bench);
-                            command
-                        }
-                        Mode::BpftraceFloor => {
-                            let mut command = Command::new("bpftrace");
-                            command
-                                .args(["-q", "-e", FLOOR_SCRIPT, "-c"])
-                                .arg(bench.join(" "));
-                            command
-                        }
-                    };
-                    match ns_per_op(&mut command) {
-                        Ok(ns) => results.push(ns),
-                        Err(e) => return fail(&e),
                     }
                 }
+                print_row(
+                    &format!("{implementation} {workload}{placement}"),
+                    &modes,
+                    &results,
+                );
             }
-            let mut line = format!("{implementation:>10} {workload:>8}:");
-            for ((name, _), values) in modes.iter().zip(&results) {
-                let mut sorted = values.clone();
-                line.push_str(&format!(" {name} {:8.1} ns/op", median(&mut sorted)));
-                if *name != "untraced" {
-                    line.push_str(&format!(" (x{:.3})", median_ratio(values, &results[0])));
-                }
-                line.push(';');
-            }
-            println!("{}", line.trim_end_matches(';'));
         }
     }
 
@@ -201,6 +183,42 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_file(json);
     ExitCode::SUCCESS
+}
+
+/// The command that runs `bench` (sem-bench and its arguments) in `mode`, pinned to the CPU
+/// list `cpus` if given (tracer and benchmark alike).
+fn bench_command(mode: &Mode, cpus: Option<&str>, futexscope: &str, bench: &[&str]) -> Command {
+    let mut words: Vec<String> = cpus
+        .map(|cpus| vec!["taskset".to_owned(), "-c".to_owned(), cpus.to_owned()])
+        .unwrap_or_default();
+    match mode {
+        Mode::Untraced => words.extend(bench.iter().map(|w| w.to_string())),
+        Mode::Futexscope(args) => {
+            words.push(futexscope.to_owned());
+            words.extend(args.iter().chain(bench).map(|w| w.to_string()));
+        }
+        Mode::BpftraceFloor => {
+            words.extend(["bpftrace", "-q", "-e", FLOOR_SCRIPT, "-c"].map(str::to_owned));
+            words.push(bench.join(" "));
+        }
+    }
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]);
+    command
+}
+
+/// Prints one row of part 1: each mode's median and its median ratio to the untraced runs.
+fn print_row(row: &str, modes: &[(&str, Mode)], results: &[Vec<f64>]) {
+    let mut line = format!("{row:>29}:");
+    for ((name, _), values) in modes.iter().zip(results) {
+        let mut sorted = values.clone();
+        line.push_str(&format!(" {name} {:8.1} ns/op", median(&mut sorted)));
+        if *name != "untraced" {
+            line.push_str(&format!(" (x{:.3})", median_ratio(values, &results[0])));
+        }
+        line.push(';');
+    }
+    println!("{}", line.trim_end_matches(';'));
 }
 
 fn fail(message: &str) -> ExitCode {
