@@ -197,7 +197,8 @@ pub fn futexscope_marker(ctx: ProbeContext) -> u32 {
         Ok(MarkerCheck::OutOfOrder(word)) => {
             warn!(
                 &ctx,
-                "futexscope: marker out of order: wait_end on {:x} without a futex wait on it", word
+                "futexscope: marker out of order: wait_end on {:x} without a futex wait on it",
+                word
             )
         }
         _ => {}
