@@ -517,7 +517,9 @@ pub mod marker_sites {
 
 /// Fires the stand-in marker sites in a known order around real (EAGAIN) futex waits: one wait
 /// woken, then waiting again without `acquired` (a lost race), then woken and `acquired`; then
-/// a timed wait that gives up 5 µs after its deadline.
+/// a timed wait that gives up 5 µs after its deadline. Then, in the same thread, a
+/// condition-variable-like word the markers never name: one wait really woken, and 5 ms later
+/// another wait on it, which is no lost race.
 fn markers() -> Vec<String> {
     use marker_sites::*;
     // The state word of a semaphore with no tokens and this one multi-token waiter.
@@ -542,7 +544,21 @@ fn markers() -> Vec<String> {
     wait();
     futexscope_workload_wait_end(sem, w, -i64::from(libc::ETIMEDOUT), 2);
     futexscope_workload_timed_out(sem, 2, deadline, deadline + 5_000);
+    let condvar = AtomicU32::new(0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            // Wakes the main thread once it is asleep on the word.
+            while futex_wake(&condvar, 1) != 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        while futex_wait(&condvar, 0, None) != Ok(0) {}
+    });
+    thread::sleep(Duration::from_millis(5));
+    condvar.store(1, Ordering::Relaxed);
+    let _ = futex_wait(&condvar, 0, None);
     vec![
+        format!("condvar {:#x}", condvar.as_ptr() as u64),
         format!("word {w:#x}"),
         format!("sem {sem:#x}"),
         format!("deadline {deadline}"),

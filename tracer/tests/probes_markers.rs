@@ -135,6 +135,18 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
         (3, 3),
         "the real futex calls are counted too"
     );
+    let condvar = probes
+        .futex_stats()
+        .expect("stats")
+        .into_iter()
+        .find(|(key, _)| key.tgid == pid && key.uaddr == value("condvar"))
+        .map(|(_, s)| s)
+        .expect("statistics for the condition-variable word");
+    assert_eq!(
+        (condvar.waits, condvar.wakeups, condvar.lost_race),
+        (2, 1, 0),
+        "a word the markers never name: woken, and waited on again 5 ms later, is no lost race"
+    );
 
     let mut events: Vec<Event> = Vec::new();
     probes.read_events(|e| events.push(*e));

@@ -203,8 +203,6 @@ pub struct ThreadState {
     /// Word of this thread's last futex wait: the word its `acquired` and `timed_out` markers
     /// are booked on.
     pub marker_word: u64,
-    /// 1 once this thread has fired a marker: lost races are then exact (see the probes).
-    pub instrumented: u64,
 }
 
 impl ThreadState {
@@ -225,7 +223,6 @@ impl ThreadState {
         last_woken_ns: 0,
         marker_woken_word: 0,
         marker_word: 0,
-        instrumented: 0,
     };
 }
 
@@ -344,7 +341,7 @@ mod pod {
 }
 
 const _: () =
-    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 6));
+    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5));
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 

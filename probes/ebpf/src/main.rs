@@ -55,7 +55,8 @@ static REALTIME_OFFSET_NS: i64 = 0;
 /// Offset of `tgid` in `struct task_struct`, set by the tracer at load from BTF; 0 = unknown.
 #[unsafe(no_mangle)]
 static TASK_TGID_OFFSET: u32 = 0;
-/// Re-wait window for lost races of uninstrumented code, set by the tracer at load.
+/// Re-wait window for lost races on words the markers have not named, set by the tracer at
+/// load.
 #[unsafe(no_mangle)]
 static LOST_RACE_WINDOW_NS: u64 = DEFAULT_LOST_RACE_WINDOW_NS;
 
@@ -540,14 +541,15 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     } else {
         call.clock
     };
-    if !call.wakeable {
-        // PI lock waits: a 0 result means "lock taken", not a wakeup to classify.
-        state.spurious = 0;
-    } else if is_lost_race(state, call.words[0], now)
-        && let Some(stats) = word_stats(tgid, call.words[0])
+    let first_stats = word_stats(tgid, call.words[0]);
+    // PI lock waits are not classified: a 0 result means "lock taken", not a wakeup.
+    if call.wakeable
+        && let Some(stats) = first_stats
+        // SAFETY: `stats` points at the word's value in the map.
+        && is_lost_race(state, call.words[0], unsafe { &*stats }, now)
     {
         state.spurious = spurious::LOST_RACE;
-        // SAFETY: `stats` points at the word's value in the map.
+        // SAFETY: as above.
         unsafe { add(&raw mut (*stats).lost_race, 1) };
     }
     state.last_woken_word = 0;
@@ -557,7 +559,12 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         if (i as u32) >= call.word_count {
             break;
         }
-        let Some(stats) = word_stats(tgid, call.words[i]) else {
+        let stats = if i == 0 {
+            first_stats
+        } else {
+            word_stats(tgid, call.words[i])
+        };
+        let Some(stats) = stats else {
             continue;
         };
         // SAFETY: `stats` points at the word's value in the map, valid for this run; its
@@ -573,16 +580,30 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Whether a wait on `word` starting at `now` follows a wakeup whose waiter lost the race: it
-/// was woken on the same word and, instead of getting what it waited for, waits again. In code
-/// with markers that is exact (no `acquired` marker since the wakeup); elsewhere the new wait
-/// must come within the lost-race window of the wakeup.
-fn is_lost_race(state: &ThreadState, word: u64, now: u64) -> bool {
-    if state.instrumented != 0 {
+/// Whether a wait on `word` (its statistics `stats`) starting at `now` follows a wakeup whose
+/// waiter lost the race: it was woken on the same word and, instead of getting what it waited
+/// for, waits again. On a semaphore's word (see [`is_marker_word`]) that is exact: no
+/// `acquired` marker since the wakeup. On any other word the new wait must come within the
+/// lost-race window of the wakeup (a condition variable's next wait, much later, is no race).
+fn is_lost_race(state: &ThreadState, word: u64, stats: &FutexStats, now: u64) -> bool {
+    if is_marker_word(stats) {
         state.marker_woken_word == word
     } else {
         state.last_woken_word == word
             && now.wrapping_sub(state.last_woken_ns) <= read_global(&LOST_RACE_WINDOW_NS)
+    }
+}
+
+/// Whether the markers have booked anything on the word (a satisfied wakeup, a caller's
+/// timeout, tokens asked): then it is a futexscope semaphore's word, whose waiters announce
+/// with `acquired` that they got what they waited for.
+fn is_marker_word(stats: &FutexStats) -> bool {
+    // SAFETY: the fields are live, 8-aligned u64s in a map value.
+    unsafe {
+        load(&raw const stats.woken_satisfied)
+            | load(&raw const stats.caller_timeouts)
+            | load(&raw const stats.tokens_asked)
+            != 0
     }
 }
 
@@ -926,7 +947,6 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
     let state = thread_state(tid).ok_or(MAP_FULL)?;
     // SAFETY: this thread's own value in the map.
     let state = unsafe { &mut *state };
-    state.instrumented = 1;
     let mut check = MarkerCheck::InOrder;
     match marker {
         Marker::WaitBegin => {
