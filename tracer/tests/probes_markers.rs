@@ -111,13 +111,15 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
     };
     let (word, sem, deadline) = (value("word"), value("sem"), value("deadline"));
 
-    let stats = probes
-        .futex_stats()
-        .expect("stats")
-        .into_iter()
-        .find(|(key, _)| key.tgid == pid && key.uaddr == word)
-        .map(|(_, s)| s)
-        .expect("statistics for the word");
+    let all_stats = probes.futex_stats().expect("stats");
+    let stats_of = |uaddr: u64| {
+        all_stats
+            .iter()
+            .find(|(key, _)| key.tgid == pid && key.uaddr == uaddr)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no statistics for the word {uaddr:#x}"))
+    };
+    let stats = stats_of(word);
     assert_eq!(stats.tokens_asked, value("tokens_asked"));
     assert_eq!(
         stats.lost_race,
@@ -135,13 +137,7 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
         (3, 3),
         "the real futex calls are counted too"
     );
-    let condvar = probes
-        .futex_stats()
-        .expect("stats")
-        .into_iter()
-        .find(|(key, _)| key.tgid == pid && key.uaddr == value("condvar"))
-        .map(|(_, s)| s)
-        .expect("statistics for the condition-variable word");
+    let condvar = stats_of(value("condvar"));
     assert_eq!(
         (condvar.waits, condvar.wakeups, condvar.lost_race),
         (2, 1, 0),

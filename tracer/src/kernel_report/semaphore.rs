@@ -315,10 +315,10 @@ pub fn contended(
     let mut tally = |probes: &mut Probes| {
         probes.read_events(|event| {
             let call = (event.uaddr, event.start_ns, event.ts_ns);
-            let marker = (event.kind == EventKind::Marker as u32)
+            // A marker record of this semaphore (every marker's first argument is `sem`).
+            let marker = (event.kind == EventKind::Marker as u32 && event.args[0] == range.start)
                 .then(|| Marker::from_id(event.op))
-                .flatten()
-                .filter(|_| event.args[0] == range.start);
+                .flatten();
             if marker == Some(Marker::Acquired) {
                 slept_acquires += 1;
             } else if marker == Some(Marker::WaitBegin) {
