@@ -143,11 +143,10 @@ pub fn ending(ending: &Ending) -> String {
 
 /// The final summary, as text.
 pub fn summary(summary: &Summary) -> String {
-    let pids: Vec<String> = summary.pids.iter().map(u32::to_string).collect();
     let mut out = format!(
         "\nfutexscope summary: `{}` (pid {}) traced for {:.2}s; {}\n",
         summary.target,
-        pids.join(", "),
+        pid_list(&summary.pids),
         summary.seconds,
         ending(&summary.ending)
     );
@@ -169,6 +168,17 @@ pub fn summary(summary: &Summary) -> String {
         out.push_str(&table(&summary.futexes));
     }
     out
+}
+
+/// The traced pids, the first ones only when a command started many processes (the JSON
+/// summary lists every one).
+fn pid_list(pids: &[u32]) -> String {
+    const SHOWN: usize = 4;
+    let shown: Vec<String> = pids.iter().take(SHOWN).map(u32::to_string).collect();
+    match pids.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +277,12 @@ mod tests {
         assert!(text.contains("exited with status 1"), "{text}");
         assert!(text.contains("note: no futexscope markers"), "{text}");
         assert!(text.contains("0x10"), "{text}");
+    }
+
+    #[test]
+    fn many_pids_are_counted_not_listed() {
+        assert_eq!(pid_list(&[7]), "7");
+        assert_eq!(pid_list(&[1, 2, 3, 4]), "1, 2, 3, 4");
+        assert_eq!(pid_list(&[1, 2, 3, 4, 5, 6]), "1, 2, 3, 4 and 2 more");
     }
 }

@@ -289,7 +289,7 @@ pub enum Ending {
 pub struct Summary {
     /// What was traced, as the user named it.
     pub target: String,
-    /// Processes traced.
+    /// Processes traced: the command (or attached process) first, then its children by pid.
     pub pids: Vec<u32>,
     /// How long tracing lasted, in seconds.
     pub seconds: f64,

@@ -593,13 +593,14 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let mut futexes = report::rows(&stats, &labels);
     report::sort_rows(&mut futexes, SortKey::Waits);
     let traced = probes.traced_tgids().unwrap_or_default();
-    let pids: BTreeSet<u32> = std::iter::once(root_pid)
-        .chain(traced)
+    let others: BTreeSet<u32> = traced
+        .into_iter()
         .chain(futexes.iter().map(|r| r.tgid))
+        .filter(|&pid| pid != root_pid)
         .collect();
     let summary = Summary {
         target: target_name.clone(),
-        pids: pids.into_iter().collect(),
+        pids: std::iter::once(root_pid).chain(others).collect(),
         seconds,
         ending,
         events: sink.count,
