@@ -2,8 +2,8 @@
 //! view each interval, and end with the summary and the output files.
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    fs::File,
+    collections::{BTreeSet, HashMap, hash_map::Entry},
+    fs::{self, File},
     io::{self, BufWriter, IsTerminal, Write},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
@@ -520,6 +520,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let mut symbolizer = Symbolizer::default();
     let _ = symbolizer.refresh(root_pid);
     let mut labels: HashMap<FutexKey, String> = HashMap::new();
+    let mut process_names = HashMap::from([(root_pid, target_name.clone())]);
     let mut next_tick = started + options.interval;
     let mut sink_error = None;
     let mut drain = |probes: &mut Probes, sink: &mut EventSink| {
@@ -556,6 +557,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             let stats = probes.futex_stats().map_err(TraceError::Read)?;
             let drops = probes.drops().map_err(TraceError::Read)?;
             label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
+            name_new_processes(&stats, &mut process_names);
             let rows = report::rows(&stats, &labels);
             live.update(
                 started.elapsed().as_secs_f64(),
@@ -590,6 +592,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     let stats = probes.futex_stats().map_err(TraceError::Read)?;
     let drops = drops_of(probes.drops().map_err(TraceError::Read)?);
     label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
+    name_new_processes(&stats, &mut process_names);
     let mut futexes = report::rows(&stats, &labels);
     report::sort_rows(&mut futexes, SortKey::Waits);
     let traced = probes.traced_tgids().unwrap_or_default();
@@ -599,7 +602,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         .filter(|&pid| pid != root_pid)
         .collect();
     let summary = Summary {
-        target: target_name.clone(),
+        target: target_name,
         pids: std::iter::once(root_pid).chain(others).collect(),
         seconds,
         ending,
@@ -620,10 +623,9 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             .map_err(|source| TraceError::Output { path, source })?;
     }
     if let (Some((path, file)), Some(recorder)) = (export_file, &sink.recorder) {
-        let names = HashMap::from([(root_pid, target_name)]);
         let format = export::Format::for_path(&path);
         recorder
-            .timeline(&labels, &names)
+            .timeline(&labels, &process_names)
             .write(&mut BufWriter::new(file), format)
             .map_err(|source| TraceError::Output { path, source })?;
     }
@@ -650,6 +652,32 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Names the words that have no name yet, re-reading the mappings of their processes first.
+/// Names the processes owning `stats`' words by their command lines, for the export's process
+/// tracks; a process that exited before it was seen keeps no name.
+fn name_new_processes(
+    stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
+    names: &mut HashMap<u32, String>,
+) {
+    for (key, _) in stats {
+        if let Entry::Vacant(entry) = names.entry(key.tgid)
+            && let Some(command) = command_line(key.tgid)
+        {
+            entry.insert(command);
+        }
+    }
+}
+
+/// A process's command line, its arguments joined by spaces; `None` once it has exited.
+fn command_line(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<_> = raw
+        .split(|&byte| byte == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
 fn label_new_words(
     stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
     semaphores: &HashMap<FutexKey, u64>,

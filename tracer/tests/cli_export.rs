@@ -297,3 +297,45 @@ fn events_file_holds_one_json_line_per_record() {
         .count();
     assert_eq!(timed_out, 4, "one timed-out wait record per timeout");
 }
+
+#[test]
+fn exported_processes_are_named_by_their_command_lines() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!(
+        "futexscope-export-{}-names.json",
+        std::process::id()
+    ));
+    let child = format!(
+        "{} std-sync --timeouts 5 --parked 3",
+        env!("CARGO_BIN_EXE_futexscope")
+    );
+    // `; true` keeps the shell from exec-ing the workload: it runs as a child. The workload
+    // lives over 200 ms, so interval ticks see it alive.
+    let script = format!("{child}; true");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+        .args(["run", "--view", "quiet", "--interval", "50ms", "--export"])
+        .arg(&path)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let names: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&child.as_str()),
+        "the child's track is named by its command line: {names:?}"
+    );
+}
