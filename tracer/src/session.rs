@@ -161,6 +161,9 @@ impl TraceError {
 pub struct Outcome {
     /// The final summary (already printed).
     pub summary: Summary,
+    /// Whether the session attached to a running process (`attach`) rather than starting a
+    /// command (`run`, `demo`).
+    pub attached: bool,
 }
 
 impl Outcome {
@@ -170,16 +173,10 @@ impl Outcome {
         match self.summary.ending {
             Ending::Exited { code } => code as u8,
             Ending::Killed { signal } => 128 + signal as u8,
-            Ending::Duration if !self.summary.target_was_pid() => exit_code::TIMED_OUT,
-            Ending::Interrupted if !self.summary.target_was_pid() => exit_code::INTERRUPTED,
+            Ending::Duration if !self.attached => exit_code::TIMED_OUT,
+            Ending::Interrupted if !self.attached => exit_code::INTERRUPTED,
             _ => 0,
         }
-    }
-}
-
-impl Summary {
-    fn target_was_pid(&self) -> bool {
-        self.target.starts_with("pid ")
     }
 }
 
@@ -416,7 +413,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
     install_interrupt_handler();
     let target_name = match target {
         Target::Command(argv) => argv.join(" "),
-        Target::Pid(pid) => format!("pid {pid}"),
+        Target::Pid(pid) => command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
     };
     // The view comes first, so nothing fails between starting the command and tracing it.
     let mut live = Live::new(
@@ -629,7 +626,10 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
             .write(&mut BufWriter::new(file), format)
             .map_err(|source| TraceError::Output { path, source })?;
     }
-    Ok(Outcome { summary })
+    Ok(Outcome {
+        summary,
+        attached: matches!(target, Target::Pid(_)),
+    })
 }
 
 fn drops_of(counts: DropCounts) -> Drops {

@@ -536,7 +536,7 @@ fn attach_to_a_thread_id_traces_its_whole_process() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains(&format!("`pid {pid}` (pid {pid}")),
+        stdout.contains(&format!("` (pid {pid}) traced for")),
         "traced the process: {stdout}"
     );
 }
