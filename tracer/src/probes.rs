@@ -25,10 +25,10 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        RawTracePoint, UProbe,
+        BtfTracePoint, ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
@@ -45,10 +45,14 @@ use futexscope_probes_common::{
 static PROBES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/futexscope-probes"));
 
-/// The raw tracepoint programs and the tracepoints they attach to.
-const RAW_TRACEPOINTS: [(&str, &str); 4] = [
-    ("futex_enter", "sys_enter"),
-    ("futex_exit", "sys_exit"),
+/// The syscall hooks: the tracepoint, its program on a kernel with BTF (registers read in
+/// place), and its program on raw tracepoints (registers read by a helper call).
+const SYSCALL_HOOKS: [(&str, &str, &str); 2] = [
+    ("sys_enter", "futex_enter", "futex_enter_raw"),
+    ("sys_exit", "futex_exit", "futex_exit_raw"),
+];
+/// The other raw tracepoint programs and the tracepoints they attach to.
+const RAW_TRACEPOINTS: [(&str, &str); 2] = [
     ("process_fork", "sched_process_fork"),
     ("thread_exit", "sched_process_exit"),
 ];
@@ -113,6 +117,9 @@ pub struct ProbeOptions {
     /// Keep the probes' own diagnostics (a map full, markers out of order) for
     /// [`Probes::drain_log`]; off, the kernel drops them from the programs at load.
     pub verbose: bool,
+    /// Hook the system calls by raw tracepoint even when the kernel has BTF, as on a kernel
+    /// without it (the BTF tracepoints read the registers in place, so they cost less).
+    pub raw_syscall_hooks: bool,
 }
 
 impl Default for ProbeOptions {
@@ -122,6 +129,7 @@ impl Default for ProbeOptions {
             realtime_offset_ns: None,
             lost_race_window_ns: DEFAULT_LOST_RACE_WINDOW_NS,
             verbose: false,
+            raw_syscall_hooks: false,
         }
     }
 }
@@ -166,6 +174,7 @@ pub struct Probes {
     wakeups: OwnedFd,
     syscalls: Vec<SyscallSupport>,
     follows_forks: bool,
+    btf_syscall_hooks: bool,
     marker_sites: u32,
     log: Option<aya_log::EbpfLogger<StderrLog>>,
 }
@@ -268,33 +277,24 @@ impl Probes {
                     LoadError::Load(err)
                 }
             })?;
-        for (name, hook) in RAW_TRACEPOINTS {
-            let program_error = |source| LoadError::Program {
-                name,
-                hook: hook.into(),
-                source,
-            };
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-                .map_err(program_error)?
-                .try_into()
-                .map_err(program_error)?;
-            program.load().map_err(program_error)?;
-            program.attach(hook).map_err(program_error)?;
-        }
-        let marker_error = |source| LoadError::Program {
-            name: MARKER_PROGRAM,
-            hook: "uprobe".into(),
-            source,
+        let btf = if options.raw_syscall_hooks {
+            None
+        } else {
+            Btf::from_sys_fs().ok()
         };
-        let marker: &mut UProbe = ebpf
-            .program_mut(MARKER_PROGRAM)
-            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-            .map_err(marker_error)?
-            .try_into()
-            .map_err(marker_error)?;
-        marker.load().map_err(marker_error)?;
+        for (hook, btf_program, raw_program) in SYSCALL_HOOKS {
+            match &btf {
+                Some(btf) => attach_btf_tracepoint(&mut ebpf, btf_program, hook, btf)?,
+                None => attach_raw_tracepoint(&mut ebpf, raw_program, hook)?,
+            }
+        }
+        for (name, hook) in RAW_TRACEPOINTS {
+            attach_raw_tracepoint(&mut ebpf, name, hook)?;
+        }
+        let marker: &mut UProbe = program(&mut ebpf, MARKER_PROGRAM, "uprobe")?;
+        marker
+            .load()
+            .map_err(program_error(MARKER_PROGRAM, "uprobe"))?;
         let events = ebpf
             .take_map(maps::EVENTS)
             .ok_or_else(|| missing(maps::EVENTS))
@@ -317,6 +317,7 @@ impl Probes {
             wakeups,
             syscalls: detect_syscalls(),
             follows_forks: tgid_offset != 0,
+            btf_syscall_hooks: btf.is_some(),
             marker_sites: 0,
             log,
         })
@@ -330,6 +331,12 @@ impl Probes {
     /// Whether children of traced processes are traced too (needs the kernel's BTF).
     pub fn follows_forks(&self) -> bool {
         self.follows_forks
+    }
+
+    /// Whether the system calls are hooked by BTF tracepoint (the kernel has BTF), not by raw
+    /// tracepoint.
+    pub fn btf_syscall_hooks(&self) -> bool {
+        self.btf_syscall_hooks
     }
 
     /// Starts tracing process `tgid` (and, with [`Probes::follows_forks`], its future children).
@@ -491,18 +498,8 @@ impl Probes {
             }
         }
         let hook = format!("uprobe:{}", path.display());
-        let program_error = |source| LoadError::Program {
-            name: MARKER_PROGRAM,
-            hook: hook.clone(),
-            source,
-        };
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut(MARKER_PROGRAM)
-            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-            .map_err(program_error)?
-            .try_into()
-            .map_err(program_error)?;
+        let program: &mut UProbe = program(&mut self.ebpf, MARKER_PROGRAM, &hook)?;
+        let attach_error = program_error(MARKER_PROGRAM, &hook);
         for (i, site) in sites.iter().enumerate() {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
@@ -510,7 +507,7 @@ impl Probes {
             };
             program
                 .attach(point, path, UProbeScope::AllProcesses)
-                .map_err(program_error)?;
+                .map_err(&attach_error)?;
             self.marker_sites += 1;
         }
         Ok(sites.len())
@@ -522,6 +519,56 @@ impl Probes {
     ) -> Result<HashMap<&'a mut MapData, K, V>, LoadError> {
         let map = self.ebpf.map_mut(name).ok_or_else(|| missing(name))?;
         HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })
+    }
+}
+
+/// Loads raw tracepoint program `name` and attaches it to `hook`.
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &'static str, hook: &str) -> Result<(), LoadError> {
+    let program: &mut RawTracePoint = program(ebpf, name, hook)?;
+    program.load().map_err(program_error(name, hook))?;
+    program
+        .attach(hook)
+        .map(drop)
+        .map_err(program_error(name, hook))
+}
+
+/// Loads BTF tracepoint program `name` for `hook` with the kernel's `btf` and attaches it.
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    hook: &str,
+    btf: &Btf,
+) -> Result<(), LoadError> {
+    let program: &mut BtfTracePoint = program(ebpf, name, hook)?;
+    program.load(hook, btf).map_err(program_error(name, hook))?;
+    program
+        .attach()
+        .map(drop)
+        .map_err(program_error(name, hook))
+}
+
+/// Program `name` of the object, as the type its hook needs.
+fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    hook: &str,
+) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)
+        .and_then(TryInto::try_into)
+        .map_err(program_error(name, hook))
+}
+
+/// Turns a program error of `name` on `hook` into a [`LoadError`].
+fn program_error(name: &'static str, hook: &str) -> impl Fn(ProgramError) -> LoadError {
+    let hook = hook.to_owned();
+    move |source| LoadError::Program {
+        name,
+        hook: hook.clone(),
+        source,
     }
 }
 

@@ -128,11 +128,32 @@ fn timed_out_waits_have_the_drift_the_workload_measured() {
     if !common::ebpf_allowed() {
         return;
     }
-    let k = 9;
-    let run = traced(
-        &ProbeOptions::default(),
-        &["timeouts", &k.to_string(), "20"],
+    let run = check_timed_out_waits(&ProbeOptions::default());
+    assert!(
+        run.probes.btf_syscall_hooks(),
+        "this kernel has BTF: the syscalls are hooked by BTF tracepoint"
     );
+}
+
+#[test]
+fn raw_syscall_hooks_see_what_btf_hooks_see() {
+    if !common::ebpf_allowed() {
+        return;
+    }
+    // What a kernel without BTF runs: the same checks hold.
+    let options = ProbeOptions {
+        raw_syscall_hooks: true,
+        ..ProbeOptions::default()
+    };
+    let run = check_timed_out_waits(&options);
+    assert!(!run.probes.btf_syscall_hooks());
+}
+
+/// Traces timed-out waits with `options` and checks every count, drift and clock against
+/// the workload's own.
+fn check_timed_out_waits(options: &ProbeOptions) -> Run {
+    let k = 9;
+    let run = traced(options, &["timeouts", &k.to_string(), "20"]);
     assert_eq!(
         run.num("timeouts"),
         k,
@@ -189,6 +210,7 @@ fn timed_out_waits_have_the_drift_the_workload_measured() {
         "the histogram holds the records' drifts"
     );
     assert_no_drops(&run);
+    run
 }
 
 #[test]

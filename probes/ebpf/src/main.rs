@@ -1,8 +1,10 @@
 //! futexscope's eBPF programs.
 //!
-//! - `futex_enter` / `futex_exit` (raw tracepoints `sys_enter` / `sys_exit`, which need no
+//! - `futex_enter` / `futex_exit` (BTF tracepoints `sys_enter` / `sys_exit`, which need no
 //!   tracefs): every wait-type and wake-type call of `futex`, `futex_waitv`, futex2
-//!   `futex_wait`, `futex_wake` and `futex_requeue` made by a traced process.
+//!   `futex_wait`, `futex_wake` and `futex_requeue` made by a traced process. On a kernel
+//!   without BTF the tracer loads `futex_enter_raw` / `futex_exit_raw` instead: the same on
+//!   raw tracepoints, which read the registers through a helper call.
 //! - `process_fork` (raw tracepoint `sched_process_fork`): children of traced processes are
 //!   traced too.
 //! - `thread_exit` (raw tracepoint `sched_process_exit`): a thread that dies inside a wait is
@@ -33,9 +35,9 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
-    macros::{map, raw_tracepoint, uprobe},
+    macros::{btf_tracepoint, map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext},
 };
 use aya_log_ebpf::warn;
 use futexscope_probes_common::{
@@ -154,21 +156,59 @@ struct Call {
 /// which only a bad user pointer causes and which are not worth a log line).
 const MAP_FULL: i64 = -28;
 
+// The syscall hooks run at every system call on the machine, so the syscall number is the
+// first thing they check. With BTF the registers are read in place; on raw tracepoints each
+// read is a helper call.
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn futex_enter(ctx: BtfTracePointContext) -> i32 {
+    // `sys_enter`'s arguments are `(struct pt_regs *regs, long id)`.
+    let (regs, id): (*const pt_regs, i64) = (ctx.arg(0), ctx.arg(1));
+    let args = || {
+        // SAFETY: `regs` is a BTF pointer to the user registers saved at entry: the verifier
+        // turns the loads into checked ones.
+        let regs = unsafe { &*regs };
+        Ok([regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9])
+    };
+    warn_if_full(&ctx, try_futex_enter(id, args));
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn futex_exit(ctx: BtfTracePointContext) -> i32 {
+    // `sys_exit`'s arguments are `(struct pt_regs *regs, long ret)`.
+    let (regs, ret): (*const pt_regs, i64) = (ctx.arg(0), ctx.arg(1));
+    // SAFETY: `regs` is a BTF pointer to the registers saved at entry: the verifier turns the
+    // load into a checked one.
+    let id = unsafe { (*regs).orig_rax } as i64;
+    let _ = try_futex_exit(id, ret);
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn futex_enter(ctx: RawTracePointContext) -> i32 {
-    if try_futex_enter(&ctx) == Err(MAP_FULL) {
-        warn!(
-            &ctx,
-            "futexscope: the per-thread map is full: waits of new threads are not counted"
-        );
-    }
+pub fn futex_enter_raw(ctx: RawTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    warn_if_full(&ctx, try_futex_enter(id, || syscall_args(ctx.arg(0))));
     0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn futex_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_futex_exit(&ctx);
+pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the helper checks the read.
+    if let Ok(id) = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) } {
+        let _ = try_futex_exit(id as i64, ctx.arg(1));
+    }
     0
+}
+
+fn warn_if_full<C: EbpfContext>(ctx: &C, entered: Result<(), i64>) {
+    if entered == Err(MAP_FULL) {
+        warn!(
+            ctx,
+            "futexscope: the per-thread map is full: waits of new threads are not counted"
+        );
+    }
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -245,7 +285,8 @@ fn read_global<T: Copy>(global: &T) -> T {
     unsafe { core::ptr::read_volatile(global) }
 }
 
-/// The syscall's six arguments from the user registers at entry.
+/// The syscall's six arguments from the user registers at entry, read through a helper (raw
+/// tracepoints).
 fn syscall_args(regs: *const pt_regs) -> Result<[u64; 6], i64> {
     // `struct pt_regs` holds r10, r9, r8, rax, rcx, rdx, rsi, rdi one after another: one read
     // of those eight slots instead of a helper call per argument.
@@ -264,6 +305,8 @@ fn read_waitv(array: u64, index: u64) -> Result<FutexWaitv, i64> {
 }
 
 /// Decodes a futex syscall; `None` if it neither waits nor wakes (FUTEX_FD, TRYLOCK_PI…).
+/// Inlined: the BTF of a function returning `Option<Call>` is not valid kernel BTF.
+#[inline(always)]
 fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
     let mut call = Call {
         kind: active::NONE,
@@ -495,8 +538,9 @@ fn deadline_of(call: &Call, now: u64) -> u64 {
     }
 }
 
-fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let id: i64 = ctx.arg(1);
+/// Books the start of system call `id` if it is a futex call of a traced process; `args`
+/// reads its six arguments.
+fn try_futex_enter(id: i64, args: impl FnOnce() -> Result<[u64; 6], i64>) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
     }
@@ -506,7 +550,7 @@ fn try_futex_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let tid = pid_tgid as u32;
-    let args = syscall_args(ctx.arg(0))?;
+    let args = args()?;
     let Some(call) = decode(id, &args) else {
         return Ok(());
     };
@@ -639,11 +683,8 @@ fn is_interrupted(ret: i64) -> bool {
         || ret == -ERESTART_RESTARTBLOCK
 }
 
-fn try_futex_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let regs: *const pt_regs = ctx.arg(0);
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the helper checks the read.
-    let id =
-        unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) }.map_err(i64::from)? as i64;
+/// Books the end of system call `id` with result `ret` if its start was booked.
+fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
     }
@@ -658,7 +699,6 @@ fn try_futex_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if state.active == active::NONE || state.syscall as i64 != id {
         return Ok(());
     }
-    let ret: i64 = ctx.arg(1);
     let now = now_ns();
     let kind = state.active;
     state.active = active::NONE;
