@@ -74,7 +74,7 @@ fn options(args: &TraceArgs) -> Options {
         markers: match (args.no_markers, args.all_markers) {
             (true, _) => None,
             (false, true) => Some(MarkerSet::All),
-            (false, false) => Some(MarkerSet::Essential),
+            (false, false) => Some(MarkerSet::TimeoutsOnly),
         },
         buffer_size: args.buffer_size,
     }
