@@ -63,30 +63,18 @@ impl FutexWord {
     /// Sleeps while the word holds `expected`, until woken, interrupted or, if given, the
     /// absolute CLOCK_MONOTONIC `deadline_ns` passes.
     ///
-    /// With the `markers` feature the call itself tells a tracer whose wait it is
-    /// (docs/markers.md, *The wait's own arguments*): its unused `uaddr2` is the semaphore
-    /// `sem`, plus 1 if this wait follows a wakeup of the same acquire that found too few
-    /// permits (`lost_race`); its bitset is `wanted`. The `wait_begin` and `wait_end` markers
-    /// around it also report `sem`, `wanted` and the `state` word that sent the acquire to
-    /// sleep.
+    /// The `wait_begin` and `wait_end` markers around the call also report the semaphore `sem`,
+    /// the tokens it `wanted` and its `state` word when it decided to sleep.
     pub(crate) fn wait(
         &self,
         expected: u32,
         deadline_ns: Option<u64>,
         sem: usize,
-        lost_race: bool,
         wanted: u32,
         state: u64,
     ) -> WaitOutcome {
         // 0 stands for "no deadline": CLOCK_MONOTONIC is far past 0 when any acquire runs.
-        let outcome = self.sleep(
-            expected,
-            deadline_ns.unwrap_or(0),
-            sem,
-            lost_race,
-            wanted,
-            state,
-        );
+        let outcome = self.sleep(expected, deadline_ns.unwrap_or(0), sem, wanted, state);
         if outcome == WaitOutcome::Woken {
             // The kernel reports "woken" exactly for the threads a FUTEX_WAKE unqueued and
             // counted, whatever else happened meanwhile. Acquire: see `woken_at_least`.
@@ -149,7 +137,6 @@ impl FutexWord {
         expected: u32,
         deadline_ns: u64,
         sem: usize,
-        lost_race: bool,
         wanted: u32,
         state: u64,
     ) -> WaitOutcome {
@@ -164,16 +151,11 @@ impl FutexWord {
         let bitset = u64::from(wanted);
         let expected = u64::from(expected);
         let sem = sem as u64;
-        // FUTEX_WAIT_BITSET ignores `uaddr2`: with markers on, it carries the semaphore
-        // (8-aligned) and the lost-race bit to tracers.
-        let caller = sem | u64::from(lost_race);
         // Each variant below makes the same system call, which is sound because:
         // - `word` is a live, aligned 32-bit atomic for the whole call (we hold `&self`); the
         //   kernel only reads it.
         // - `timeout` is null or points to `deadline`, which lives until after the call.
         // - The bitset `wanted` is at least 1, so never the invalid 0.
-        // - The kernel ignores `uaddr2` (`caller`, or 0 without markers) for
-        //   FUTEX_WAIT_BITSET.
         // - The marker operands are plain values the markers never change.
         #[cfg(all(feature = "markers", target_arch = "x86_64"))]
         // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
@@ -184,7 +166,6 @@ impl FutexWord {
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = caller,
                     "r9" = bitset,
                 ],
                 markers: [
@@ -201,27 +182,24 @@ impl FutexWord {
         };
         #[cfg(all(not(feature = "markers"), target_arch = "x86_64"))]
         let ret = {
-            let _ = (caller, state);
-            // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above. `uaddr2` is 0,
-            // not whatever `r8` held, so no tracer mistakes the wait for a marked one.
+            let _ = (sem, state);
+            // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             unsafe {
                 futex_syscall!([
                     "rdi" = word,
                     "rsi" = op,
                     "rdx" = expected,
                     "r10" = timeout,
-                    "r8" = 0u64,
                     "r9" = bitset,
                 ])
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
         let ret = {
-            let caller = if cfg!(feature = "markers") { caller } else { 0 };
             crate::markers::wait_begin(sem, word as u64, expected, bitset, deadline_ns, state);
             // SAFETY: a FUTEX_WAIT_BITSET call with the arguments argued above.
             let ret = negated_errno(unsafe {
-                libc::syscall(libc::SYS_futex, word, op, expected, timeout, caller, bitset)
+                libc::syscall(libc::SYS_futex, word, op, expected, timeout, 0, bitset)
             });
             crate::markers::wait_end(sem, word as u64, ret, bitset);
             ret
@@ -404,7 +382,6 @@ impl FutexWord {
         expected: u32,
         deadline_ns: u64,
         _sem: usize,
-        _lost_race: bool,
         _wanted: u32,
         _state: u64,
     ) -> WaitOutcome {

@@ -118,12 +118,8 @@ impl RawSemaphore {
             }
             Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
         };
-        // Whether the next wait follows a wakeup that found too few permits: the wait tells
-        // tracers so (`FutexWord::wait`).
-        let mut lost_race = false;
         loop {
-            let outcome = word.wait(expected, deadline_ns, self.addr(), lost_race, n, state.0);
-            lost_race = outcome == WaitOutcome::Woken;
+            let outcome = word.wait(expected, deadline_ns, self.addr(), n, state.0);
             // The kernel reports ETIMEDOUT only once the deadline has passed.
             let timed_out = outcome == WaitOutcome::TimedOut;
             match self.attempt(n, kind, word, timed_out, deadline_ns) {

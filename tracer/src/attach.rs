@@ -27,11 +27,11 @@ pub enum AttachError {
 /// Which of the futexscope markers to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkerSet {
-    /// `timed_out` only: a timed acquire that gives up reports its deadline and when it
-    /// noticed (the caller's drift), at one uprobe hit per timeout and none per hand-off. The
-    /// semaphore and its lost races need no marker: its futex waits name them
-    /// (docs/markers.md); the other markers repeat what the futex hooks record.
-    TimeoutsOnly,
+    /// `acquired` and `timed_out`: what the futex hooks cannot see (the semaphore, the
+    /// tokens, satisfied and lost wakeups, the caller's drift) at one uprobe hit per sleeping
+    /// acquire. The other four repeat what the futex hooks already record (the futex hooks
+    /// also tell which word the acquire slept on).
+    Essential,
     /// All six, so `--events` and `--export` carry every marker record.
     All,
 }
@@ -39,7 +39,8 @@ pub enum MarkerSet {
 impl MarkerSet {
     /// Whether this set attaches `marker`.
     pub fn includes(self, marker: markers::Marker) -> bool {
-        self == MarkerSet::All || marker == markers::Marker::TimedOut
+        use markers::Marker::{Acquired, TimedOut};
+        self == MarkerSet::All || matches!(marker, Acquired | TimedOut)
     }
 }
 

@@ -148,14 +148,13 @@ pub struct TraceArgs {
     /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
     #[arg(long, value_enum, default_value_t)]
     pub sort: SortKey,
-    /// Do not attach to the futexscope markers: trace futex calls only (the semaphores' waits
-    /// still name them and their lost races; timed-out acquires no longer report their own
-    /// drift).
+    /// Do not attach to the futexscope markers: trace futex calls only (cheaper: each marker
+    /// hit costs a uprobe trap).
     #[arg(long, conflicts_with = "all_markers")]
     pub no_markers: bool,
-    /// Attach all six markers, not only `timed_out` (the others repeat what the futex hooks
-    /// record, and add tokens asked and satisfied wakeups; with this, `--events` carries them
-    /// too, at five uprobe hits per sleeping hand-off).
+    /// Attach all six markers, not only `acquired` and `timed_out` (the others repeat what the
+    /// futex hooks record; with this, `--events` and `--export` carry them too, at four more
+    /// uprobe hits per sleeping hand-off).
     #[arg(long)]
     pub all_markers: bool,
     /// Size of the ring buffer the probes hand events over in (e.g. `16M`, `256K`; a power of

@@ -74,7 +74,7 @@ fn options(args: &TraceArgs) -> Options {
         markers: match (args.no_markers, args.all_markers) {
             (true, _) => None,
             (false, true) => Some(MarkerSet::All),
-            (false, false) => Some(MarkerSet::TimeoutsOnly),
+            (false, false) => Some(MarkerSet::Essential),
         },
         buffer_size: args.buffer_size,
     }

@@ -228,18 +228,12 @@ pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<FutexKey, String>
         .collect()
 }
 
-/// The futex word a record names a futexscope semaphore for, with the semaphore's address. A
-/// wait record names it when the wait was a semaphore's (its `uaddr2`, see
-/// `futexscope_probes_common::maps::semaphore_wait`). Every marker's first argument is the
-/// semaphore, and the probes set a marker record's `uaddr` to the word (the word argument, or
-/// for `acquired` and `timed_out` the word of the thread's last futex wait; 0 if it made none).
+/// The futex word a marker record is booked on, with its semaphore's address: every marker's
+/// first argument is the semaphore, and the probes set the record's `uaddr` to the word (the
+/// word argument, or for `acquired` and `timed_out` the word of the thread's last futex wait;
+/// 0 if it made none).
 pub fn semaphore_of_word(event: &Event) -> Option<(FutexKey, u64)> {
-    let semaphore = match EventKind::from_u32(event.kind) {
-        Some(EventKind::Wait) => event.uaddr2,
-        Some(EventKind::Marker) => event.args[0],
-        _ => return None,
-    };
-    if event.uaddr == 0 || semaphore == 0 {
+    if EventKind::from_u32(event.kind) != Some(EventKind::Marker) || event.uaddr == 0 {
         return None;
     }
     Some((
@@ -248,7 +242,7 @@ pub fn semaphore_of_word(event: &Event) -> Option<(FutexKey, u64)> {
             pad: 0,
             uaddr: event.uaddr,
         },
-        semaphore,
+        event.args[0],
     ))
 }
 
@@ -418,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn markers_and_semaphore_waits_name_the_semaphore_of_heap_words() {
+    fn markers_name_the_semaphore_of_heap_words() {
         let mut event = Event {
             kind: EventKind::Marker as u32,
             tid: 2,
@@ -442,15 +436,7 @@ mod tests {
         assert_eq!(semaphore_of_word(&event), None);
         event.uaddr = 0x1008;
         event.kind = EventKind::Wait as u32;
-        assert_eq!(semaphore_of_word(&event), None, "anyone's wait");
-        event.uaddr2 = 0x1000;
-        assert_eq!(
-            semaphore_of_word(&event).map(|(word, semaphore)| (word.uaddr, semaphore)),
-            Some((0x1008, 0x1000)),
-            "a semaphore's wait names it"
-        );
-        event.kind = EventKind::Wake as u32;
-        assert_eq!(semaphore_of_word(&event), None, "a wake's uaddr2 is a word");
+        assert_eq!(semaphore_of_word(&event), None);
 
         assert_eq!(
             label(Some("POOL+8".into()), Some((0x1000, Some("POOL".into())))),

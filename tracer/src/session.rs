@@ -503,9 +503,7 @@ pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> 
         );
     } else if markers.sites > 0 {
         let which = match options.markers {
-            Some(MarkerSet::TimeoutsOnly) => {
-                "timed_out; the semaphores' waits name them and their lost races; --all-markers attaches all six"
-            }
+            Some(MarkerSet::Essential) => "acquired and timed_out; --all-markers attaches all six",
             _ => "all six kinds",
         };
         note(

@@ -93,22 +93,9 @@ fn futex(
     timeout: Option<&libc::timespec>,
     val3: u32,
 ) -> Result<i64, i32> {
-    futex_with_uaddr2(word, op, val, timeout, 0, val3)
-}
-
-/// [`futex`] with a `uaddr2` argument that the ops called with it ignore (it is only read by
-/// tracers).
-fn futex_with_uaddr2(
-    word: &AtomicU32,
-    op: i32,
-    val: u32,
-    timeout: Option<&libc::timespec>,
-    uaddr2: u64,
-    val3: u32,
-) -> Result<i64, i32> {
     let timeout = timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a live, aligned 32-bit atomic and `timeout` null or a live timespec;
-    // the kernel never dereferences uaddr2 for the ops called here.
+    // uaddr2 is unused by the ops called here.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -116,7 +103,7 @@ fn futex_with_uaddr2(
             op,
             val,
             timeout,
-            uaddr2,
+            std::ptr::null::<u32>(),
             val3,
         )
     };
@@ -485,9 +472,7 @@ fn die() -> Vec<String> {
 
 /// Stand-ins for the semaphore's marker sites: functions whose entry a test attaches the
 /// marker program to, with the arguments in the System V argument registers (rdi, rsi, rdx,
-/// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them. Each also keeps
-/// its own marker number, so no two have the same code: the linker would fold those into one
-/// address.
+/// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them.
 pub mod marker_sites {
     /// `wait_begin(sem, word, expected, wanted, deadline_ns, state)`.
     #[unsafe(no_mangle)]
@@ -500,21 +485,21 @@ pub mod marker_sites {
         deadline_ns: u64,
         state: u64,
     ) {
-        std::hint::black_box((0u8, sem, word, expected, wanted, deadline_ns, state));
+        std::hint::black_box((sem, word, expected, wanted, deadline_ns, state));
     }
 
     /// `wait_end(sem, word, result, wanted)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn futexscope_workload_wait_end(sem: u64, word: u64, result: i64, wanted: u64) {
-        std::hint::black_box((1u8, sem, word, result, wanted));
+        std::hint::black_box((sem, word, result, wanted));
     }
 
     /// `acquired(sem, tokens)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn futexscope_workload_acquired(sem: u64, tokens: u64) {
-        std::hint::black_box((4u8, sem, tokens));
+        std::hint::black_box((sem, tokens));
     }
 
     /// `timed_out(sem, wanted, deadline_ns, now_ns)`.
@@ -526,51 +511,37 @@ pub mod marker_sites {
         deadline_ns: u64,
         now_ns: u64,
     ) {
-        std::hint::black_box((5u8, sem, wanted, deadline_ns, now_ns));
+        std::hint::black_box((sem, wanted, deadline_ns, now_ns));
     }
 }
 
-/// What a futexscope semaphore's waits look like to the kernel: a state word, then its futex
-/// word.
-#[repr(C, align(8))]
-struct SemaphoreShape {
-    _state: u64,
-    word: AtomicU32,
-}
-
-/// Fires the stand-in marker sites in a known order around real (EAGAIN) futex waits made as
-/// a futexscope semaphore makes them: one wait woken, then waiting again, saying it lost the
-/// race, then woken and `acquired`; then a timed wait that gives up 5 µs after its deadline.
-/// Then, in the same thread, a condition-variable-like word the markers never name: one wait
-/// really woken, and 5 ms later another wait on it, which is no lost race.
+/// Fires the stand-in marker sites in a known order around real (EAGAIN) futex waits: one wait
+/// woken, then waiting again without `acquired` (a lost race), then woken and `acquired`; then
+/// a timed wait that gives up 5 µs after its deadline. Then, in the same thread, a
+/// condition-variable-like word the markers never name: one wait really woken, and 5 ms later
+/// another wait on it, which is no lost race.
 fn markers() -> Vec<String> {
     use marker_sites::*;
     // The state word of a semaphore with no tokens and this one multi-token waiter.
     const MULTI_WAITER: u64 = 1 << 48;
-    let semaphore = SemaphoreShape {
-        _state: 0,
-        word: AtomicU32::new(1),
-    };
-    let word = &semaphore.word;
-    let (sem, w) = (&raw const semaphore as u64, word.as_ptr() as u64);
-    // The wait as the semaphore makes it (docs/markers.md): `uaddr2` is the semaphore, plus 1
-    // after a lost race; the bitset is the tokens wanted. The word holds 1, so each returns
-    // EAGAIN at once; the markers around it report what a real wait would.
-    let wait = |lost_race: bool, wanted: u32| {
-        let op = libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG;
-        let caller = sem | u64::from(lost_race);
-        let _ = futex_with_uaddr2(word, op, 0, None, caller, wanted);
+    let word = AtomicU32::new(1);
+    let (sem, w) = (
+        &word as *const AtomicU32 as u64 + 0x100,
+        word.as_ptr() as u64,
+    );
+    let wait = || {
+        let _ = futex_wait(&word, 0, None);
     };
     futexscope_workload_wait_begin(sem, w, 0, 3, 0, MULTI_WAITER);
-    wait(false, 3);
+    wait();
     futexscope_workload_wait_end(sem, w, 0, 3);
     futexscope_workload_wait_begin(sem, w, 0, 3, 0, MULTI_WAITER);
-    wait(true, 3);
+    wait();
     futexscope_workload_wait_end(sem, w, 0, 3);
     futexscope_workload_acquired(sem, 3);
     let deadline = clock_ns(libc::CLOCK_MONOTONIC) + 1_000;
     futexscope_workload_wait_begin(sem, w, 0, 2, deadline, MULTI_WAITER);
-    wait(false, 2);
+    wait();
     futexscope_workload_wait_end(sem, w, -i64::from(libc::ETIMEDOUT), 2);
     futexscope_workload_timed_out(sem, 2, deadline, deadline + 5_000);
     let condvar = AtomicU32::new(0);

@@ -47,88 +47,6 @@ fn site(data: &[u8], marker: Marker, function: &str, signed: &[usize]) -> Marker
     }
 }
 
-/// Runs `futexscope-workload markers` traced by `probes`; returns its pid and a reader of the
-/// numbers it reported.
-fn run_markers_workload(probes: &mut Probes, name: &str) -> (u32, impl Fn(&str) -> u64 + use<>) {
-    let binary = Path::new(env!("CARGO_BIN_EXE_futexscope-workload"));
-    let report_path = std::env::temp_dir().join(format!(
-        "futexscope-markers-{}-{name}.txt",
-        std::process::id()
-    ));
-    let command = format!(
-        "exec {} markers > {}",
-        binary.display(),
-        report_path.display()
-    );
-    let gated = GatedChild::spawn(&["sh".to_owned(), "-c".to_owned(), command]).expect("spawn");
-    let pid = gated.pid();
-    probes.trace_tgid(pid).expect("trace");
-    let child = gated.start("sh").expect("start");
-    let status = futexscope::spawn::wait(child).expect("wait");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    std::thread::sleep(Duration::from_millis(10));
-    let report = std::fs::read_to_string(&report_path).expect("report");
-    let _ = std::fs::remove_file(&report_path);
-    let value = move |key: &str| -> u64 {
-        let text = report
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} ")))
-            .unwrap_or_else(|| panic!("no `{key}` in {report}"));
-        match text.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
-            None => text.parse().expect("number"),
-        }
-    };
-    (pid, value)
-}
-
-#[test]
-fn without_markers_the_waits_name_their_semaphore_and_lost_races() {
-    if !common::ebpf_allowed() {
-        return;
-    }
-    let mut probes = Probes::load().expect("load the probes");
-    let (pid, value) = run_markers_workload(&mut probes, "no-sites");
-    let (word, sem) = (value("word"), value("sem"));
-    let stats = probes
-        .futex_stats()
-        .expect("stats")
-        .into_iter()
-        .find(|(key, _)| key.tgid == pid && key.uaddr == word)
-        .map(|(_, s)| s)
-        .expect("statistics of the word");
-    assert_eq!(stats.lost_race, value("lost_race"));
-    assert_eq!(
-        (stats.woken_satisfied, stats.tokens_asked),
-        (0, 0),
-        "what only markers report"
-    );
-    let mut events: Vec<Event> = Vec::new();
-    probes.read_events(|e| events.push(*e));
-    assert!(
-        !events.iter().any(|e| e.kind == EventKind::Marker as u32),
-        "no marker attached"
-    );
-    let waits: Vec<(u32, u64)> = events
-        .iter()
-        .filter(|e| e.kind == EventKind::Wait as u32 && e.tgid == pid && e.uaddr == word)
-        .map(|e| (e.spurious & spurious::LOST_RACE, e.uaddr2))
-        .collect();
-    assert_eq!(
-        waits,
-        [(0, sem), (spurious::LOST_RACE, sem), (0, sem)],
-        "lost-race flags and semaphore, from the waits alone"
-    );
-    let condvar = value("condvar");
-    assert!(
-        events
-            .iter()
-            .filter(|e| e.kind == EventKind::Wait as u32 && e.uaddr == condvar)
-            .all(|e| e.uaddr2 == 0 && e.spurious & spurious::LOST_RACE == 0),
-        "a plain FUTEX_WAIT names no semaphore"
-    );
-}
-
 #[test]
 fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
     if !common::ebpf_allowed() {
@@ -165,7 +83,32 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
         4
     );
 
-    let (pid, value) = run_markers_workload(&mut probes, "with-sites");
+    let report_path =
+        std::env::temp_dir().join(format!("futexscope-markers-{}.txt", std::process::id()));
+    let command = format!(
+        "exec {} markers > {}",
+        binary.display(),
+        report_path.display()
+    );
+    let gated = GatedChild::spawn(&["sh".to_owned(), "-c".to_owned(), command]).expect("spawn");
+    let pid = gated.pid();
+    probes.trace_tgid(pid).expect("trace");
+    let child = gated.start("sh").expect("start");
+    let status = futexscope::spawn::wait(child).expect("wait");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    std::thread::sleep(Duration::from_millis(10));
+    let report = std::fs::read_to_string(&report_path).expect("report");
+    let _ = std::fs::remove_file(&report_path);
+    let value = |key: &str| -> u64 {
+        let text = report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no `{key}` in {report}"));
+        match text.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+            None => text.parse().expect("number"),
+        }
+    };
     let (word, sem, deadline) = (value("word"), value("sem"), value("deadline"));
 
     let all_stats = probes.futex_stats().expect("stats");
@@ -225,17 +168,16 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
         [sem, word, 0, 3, 0, 1 << 48],
         "wait_begin arguments decoded"
     );
-    // The futex hooks decide the lost race, on the record of the wait that says it follows
-    // one, and each wait record names its semaphore.
-    let waits: Vec<(u32, u64)> = events
+    // The futex hooks decide the lost race, on the record of the wait that follows it.
+    let waits: Vec<u32> = events
         .iter()
         .filter(|e| e.kind == EventKind::Wait as u32 && e.tgid == pid && e.uaddr == word)
-        .map(|e| (e.spurious & spurious::LOST_RACE, e.uaddr2))
+        .map(|e| e.spurious & spurious::LOST_RACE)
         .collect();
     assert_eq!(
         waits,
-        [(0, sem), (spurious::LOST_RACE, sem), (0, sem)],
-        "lost-race flags and semaphore of the three waits"
+        [0, spurious::LOST_RACE, 0],
+        "lost-race flags of the three waits"
     );
     assert_eq!(
         (markers[4].uaddr, markers[7].uaddr),

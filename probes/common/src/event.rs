@@ -51,8 +51,7 @@ pub struct Event {
     pub start_ns: u64,
     /// Futex word address (first word for multi-word calls).
     pub uaddr: u64,
-    /// Wake calls: the second word (requeue, wake-op), 0 if none. Waits: the futexscope
-    /// semaphore the wait is for (see [`crate::maps::semaphore_wait`]), 0 if none.
+    /// Second word (requeue, wake-op), 0 if none.
     pub uaddr2: u64,
     /// Futex op (command with flags), syscall-specific; the marker id for markers.
     pub op: u32,

@@ -198,14 +198,11 @@ pub struct ThreadState {
     /// When that wait returned.
     pub last_woken_ns: u64,
     /// Word of this thread's last wait that returned 0 (or `wait_end` marker with result 0),
-    /// not yet followed by an `acquired` marker or another wait; or 0: where `acquired` books
-    /// a satisfied wakeup.
+    /// not yet followed by an `acquired` marker or another wait; or 0.
     pub marker_woken_word: u64,
     /// Word of this thread's last futex wait: the word its `acquired` and `timed_out` markers
     /// are booked on.
     pub marker_word: u64,
-    /// The futexscope semaphore the wait in flight is for ([`semaphore_wait`]), or 0.
-    pub semaphore: u64,
 }
 
 impl ThreadState {
@@ -226,29 +223,7 @@ impl ThreadState {
         last_woken_ns: 0,
         marker_woken_word: 0,
         marker_word: 0,
-        semaphore: 0,
     };
-}
-
-/// How far past a futexscope semaphore's address its futex words lie, at most.
-pub const SEMAPHORE_SPAN: u64 = 64;
-
-/// The futexscope semaphore a `FUTEX_WAIT_BITSET` call waits for, and whether the wait follows
-/// a lost race (a wakeup of the same acquire that found too few permits), read from the call's
-/// own arguments; `None` for anyone else's wait.
-///
-/// A futexscope semaphore passes its address (8-aligned), plus 1 after a lost race, as
-/// `uaddr2`, which the kernel ignores for this command; waits on a word inside the semaphore
-/// (`uaddr` at most [`SEMAPHORE_SPAN`] bytes past it); and passes the tokens it wants as the
-/// bitset. glibc, Rust's std and the other users of `FUTEX_WAIT_BITSET` we know pass a null
-/// `uaddr2` and the match-any bitset.
-pub fn semaphore_wait(uaddr: u64, uaddr2: u64, bitset: u32) -> Option<(u64, bool)> {
-    let semaphore = uaddr2 & !1;
-    let inside = uaddr >= semaphore && uaddr - semaphore < SEMAPHORE_SPAN;
-    if semaphore == 0 || !semaphore.is_multiple_of(8) || !inside || bitset == u32::MAX {
-        return None;
-    }
-    Some((semaphore, uaddr2 & 1 != 0))
 }
 
 /// [`MarkerArg::kind`] values.
@@ -366,7 +341,7 @@ mod pod {
 }
 
 const _: () =
-    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 6));
+    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5));
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 
@@ -382,20 +357,5 @@ mod tests {
         assert_eq!(log2_bucket(3), 1);
         assert_eq!(log2_bucket(1024), 10);
         assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
-    }
-
-    #[test]
-    fn only_a_semaphore_signature_names_a_semaphore() {
-        let sem = 0x5000;
-        assert_eq!(semaphore_wait(sem + 16, sem, 1), Some((sem, false)));
-        assert_eq!(semaphore_wait(sem + 8, sem + 1, 3), Some((sem, true)));
-        // glibc and std: null uaddr2, match-any bitset.
-        assert_eq!(semaphore_wait(sem + 16, 0, u32::MAX), None);
-        assert_eq!(semaphore_wait(sem + 16, sem, u32::MAX), None);
-        // A word outside the semaphore, or an address that is no semaphore's.
-        assert_eq!(semaphore_wait(sem + SEMAPHORE_SPAN, sem, 1), None);
-        assert_eq!(semaphore_wait(sem - 8, sem, 1), None);
-        assert_eq!(semaphore_wait(sem + 16, sem + 4, 1), None);
-        assert_eq!(semaphore_wait(0x10, 1, 1), None);
     }
 }

@@ -46,7 +46,7 @@ use futexscope_probes_common::{
         DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
         FutexStats, HIST_BUCKETS, MAX_FUTEX_WORDS, MAX_MARKER_ARGS, MAX_MARKER_SITES, MAX_THREADS,
         MAX_TRACED_TGIDS, MarkerSite, ThreadState, WAITV_TRACKED_WORDS, active, arg_kind,
-        log2_bucket, semaphore_wait, syscalls,
+        log2_bucket, syscalls,
     },
     markers::Marker,
 };
@@ -150,10 +150,6 @@ struct Call {
     wakeable: bool,
     words: [u64; WAITV_TRACKED_WORDS],
     word_count: u32,
-    /// The futexscope semaphore waited for, 0 if none (see `semaphore_wait`).
-    semaphore: u64,
-    /// Whether the semaphore's wait says it follows a lost race.
-    after_lost_race: bool,
 }
 
 /// Error result of the `try_*` functions meaning "a map is full" (the rest are helper errors,
@@ -322,8 +318,6 @@ fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
         wakeable: true,
         words: [args[0], 0, 0, 0],
         word_count: 1,
-        semaphore: 0,
-        after_lost_race: false,
     };
     if id == i64::from(syscalls::FUTEX) {
         let op = args[1] as u32;
@@ -343,13 +337,6 @@ fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
             FUTEX_WAIT_BITSET | FUTEX_WAIT_REQUEUE_PI => {
                 call.kind = active::WAIT;
                 call.timeout = args[3];
-                if cmd == FUTEX_WAIT_BITSET
-                    && let Some((semaphore, after_lost_race)) =
-                        semaphore_wait(args[0], args[4], args[5] as u32)
-                {
-                    call.semaphore = semaphore;
-                    call.after_lost_race = after_lost_race;
-                }
             }
             FUTEX_LOCK_PI | FUTEX_LOCK_PI2 => {
                 call.kind = active::WAIT;
@@ -602,7 +589,8 @@ fn try_futex_enter(id: i64, args: impl FnOnce() -> Result<[u64; 6], i64>) -> Res
     // PI lock waits are not classified: a 0 result means "lock taken", not a wakeup.
     if call.wakeable
         && let Some(stats) = first_stats
-        && is_lost_race(state, &call, now)
+        // SAFETY: `stats` points at the word's value in the map.
+        && is_lost_race(state, call.words[0], unsafe { &*stats }, now)
     {
         state.spurious = spurious::LOST_RACE;
         // SAFETY: as above.
@@ -611,7 +599,6 @@ fn try_futex_enter(id: i64, args: impl FnOnce() -> Result<[u64; 6], i64>) -> Res
     state.last_woken_word = 0;
     state.marker_woken_word = 0;
     state.marker_word = call.words[0];
-    state.semaphore = call.semaphore;
     for i in 0..WAITV_TRACKED_WORDS {
         if (i as u32) >= call.word_count {
             break;
@@ -637,17 +624,30 @@ fn try_futex_enter(id: i64, args: impl FnOnce() -> Result<[u64; 6], i64>) -> Res
     Ok(())
 }
 
-/// Whether `call`, a wait starting at `now`, follows a wakeup whose waiter lost the race: it
-/// was woken on the same word and, instead of getting what it waited for, waits again. A
-/// futexscope semaphore's wait says so itself (exact). On any other word the new wait must
-/// come within the lost-race window of the wakeup (a condition variable's next wait, much
-/// later, is no race).
-fn is_lost_race(state: &ThreadState, call: &Call, now: u64) -> bool {
-    if call.semaphore != 0 {
-        call.after_lost_race
+/// Whether a wait on `word` (its statistics `stats`) starting at `now` follows a wakeup whose
+/// waiter lost the race: it was woken on the same word and, instead of getting what it waited
+/// for, waits again. On a semaphore's word (see [`is_marker_word`]) that is exact: no
+/// `acquired` marker since the wakeup. On any other word the new wait must come within the
+/// lost-race window of the wakeup (a condition variable's next wait, much later, is no race).
+fn is_lost_race(state: &ThreadState, word: u64, stats: &FutexStats, now: u64) -> bool {
+    if is_marker_word(stats) {
+        state.marker_woken_word == word
     } else {
-        state.last_woken_word == call.words[0]
+        state.last_woken_word == word
             && now.wrapping_sub(state.last_woken_ns) <= read_global(&LOST_RACE_WINDOW_NS)
+    }
+}
+
+/// Whether the markers have booked anything on the word (a satisfied wakeup, a caller's
+/// timeout, tokens asked): then it is a futexscope semaphore's word, whose waiters announce
+/// with `acquired` that they got what they waited for.
+fn is_marker_word(stats: &FutexStats) -> bool {
+    // SAFETY: the fields are live, 8-aligned u64s in a map value.
+    unsafe {
+        load(&raw const stats.woken_satisfied)
+            | load(&raw const stats.caller_timeouts)
+            | load(&raw const stats.tokens_asked)
+            != 0
     }
 }
 
@@ -769,8 +769,8 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
                 state.last_woken_word = word;
                 state.last_woken_ns = now;
                 if ret == 0 {
-                    // An `acquired` marker that follows books a satisfied wakeup on this word;
-                    // the `wait_end` marker records the same.
+                    // Until an `acquired` marker clears it, the next wait on this word is a
+                    // lost race (see `is_lost_race`); the `wait_end` marker records the same.
                     state.marker_woken_word = word;
                 }
             }
@@ -803,7 +803,7 @@ fn emit_call(kind: EventKind, state: &ThreadState, tid: u32, tgid: u32, now: u64
         (*event).uaddr2 = if kind == EventKind::Wake {
             state.words[1]
         } else {
-            state.semaphore
+            0
         };
         (*event).op = state.op;
         (*event).syscall = state.syscall;
