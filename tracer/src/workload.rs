@@ -472,7 +472,9 @@ fn die() -> Vec<String> {
 
 /// Stand-ins for the semaphore's marker sites: functions whose entry a test attaches the
 /// marker program to, with the arguments in the System V argument registers (rdi, rsi, rdx,
-/// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them.
+/// rcx, r8, r9), as `futexscope_probes_common::markers::MARKERS` orders them. Each also keeps
+/// its own marker number, so no two have the same code: the linker would fold those into one
+/// address (`wait_end` and `timed_out` take the same four arguments).
 pub mod marker_sites {
     /// `wait_begin(sem, word, expected, wanted, deadline_ns, state)`.
     #[unsafe(no_mangle)]
@@ -485,21 +487,21 @@ pub mod marker_sites {
         deadline_ns: u64,
         state: u64,
     ) {
-        std::hint::black_box((sem, word, expected, wanted, deadline_ns, state));
+        std::hint::black_box((0u8, sem, word, expected, wanted, deadline_ns, state));
     }
 
     /// `wait_end(sem, word, result, wanted)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn futexscope_workload_wait_end(sem: u64, word: u64, result: i64, wanted: u64) {
-        std::hint::black_box((sem, word, result, wanted));
+        std::hint::black_box((1u8, sem, word, result, wanted));
     }
 
     /// `acquired(sem, tokens)`.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn futexscope_workload_acquired(sem: u64, tokens: u64) {
-        std::hint::black_box((sem, tokens));
+        std::hint::black_box((4u8, sem, tokens));
     }
 
     /// `timed_out(sem, wanted, deadline_ns, now_ns)`.
@@ -511,7 +513,7 @@ pub mod marker_sites {
         deadline_ns: u64,
         now_ns: u64,
     ) {
-        std::hint::black_box((sem, wanted, deadline_ns, now_ns));
+        std::hint::black_box((5u8, sem, wanted, deadline_ns, now_ns));
     }
 }
 
