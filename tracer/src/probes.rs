@@ -282,10 +282,16 @@ impl Probes {
         } else {
             Btf::from_sys_fs().ok()
         };
+        let mut btf_syscall_hooks = true;
         for (hook, btf_program, raw_program) in SYSCALL_HOOKS {
-            match &btf {
-                Some(btf) => attach_btf_tracepoint(&mut ebpf, btf_program, hook, btf)?,
-                None => attach_raw_tracepoint(&mut ebpf, raw_program, hook)?,
+            // A kernel with BTF that still refuses the BTF tracepoint gets the raw one, which
+            // does the same at a little more cost.
+            let attached = btf.as_ref().is_some_and(|btf| {
+                attach_btf_tracepoint(&mut ebpf, btf_program, hook, btf).is_ok()
+            });
+            if !attached {
+                attach_raw_tracepoint(&mut ebpf, raw_program, hook)?;
+                btf_syscall_hooks = false;
             }
         }
         for (name, hook) in RAW_TRACEPOINTS {
@@ -317,7 +323,7 @@ impl Probes {
             wakeups,
             syscalls: detect_syscalls(),
             follows_forks: tgid_offset != 0,
-            btf_syscall_hooks: btf.is_some(),
+            btf_syscall_hooks,
             marker_sites: 0,
             log,
         })
