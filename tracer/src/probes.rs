@@ -339,8 +339,8 @@ impl Probes {
         self.follows_forks
     }
 
-    /// Whether the system calls are hooked by BTF tracepoint (the kernel has BTF), not by raw
-    /// tracepoint.
+    /// Whether the system calls are hooked by BTF tracepoint (the kernel has BTF and took the
+    /// programs), not by raw tracepoint.
     pub fn btf_syscall_hooks(&self) -> bool {
         self.btf_syscall_hooks
     }

@@ -651,18 +651,15 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Names the words that have no name yet, re-reading the mappings of their processes first.
 /// Names the processes owning `stats`' words by their command lines, for the export's process
-/// tracks; a process that exited before it was seen keeps no name.
+/// tracks, once each; a process that exited before it was seen is named `pid N`.
 fn name_new_processes(
     stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
     names: &mut HashMap<u32, String>,
 ) {
     for (key, _) in stats {
-        if let Entry::Vacant(entry) = names.entry(key.tgid)
-            && let Some(command) = command_line(key.tgid)
-        {
-            entry.insert(command);
+        if let Entry::Vacant(entry) = names.entry(key.tgid) {
+            entry.insert(command_line(key.tgid).unwrap_or_else(|| format!("pid {}", key.tgid)));
         }
     }
 }
@@ -678,6 +675,7 @@ fn command_line(pid: u32) -> Option<String> {
     (!args.is_empty()).then(|| args.join(" "))
 }
 
+/// Names the words that have no name yet, re-reading the mappings of their processes first.
 fn label_new_words(
     stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
     semaphores: &HashMap<FutexKey, u64>,
