@@ -3,8 +3,9 @@
 //! - `futex_enter` / `futex_exit` (BTF tracepoints `sys_enter` / `sys_exit`, which need no
 //!   tracefs): every wait-type and wake-type call of `futex`, `futex_waitv`, futex2
 //!   `futex_wait`, `futex_wake` and `futex_requeue` made by a traced process. On a kernel
-//!   without BTF the tracer loads `futex_enter_raw` / `futex_exit_raw` instead: the same on
-//!   raw tracepoints, which read the registers through a helper call.
+//!   without BTF (or one that refuses these) the tracer loads `futex_enter_raw` /
+//!   `futex_exit_raw` instead: the same on raw tracepoints, which read the registers through a
+//!   helper call.
 //! - `process_fork` (raw tracepoint `sched_process_fork`): children of traced processes are
 //!   traced too.
 //! - `thread_exit` (raw tracepoint `sched_process_exit`): a thread that dies inside a wait is
@@ -202,6 +203,7 @@ pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Logs (with `--verbose`) that a thread could not be booked because the per-thread map is full.
 fn warn_if_full<C: EbpfContext>(ctx: &C, entered: Result<(), i64>) {
     if entered == Err(MAP_FULL) {
         warn!(
