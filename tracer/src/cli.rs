@@ -2,8 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
-use futexscope::{report::SortKey, session::View};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futexscope::{
+    aggregate::table::SortKey, collect::markers::MarkerSet, output::live::View, session::Options,
+};
 
 /// What `--help` says about exit codes (docs/tracer.md has the same table).
 const EXIT_CODES: &str = "\
@@ -144,10 +146,10 @@ pub struct TraceArgs {
     pub events: Option<PathBuf>,
     /// Live view: a full-screen table on a terminal (auto), plain text lines, or nothing.
     #[arg(long, value_enum, default_value_t)]
-    pub view: View,
+    pub view: ViewArg,
     /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
     #[arg(long, value_enum, default_value_t)]
-    pub sort: SortKey,
+    pub sort: SortArg,
     /// Do not attach to the futexscope markers: trace futex calls only (cheaper: each marker
     /// hit costs a uprobe trap).
     #[arg(long, conflicts_with = "all_markers")]
@@ -165,6 +167,78 @@ pub struct TraceArgs {
     /// Print the probes' own diagnostics (a full map, markers out of order) to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+impl TraceArgs {
+    /// The session options these arguments ask for.
+    pub fn options(&self) -> Options {
+        Options {
+            duration: self.duration,
+            interval: self.interval,
+            json: self.json.clone(),
+            export: self.export.clone(),
+            events: self.events.clone(),
+            view: match self.view {
+                ViewArg::Auto => View::Auto,
+                ViewArg::Plain => View::Plain,
+                ViewArg::Quiet => View::Quiet,
+            },
+            sort: match self.sort {
+                SortArg::WaitersNow => SortKey::WaitersNow,
+                SortArg::MaxWaiters => SortKey::MaxWaiters,
+                SortArg::Waits => SortKey::Waits,
+                SortArg::WakeCalls => SortKey::WakeCalls,
+                SortArg::Woken => SortKey::Woken,
+                SortArg::Spurious => SortKey::Spurious,
+                SortArg::Timeouts => SortKey::Timeouts,
+                SortArg::Drift => SortKey::Drift,
+                SortArg::WaitTime => SortKey::WaitTime,
+            },
+            verbose: self.verbose,
+            markers: match (self.no_markers, self.all_markers) {
+                (true, _) => None,
+                (false, true) => Some(MarkerSet::All),
+                (false, false) => Some(MarkerSet::Essential),
+            },
+            buffer_size: self.buffer_size,
+        }
+    }
+}
+
+/// `--view`: how to show progress while tracing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// Full-screen table on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Plain text lines each interval.
+    Plain,
+    /// Nothing until the summary.
+    Quiet,
+}
+
+/// `--sort`: the column the table is sorted by (largest first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SortArg {
+    /// Threads waiting now.
+    WaitersNow,
+    /// Most threads waiting at once.
+    MaxWaiters,
+    /// Wait calls.
+    #[default]
+    Waits,
+    /// Wake calls.
+    WakeCalls,
+    /// Threads woken.
+    Woken,
+    /// Spurious wakeups, all kinds.
+    Spurious,
+    /// Timeouts.
+    Timeouts,
+    /// Timeout drift p99.
+    Drift,
+    /// Wait time p99.
+    WaitTime,
 }
 
 /// Parses a ring buffer size: bytes, or a number with `K`, `M` or `G` (powers of 1024); it must

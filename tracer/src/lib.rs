@@ -1,17 +1,17 @@
-//! futexscope's userspace half: loads the eBPF probes, traces processes, reports.
+//! futexscope's userspace half, as a pipeline: [`collect`] loads the eBPF probes and reads what
+//! they record, [`decode`] turns raw records into typed ones, [`aggregate`] builds the per-word
+//! table, labels and timeline, and [`output`] shows and writes them. [`session`] runs one
+//! tracing session through that pipeline; [`kernel_report`] is the kernel battery.
 
-pub mod attach;
+pub mod aggregate;
+pub mod collect;
+pub mod decode;
 pub mod demo;
-pub mod export;
+pub mod errors;
 pub mod flood;
 pub mod kernel_report;
-pub mod live;
-pub mod probes;
-pub mod render;
-pub mod report;
+pub mod output;
 pub mod session;
-pub mod spawn;
 pub mod stdsync;
-pub mod symbols;
-pub mod usdt;
+pub mod sys;
 pub mod workload;

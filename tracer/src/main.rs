@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use futexscope::{
-    attach::MarkerSet,
-    demo, flood, kernel_report,
-    session::{self, Options, Target, TraceError, exit_code},
-    stdsync, usdt, workload,
+    collect::usdt,
+    demo, errors, flood, kernel_report,
+    session::{self, Target, exit_code},
+    stdsync, workload,
 };
 
 fn main() -> ExitCode {
@@ -61,30 +61,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn options(args: &TraceArgs) -> Options {
-    Options {
-        duration: args.duration,
-        interval: args.interval,
-        json: args.json.clone(),
-        export: args.export.clone(),
-        events: args.events.clone(),
-        view: args.view,
-        sort: args.sort,
-        verbose: args.verbose,
-        markers: match (args.no_markers, args.all_markers) {
-            (true, _) => None,
-            (false, true) => Some(MarkerSet::All),
-            (false, false) => Some(MarkerSet::Essential),
-        },
-        buffer_size: args.buffer_size,
-    }
-}
-
 /// Runs a tracing session; errors are printed with their causes.
 fn traced(target: &Target, args: &TraceArgs) -> ExitCode {
-    match session::trace(target, &options(args)) {
+    match session::trace(target, args.options()) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
-        Err(err) => ExitCode::from(report_error(&err)),
+        Err(err) => {
+            errors::print(&err);
+            ExitCode::from(err.exit_code())
+        }
     }
 }
 
@@ -100,10 +84,13 @@ fn demo(args: &TraceArgs) -> ExitCode {
         }
     };
     let target = Target::Command(vec![program, "demo-workload".to_owned()]);
-    match session::trace(&target, &options(args)) {
+    match session::trace(&target, args.options()) {
         // The demo runs until stopped: stopping it is success.
         Ok(_) => ExitCode::SUCCESS,
-        Err(err) => ExitCode::from(report_error(&err)),
+        Err(err) => {
+            errors::print(&err);
+            ExitCode::from(err.exit_code())
+        }
     }
 }
 
@@ -121,7 +108,7 @@ fn list(target: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            print_error(&err);
+            errors::print(&err);
             ExitCode::from(exit_code::CANNOT_READ)
         }
     }
@@ -140,23 +127,7 @@ fn kernel_report(json: Option<&std::path::Path>, quick: bool) -> ExitCode {
 }
 
 /// Prints an error that has no exit code of its own, with its causes; exit code 1.
-fn report_any_error(err: &dyn std::error::Error) -> ExitCode {
-    print_error(err);
+fn report_any_error(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    errors::print(err);
     ExitCode::FAILURE
-}
-
-/// Prints `err` and the chain of its causes to stderr.
-fn print_error(err: &dyn std::error::Error) {
-    eprintln!("futexscope: error: {err}");
-    let mut source = err.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
-}
-
-/// Prints `err` and its causes to stderr; returns its exit code.
-fn report_error(err: &TraceError) -> u8 {
-    print_error(err);
-    err.exit_code()
 }

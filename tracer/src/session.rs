@@ -1,26 +1,36 @@
-//! One tracing session: load the probes, trace a command or a running process, show the live
-//! view each interval, and end with the summary and the output files.
+//! One tracing session: a [`Session`] loads the probes and starts or attaches to its target
+//! ([`Session::start`]), moves records through the pipeline and refreshes the live view
+//! ([`Session::tick`]), and ends with the summary and the output files ([`Session::finish`]).
 
 use std::{
-    collections::{BTreeSet, HashMap, hash_map::Entry},
-    fs::{self, File},
+    collections::BTreeSet,
+    fs::File,
     io::{self, BufWriter, IsTerminal, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use futexscope_probes_common::{event::Event, maps::FutexKey};
-
 use crate::{
-    attach::{self, Attached, MarkerSet},
-    export::{self, Recorder},
-    live::Live,
-    probes::{DropCounts, LoadError, ProbeOptions, Probes},
-    render,
-    report::{self, Drops, Ending, SortKey, Summary},
-    spawn::{GatedChild, SpawnError},
-    symbols::Symbolizer,
+    aggregate::{
+        labels::Labels,
+        table::{self, SortKey},
+        timeline::Recorder,
+    },
+    collect::{
+        ebpf::{LoadError, ProbeOptions, Probes},
+        markers::{self, Attached, MarkerSet},
+        procfs,
+        spawn::{self, Exit, GatedChild, SpawnError},
+    },
+    decode::Record,
+    errors::{self, Chain},
+    output::{
+        events, export,
+        live::{Live, View},
+        summary::{Ending, Summary},
+        text,
+    },
 };
 
 /// What to trace.
@@ -30,18 +40,6 @@ pub enum Target {
     Command(Vec<String>),
     /// Trace this running process.
     Pid(u32),
-}
-
-/// How to show progress while tracing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum View {
-    /// Full-screen table on a terminal, plain lines otherwise.
-    #[default]
-    Auto,
-    /// Plain text lines each interval.
-    Plain,
-    /// Nothing until the summary.
-    Quiet,
 }
 
 /// Options of a tracing session.
@@ -205,28 +203,17 @@ fn install_interrupt_handler() {
     }
 }
 
-/// Capabilities that allow loading tracing eBPF programs.
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
 /// Checks the effective capabilities before trying: a clear message naming what is missing.
 fn check_privileges() -> Result<(), TraceError> {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return Ok(());
-    };
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
+    use procfs::capability::{BPF, PERFMON, SYS_ADMIN};
+    let Some(effective) = procfs::effective_capabilities() else {
         return Ok(());
     };
     let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if has(SYS_ADMIN) || (has(BPF) && has(PERFMON)) {
         return Ok(());
     }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+    let missing: Vec<&str> = [(BPF, "CAP_BPF"), (PERFMON, "CAP_PERFMON")]
         .into_iter()
         .filter(|&(cap, _)| !has(cap))
         .map(|(_, name)| name)
@@ -236,142 +223,56 @@ fn check_privileges() -> Result<(), TraceError> {
     })
 }
 
-/// The errno of the first OS error in `err`'s source chain.
-fn os_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(io) = err.downcast_ref::<io::Error>()
-            && let Some(errno) = io.raw_os_error()
-        {
-            return Some(errno);
-        }
-        current = err.source();
-    }
-    None
-}
-
-fn load_probes(verbose: bool, ring_buffer_bytes: u32) -> Result<Probes, TraceError> {
+fn load_probes(options: &Options) -> Result<Probes, TraceError> {
     check_privileges()?;
-    let options = ProbeOptions {
-        ring_buffer_bytes,
-        verbose,
+    let probe_options = ProbeOptions {
+        ring_buffer_bytes: options.buffer_size,
+        verbose: options.verbose,
         ..ProbeOptions::default()
     };
-    Probes::load_with(&options).map_err(|err| match os_errno(&err) {
-        Some(libc::EPERM | libc::EACCES) => TraceError::NotPermitted {
+    Probes::load_with(&probe_options).map_err(|err| match err {
+        LoadError::NotPermitted(_) => TraceError::NotPermitted {
             missing: String::new(),
         },
-        Some(libc::ENOSYS) => TraceError::NoBpf(err),
-        _ => match err {
-            LoadError::NotPermitted(_) => TraceError::NotPermitted {
-                missing: String::new(),
-            },
-            err => TraceError::Load(err),
-        },
+        err if errors::errno(&err) == Some(libc::ENOSYS) => TraceError::NoBpf(err),
+        err => TraceError::Load(err),
     })
 }
 
-/// The process (tgid) of thread or process `id`, if it exists and has not exited.
-fn process_of(id: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
-    let tgid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    process_alive(tgid).then_some(tgid)
-}
-
-fn process_alive(pid: u32) -> bool {
-    // A zombie still has a /proc entry; its state is `Z`.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
-        Err(_) => false,
+fn create(path: &Path) -> Result<(PathBuf, File), TraceError> {
+    match File::create(path) {
+        Ok(file) => Ok((path.to_owned(), file)),
+        Err(source) => Err(TraceError::Output {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
-/// The exit of our child `pid` if it has exited (reaped), without blocking.
-fn child_ending(pid: libc::pid_t) -> Option<Ending> {
-    let mut status = 0;
-    // SAFETY: non-blocking wait for our own child with a valid status pointer.
-    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if ret != pid {
-        return None;
-    }
-    Some(if libc::WIFSIGNALED(status) {
-        Ending::Killed {
-            signal: libc::WTERMSIG(status),
-        }
-    } else {
-        Ending::Exited {
-            code: libc::WEXITSTATUS(status),
-        }
-    })
-}
-
-/// Stops our child `pid` with `signal` (SIGKILL if it is still there after 2 s) and reaps it.
-fn stop_child(pid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: signalling our own child, not yet reaped, so the pid is still ours.
-    unsafe { libc::kill(pid, signal) };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while child_ending(pid).is_none() {
-        if Instant::now() >= deadline {
-            // SAFETY: as above; then a blocking reap of our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Where event records go: counted, written as JSON lines, kept for export.
-pub struct EventSink {
+/// Where decoded records go besides the tables: counted, written as JSON lines
+/// (`--events`), kept for the timeline (`--export`).
+struct RecordSink {
     count: u64,
-    /// The semaphore the markers named for each futex word.
-    semaphores: HashMap<FutexKey, u64>,
     lines: Option<(PathBuf, BufWriter<File>)>,
-    recorder: Option<Recorder>,
+    timeline: Option<Recorder>,
 }
 
-impl EventSink {
-    fn new(options: &Options) -> Result<EventSink, TraceError> {
-        let lines = match &options.events {
-            Some(path) => Some((path.clone(), BufWriter::new(create(path)?))),
-            None => None,
-        };
-        Ok(EventSink {
-            count: 0,
-            semaphores: HashMap::new(),
-            lines,
-            recorder: options.export.as_ref().map(|_| Recorder::default()),
-        })
-    }
-
-    /// Takes one event record.
-    pub fn push(&mut self, event: &Event) -> Result<(), TraceError> {
+impl RecordSink {
+    fn push(&mut self, record: &Record) -> Result<(), TraceError> {
         self.count += 1;
-        if let Some((word, semaphore)) = report::semaphore_of_word(event) {
-            self.semaphores.insert(word, semaphore);
-        }
         if let Some((path, out)) = &mut self.lines {
-            export::write_event_line(out, event).map_err(|source| TraceError::Output {
+            events::write_line(out, record).map_err(|source| TraceError::Output {
                 path: path.clone(),
                 source,
             })?;
         }
-        if let Some(recorder) = &mut self.recorder {
-            recorder.push(event);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.push(record);
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), TraceError> {
+    fn flush(&mut self) -> Result<(), TraceError> {
         if let Some((path, out)) = &mut self.lines {
             out.flush().map_err(|source| TraceError::Output {
                 path: path.clone(),
@@ -382,329 +283,374 @@ impl EventSink {
     }
 }
 
-fn create(path: &PathBuf) -> Result<File, TraceError> {
-    File::create(path).map_err(|source| TraceError::Output {
-        path: path.clone(),
-        source,
-    })
+/// The process a session traces.
+struct Traced {
+    /// The command or attached process.
+    pid: u32,
+    /// How it is shown: the command line.
+    name: String,
+    /// Our child, if the session started it (`run`, `demo`).
+    child: Option<libc::pid_t>,
 }
 
-/// Traces `target` until it exits, `duration` elapses or the user interrupts, then prints
-/// the summary and writes the requested files.
-pub fn trace(target: &Target, options: &Options) -> Result<Outcome, TraceError> {
-    // A thread id names its whole process: futexes are traced per process.
-    let target = &match target {
-        Target::Pid(pid) => Target::Pid(process_of(*pid).ok_or(TraceError::NoSuchPid(*pid))?),
-        other => other.clone(),
-    };
-    let mut probes = load_probes(options.verbose, options.buffer_size)?;
-    // Output files are created before tracing starts, so a bad path fails at once.
-    let mut sink = EventSink::new(options)?;
-    let export_file = options
-        .export
-        .as_ref()
-        .map(|path| create(path).map(|f| (path.clone(), f)))
-        .transpose()?;
-    let json_file = options
-        .json
-        .as_ref()
-        .map(|path| create(path).map(|f| (path.clone(), f)))
-        .transpose()?;
-    install_interrupt_handler();
-    let target_name = match target {
-        Target::Command(argv) => argv.join(" "),
-        Target::Pid(pid) => command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
-    };
-    // The view comes first, so nothing fails between starting the command and tracing it.
-    let mut live = Live::new(
-        options.view,
-        options.sort,
-        io::stdout().is_terminal(),
-        target_name.clone(),
-    )
-    .map_err(TraceError::Terminal)?;
+/// A tracing session in progress.
+pub struct Session {
+    options: Options,
+    probes: Probes,
+    traced: Traced,
+    live: Live,
+    notes: Vec<String>,
+    records: RecordSink,
+    /// The first error writing a record, reported when the session ends.
+    record_error: Option<TraceError>,
+    labels: Labels,
+    json_file: Option<(PathBuf, File)>,
+    export_file: Option<(PathBuf, File)>,
+    started: Instant,
+    next_tick: Instant,
+}
 
-    let mut notes: Vec<String> = Vec::new();
-    let mut note = |live: &mut Live, text: String| {
-        live.note(&text);
-        notes.push(text);
-    };
-    for syscall in probes.syscalls().iter().filter(|s| !s.present) {
-        note(
-            &mut live,
-            format!(
-                "this kernel has no `{}` system call: nothing can call it, so nothing is missed",
-                syscall.name
-            ),
-        );
-    }
-    if !probes.follows_forks() {
-        note(
-            &mut live,
-            "the kernel's BTF does not describe `task_struct`: children of the traced process are not followed".to_owned(),
-        );
-    }
-
-    let mut markers = Attached::default();
-    let (root_pid, child) = match target {
-        Target::Command(argv) => {
-            // Markers first: the program hits them from its first instruction on.
-            if let Some(set) = options.markers
-                && let Some(program) = attach::resolve_program(&argv[0])
-                && let Err(err) =
-                    attach::attach_file(&mut probes, &program, &program, set, &mut markers)
-            {
-                markers.failed = true;
-                note(
-                    &mut live,
-                    format!(
-                        "cannot attach to the markers of `{}`: {}; tracing futex calls only",
-                        program.display(),
-                        chain(&err)
-                    ),
-                );
+impl Session {
+    /// Loads the probes, creates the output files, starts the live view, attaches to the
+    /// target's markers and starts (or starts tracing) the target.
+    pub fn start(target: &Target, options: Options) -> Result<Session, TraceError> {
+        // A thread id names its whole process: futexes are traced per process.
+        let target = match target {
+            Target::Pid(pid) => {
+                Target::Pid(procfs::process_of(*pid).ok_or(TraceError::NoSuchPid(*pid))?)
             }
-            let gated = GatedChild::spawn(argv)?;
-            let pid = gated.pid();
-            probes.trace_tgid(pid).map_err(TraceError::Load)?;
-            let child = gated.start(&argv[0])?;
-            (pid, Some(child))
-        }
-        Target::Pid(pid) => {
-            if let Some(set) = options.markers
-                && let Err(err) = attach::attach_process(&mut probes, *pid, set, &mut markers)
-            {
-                markers.failed = true;
-                note(
-                    &mut live,
-                    format!(
-                        "cannot attach to the markers of process {pid}: {}; tracing futex calls only",
-                        chain(&err)
-                    ),
-                );
-            }
-            probes.trace_tgid(*pid).map_err(TraceError::Load)?;
-            (*pid, None)
-        }
-    };
-    let started = Instant::now();
-    for skipped in &markers.skipped {
-        note(&mut live, format!("marker site skipped: {skipped}"));
-    }
-    if options.markers.is_none() {
-        note(
-            &mut live,
-            "--no-markers: tracing futex calls only".to_owned(),
-        );
-    } else if markers.sites == 0 && !markers.failed {
-        note(
-            &mut live,
-            "no futexscope markers found: tracing futex calls only (every lock's waits and wakes, without semaphore names or tokens)".to_owned(),
-        );
-    } else if markers.sites > 0 {
-        let which = match options.markers {
-            Some(MarkerSet::Essential) => "acquired and timed_out; --all-markers attaches all six",
-            _ => "all six kinds",
+            other => other.clone(),
         };
-        note(
-            &mut live,
-            format!(
-                "{} futexscope marker sites attached ({which})",
-                markers.sites
-            ),
-        );
-    }
-    let mut symbolizer = Symbolizer::default();
-    let _ = symbolizer.refresh(root_pid);
-    let mut labels: HashMap<FutexKey, String> = HashMap::new();
-    let mut process_names = HashMap::from([(root_pid, target_name.clone())]);
-    let mut next_tick = started + options.interval;
-    let mut sink_error = None;
-    let mut drain = |probes: &mut Probes, sink: &mut EventSink| {
-        probes.read_events(|event| {
-            if let Err(err) = sink.push(event)
-                && sink_error.is_none()
-            {
-                sink_error = Some(err);
-            }
-        });
-    };
-
-    let ending = loop {
-        drain(&mut probes, &mut sink);
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            break Ending::Interrupted;
-        }
-        if let Some(pid) = child {
-            if let Some(ending) = child_ending(pid) {
-                break ending;
-            }
-        } else if !process_alive(root_pid) {
-            break Ending::Gone;
-        }
+        let probes = load_probes(&options)?;
+        // Output files are created before tracing starts, so a bad path fails at once.
+        let records = RecordSink {
+            count: 0,
+            lines: options
+                .events
+                .as_deref()
+                .map(create)
+                .transpose()?
+                .map(|(path, file)| (path, BufWriter::new(file))),
+            timeline: options.export.as_ref().map(|_| Recorder::default()),
+        };
+        let export_file = options.export.as_deref().map(create).transpose()?;
+        let json_file = options.json.as_deref().map(create).transpose()?;
+        install_interrupt_handler();
+        let name = match &target {
+            Target::Command(argv) => argv.join(" "),
+            Target::Pid(pid) => procfs::command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
+        };
+        // The view comes first, so nothing fails between starting the command and tracing it.
+        let live = Live::new(
+            options.view,
+            options.sort,
+            io::stdout().is_terminal(),
+            name.clone(),
+        )
+        .map_err(TraceError::Terminal)?;
         let now = Instant::now();
-        if options.duration.is_some_and(|d| now >= started + d) {
-            break Ending::Duration;
+        let mut session = Session {
+            options,
+            probes,
+            traced: Traced {
+                pid: 0,
+                name,
+                child: None,
+            },
+            live,
+            notes: Vec::new(),
+            records,
+            record_error: None,
+            labels: Labels::default(),
+            json_file,
+            export_file,
+            started: now,
+            next_tick: now,
+        };
+        session.note_missing_hooks();
+        let attached = session.start_target(&target)?;
+        session.started = Instant::now();
+        session.next_tick = session.started + session.options.interval;
+        session.note_markers(&attached);
+        session.labels = Labels::new(session.traced.pid, session.traced.name.clone());
+        Ok(session)
+    }
+
+    /// Runs the session to its end: ticks until the target ends, the duration elapses or the
+    /// user stops it, then finishes.
+    pub fn run(mut self) -> Result<Outcome, TraceError> {
+        loop {
+            if let Some(ending) = self.tick()? {
+                return self.finish(ending);
+            }
         }
-        if live.poll_quit().map_err(TraceError::Terminal)? {
-            break Ending::Interrupted;
+    }
+
+    /// One step: moves the records that arrived through the pipeline, checks whether the
+    /// session is over, refreshes the view when an interval has passed, and waits for the next
+    /// records (at most until the next drain or refresh). Returns how the session ended, if it
+    /// has.
+    pub fn tick(&mut self) -> Result<Option<Ending>, TraceError> {
+        self.drain();
+        if let Some(ending) = self.ending()? {
+            return Ok(Some(ending));
         }
-        if now >= next_tick {
-            next_tick += options.interval;
-            let stats = probes.futex_stats().map_err(TraceError::Read)?;
-            let drops = probes.drops().map_err(TraceError::Read)?;
-            label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
-            name_new_processes(&stats, &mut process_names);
-            let rows = report::rows(&stats, &labels);
-            live.update(
-                started.elapsed().as_secs_f64(),
-                rows,
-                sink.count,
-                &drops_of(drops),
-            )
-            .map_err(TraceError::Terminal)?;
+        if Instant::now() >= self.next_tick {
+            self.next_tick += self.options.interval;
+            self.refresh_view()?;
         }
         // Not a wakeup per record: the traced program must not pay for waking the tracer at
         // every futex call, nor lose a CPU to it. The probes wake it once the ring buffer is a
         // quarter full; otherwise it drains every DRAIN_PERIOD.
-        probes
-            .wait_for_wakeup(DRAIN_PERIOD.min(next_tick.saturating_duration_since(Instant::now())))
+        let until_tick = self.next_tick.saturating_duration_since(Instant::now());
+        self.probes
+            .wait_for_wakeup(DRAIN_PERIOD.min(until_tick))
             .map_err(|err| TraceError::Read(LoadError::Wakeups(err)))?;
-        probes.drain_log();
-    };
-    live.close().map_err(TraceError::Terminal)?;
-    if let Some(pid) = child {
-        match ending {
-            Ending::Duration => stop_child(pid, libc::SIGTERM),
-            Ending::Interrupted => stop_child(pid, libc::SIGINT),
-            _ => {}
+        self.probes.drain_log();
+        Ok(None)
+    }
+
+    /// Ends the session: closes the view, stops a command that is still running, takes the
+    /// last records, prints the summary and writes the output files.
+    pub fn finish(mut self, ending: Ending) -> Result<Outcome, TraceError> {
+        self.live.close().map_err(TraceError::Terminal)?;
+        if let Some(pid) = self.traced.child {
+            match ending {
+                Ending::Duration => spawn::stop(pid, libc::SIGTERM),
+                Ending::Interrupted => spawn::stop(pid, libc::SIGINT),
+                _ => {}
+            }
         }
-    }
-    drain(&mut probes, &mut sink);
-    if let Some(err) = sink_error {
-        return Err(err);
-    }
-
-    let seconds = started.elapsed().as_secs_f64();
-    let stats = probes.futex_stats().map_err(TraceError::Read)?;
-    let drops = drops_of(probes.drops().map_err(TraceError::Read)?);
-    label_new_words(&stats, &sink.semaphores, &mut symbolizer, &mut labels);
-    name_new_processes(&stats, &mut process_names);
-    let mut futexes = report::rows(&stats, &labels);
-    report::sort_rows(&mut futexes, SortKey::Waits);
-    let traced = probes.traced_tgids().unwrap_or_default();
-    let others: BTreeSet<u32> = traced
-        .into_iter()
-        .chain(futexes.iter().map(|r| r.tgid))
-        .filter(|&pid| pid != root_pid)
-        .collect();
-    let summary = Summary {
-        target: target_name,
-        pids: std::iter::once(root_pid).chain(others).collect(),
-        seconds,
-        ending,
-        events: sink.count,
-        drops,
-        notes,
-        futexes,
-    };
-    // A closed stdout (`| head`) must not lose the output files: ignore write errors here.
-    let mut stdout = io::stdout().lock();
-    let _ = stdout.write_all(render::summary(&summary).as_bytes());
-    let _ = stdout.flush();
-    drop(stdout);
-
-    sink.finish()?;
-    if let Some((path, mut file)) = json_file {
-        file.write_all((summary.to_json() + "\n").as_bytes())
-            .map_err(|source| TraceError::Output { path, source })?;
-    }
-    if let (Some((path, file)), Some(recorder)) = (export_file, &sink.recorder) {
-        let format = export::Format::for_path(&path);
-        recorder
-            .timeline(&labels, &process_names)
-            .write(&mut BufWriter::new(file), format)
-            .map_err(|source| TraceError::Output { path, source })?;
-    }
-    Ok(Outcome {
-        summary,
-        attached: matches!(target, Target::Pid(_)),
-    })
-}
-
-fn drops_of(counts: DropCounts) -> Drops {
-    Drops {
-        ring_buffer_full: counts.ring_buffer_full,
-        map_full: counts.map_full,
-    }
-}
-
-/// An error and its causes on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Names the processes owning `stats`' words by their command lines, for the export's process
-/// tracks, once each; a process that exited before it was seen is named `pid N`.
-fn name_new_processes(
-    stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
-    names: &mut HashMap<u32, String>,
-) {
-    for (key, _) in stats {
-        if let Entry::Vacant(entry) = names.entry(key.tgid) {
-            entry.insert(command_line(key.tgid).unwrap_or_else(|| format!("pid {}", key.tgid)));
+        self.drain();
+        if let Some(err) = self.record_error.take() {
+            return Err(err);
         }
-    }
-}
-
-/// A process's command line, its arguments joined by spaces; `None` once it has exited.
-fn command_line(pid: u32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<_> = raw
-        .split(|&byte| byte == 0)
-        .filter(|arg| !arg.is_empty())
-        .map(String::from_utf8_lossy)
-        .collect();
-    (!args.is_empty()).then(|| args.join(" "))
-}
-
-/// Names the words that have no name yet, re-reading the mappings of their processes first.
-fn label_new_words(
-    stats: &[(FutexKey, futexscope_probes_common::maps::FutexStats)],
-    semaphores: &HashMap<FutexKey, u64>,
-    symbolizer: &mut Symbolizer,
-    labels: &mut HashMap<FutexKey, String>,
-) {
-    let unnamed: BTreeSet<u32> = stats
-        .iter()
-        .filter(|(key, _)| {
-            labels
-                .get(&report::normalized(*key))
-                .is_none_or(String::is_empty)
+        let seconds = self.started.elapsed().as_secs_f64();
+        let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
+        let drops = self.probes.drops().map_err(TraceError::Read)?;
+        self.labels.update(&stats);
+        let mut futexes = table::rows(&stats, self.labels.words());
+        table::sort_rows(&mut futexes, SortKey::Waits);
+        let root = self.traced.pid;
+        let others: BTreeSet<u32> = self
+            .probes
+            .traced_tgids()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(futexes.iter().map(|row| row.tgid))
+            .filter(|&pid| pid != root)
+            .collect();
+        let summary = Summary {
+            target: self.traced.name.clone(),
+            pids: std::iter::once(root).chain(others).collect(),
+            seconds,
+            ending,
+            events: self.records.count,
+            drops,
+            notes: std::mem::take(&mut self.notes),
+            futexes,
+        };
+        // A closed stdout (`| head`) must not lose the output files: ignore write errors here.
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(text::summary(&summary).as_bytes());
+        let _ = stdout.flush();
+        drop(stdout);
+        self.write_files(&summary)?;
+        Ok(Outcome {
+            summary,
+            attached: self.traced.child.is_none(),
         })
-        .map(|(key, _)| key.tgid)
-        .collect();
-    for pid in unnamed {
-        // A process that has exited keeps the names its last mappings gave.
-        let _ = symbolizer.refresh(pid);
     }
-    for (key, _) in stats {
-        let key = report::normalized(*key);
-        if labels.get(&key).is_none_or(String::is_empty) {
-            let semaphore = semaphores
-                .get(&key)
-                .map(|&address| (address, symbolizer.resolve(key.tgid, address)));
-            labels.insert(
-                key,
-                report::label(symbolizer.resolve(key.tgid, key.uaddr), semaphore),
+
+    /// Starts tracing `target`, attaching to its markers first; returns what attaching did
+    /// (`None` if it failed: a note says why).
+    fn start_target(&mut self, target: &Target) -> Result<Option<Attached>, TraceError> {
+        let set = self.options.markers;
+        let (attached, failure) = match target {
+            Target::Command(argv) => {
+                // Markers first: the program hits them from its first instruction on.
+                let program = markers::resolve_program(&argv[0]);
+                let result = match (set, &program) {
+                    (Some(set), Some(program)) => {
+                        markers::attach_file(&mut self.probes, program, program, set)
+                    }
+                    _ => Ok(Attached::default()),
+                };
+                let gated = GatedChild::spawn(argv)?;
+                self.traced.pid = gated.pid();
+                self.probes
+                    .trace_tgid(self.traced.pid)
+                    .map_err(TraceError::Load)?;
+                self.traced.child = Some(gated.start(&argv[0])?);
+                let shown = program.map_or_else(|| argv[0].clone(), |p| p.display().to_string());
+                split(result, || format!("the markers of `{shown}`"))
+            }
+            Target::Pid(pid) => {
+                let result = match set {
+                    Some(set) => markers::attach_process(&mut self.probes, *pid, set),
+                    None => Ok(Attached::default()),
+                };
+                self.traced.pid = *pid;
+                self.probes.trace_tgid(*pid).map_err(TraceError::Load)?;
+                split(result, || format!("the markers of process {pid}"))
+            }
+        };
+        if let Some(failure) = failure {
+            self.note(format!(
+                "cannot attach to {failure}; tracing futex calls only"
+            ));
+        }
+        Ok(attached)
+    }
+
+    fn note_missing_hooks(&mut self) {
+        let absent: Vec<&str> = self
+            .probes
+            .syscalls()
+            .iter()
+            .filter(|s| !s.present)
+            .map(|s| s.name)
+            .collect();
+        for name in absent {
+            self.note(format!(
+                "this kernel has no `{name}` system call: nothing can call it, so nothing is missed"
+            ));
+        }
+        if !self.probes.follows_forks() {
+            self.note(
+                "the kernel's BTF does not describe `task_struct`: children of the traced process are not followed".to_owned(),
             );
         }
     }
+
+    /// Says which markers were attached, or why none were.
+    fn note_markers(&mut self, attached: &Option<Attached>) {
+        let Some(attached) = attached else {
+            return; // attaching failed, and the note says why
+        };
+        for skipped in &attached.skipped {
+            self.note(format!("marker site skipped: {skipped}"));
+        }
+        match self.options.markers {
+            None => self.note("--no-markers: tracing futex calls only".to_owned()),
+            Some(_) if attached.sites == 0 => self.note(
+                "no futexscope markers found: tracing futex calls only (every lock's waits and wakes, without semaphore names or tokens)".to_owned(),
+            ),
+            Some(set) => {
+                let which = match set {
+                    MarkerSet::Essential => {
+                        "acquired and timed_out; --all-markers attaches all six"
+                    }
+                    MarkerSet::All => "all six kinds",
+                };
+                self.note(format!(
+                    "{} futexscope marker sites attached ({which})",
+                    attached.sites
+                ));
+            }
+        }
+    }
+
+    /// Tells the user something about the session now, and again in the summary.
+    fn note(&mut self, text: String) {
+        self.live.note(&text);
+        self.notes.push(text);
+    }
+
+    /// Takes every record in the ring buffer through the decoder to the labels and the sink.
+    fn drain(&mut self) {
+        let Session {
+            probes,
+            records,
+            labels,
+            record_error,
+            ..
+        } = self;
+        probes.read_events(|event| {
+            let Some(record) = Record::decode(event) else {
+                return;
+            };
+            labels.learn(&record);
+            if let Err(err) = records.push(&record) {
+                record_error.get_or_insert(err);
+            }
+        });
+    }
+
+    /// How the session ended, if it has.
+    fn ending(&mut self) -> Result<Option<Ending>, TraceError> {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Ok(Some(Ending::Interrupted));
+        }
+        match self.traced.child {
+            Some(pid) => {
+                if let Some(exit) = spawn::try_exit(pid) {
+                    return Ok(Some(match exit {
+                        Exit::Code(code) => Ending::Exited { code },
+                        Exit::Signal(signal) => Ending::Killed { signal },
+                    }));
+                }
+            }
+            None if !procfs::process_alive(self.traced.pid) => return Ok(Some(Ending::Gone)),
+            None => {}
+        }
+        if (self.options.duration).is_some_and(|d| self.started.elapsed() >= d) {
+            return Ok(Some(Ending::Duration));
+        }
+        if self.live.poll_quit().map_err(TraceError::Terminal)? {
+            return Ok(Some(Ending::Interrupted));
+        }
+        Ok(None)
+    }
+
+    /// Reads the totals and shows them.
+    fn refresh_view(&mut self) -> Result<(), TraceError> {
+        let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
+        let drops = self.probes.drops().map_err(TraceError::Read)?;
+        self.labels.update(&stats);
+        let rows = table::rows(&stats, self.labels.words());
+        self.live
+            .update(
+                self.started.elapsed().as_secs_f64(),
+                rows,
+                self.records.count,
+                &drops,
+            )
+            .map_err(TraceError::Terminal)
+    }
+
+    /// Writes the JSON summary, the rest of the event lines and the export.
+    fn write_files(&mut self, summary: &Summary) -> Result<(), TraceError> {
+        self.records.flush()?;
+        if let Some((path, mut file)) = self.json_file.take() {
+            file.write_all((summary.to_json() + "\n").as_bytes())
+                .map_err(|source| TraceError::Output { path, source })?;
+        }
+        if let (Some((path, file)), Some(recorder)) =
+            (self.export_file.take(), &self.records.timeline)
+        {
+            let format = export::Format::for_path(&path);
+            let timeline = recorder.timeline(self.labels.words(), self.labels.processes());
+            export::write(&timeline, &mut BufWriter::new(file), format)
+                .map_err(|source| TraceError::Output { path, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// What attaching markers gave, and, if it failed, a note naming `what` and why.
+fn split<E: std::error::Error + 'static>(
+    result: Result<Attached, E>,
+    what: impl FnOnce() -> String,
+) -> (Option<Attached>, Option<String>) {
+    match result {
+        Ok(attached) => (Some(attached), None),
+        Err(err) => (None, Some(format!("{}: {}", what(), Chain(&err)))),
+    }
+}
+
+/// Traces `target` until it exits, `duration` elapses or the user interrupts, then prints
+/// the summary and writes the requested files.
+pub fn trace(target: &Target, options: Options) -> Result<Outcome, TraceError> {
+    Session::start(target, options)?.run()
 }

@@ -6,14 +6,15 @@ mod perfetto;
 
 use std::collections::HashMap;
 
-use futexscope::export::Recorder;
-use futexscope_probes_common::{
-    event::{Event, EventKind},
-    maps::FutexKey,
+use futexscope::{
+    aggregate::timeline::Recorder,
+    decode::{Record, WordKey},
+    output::export,
 };
+use futexscope_probes_common::event::{Event, EventKind};
 
-fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Event {
-    Event {
+fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Record {
+    Record::decode(&Event {
         kind: kind as u32,
         tid,
         tgid: 100,
@@ -33,7 +34,8 @@ fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Even
         args: [0; 6],
         spurious: 0,
         clock: futexscope_probes_common::event::NO_CLOCK,
-    }
+    })
+    .expect("a known kind")
 }
 
 /// Two waiters woken by one wake of 2, then a timeout.
@@ -55,16 +57,15 @@ fn recorder() -> Recorder {
 #[test]
 fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
     let labels = HashMap::from([(
-        FutexKey {
-            tgid: 100,
-            pad: 0,
+        WordKey {
+            pid: 100,
             uaddr: 0x5000,
         },
         "QUEUE".to_owned(),
     )]);
     let timeline = recorder().timeline(&labels, &HashMap::from([(100, "prog".to_owned())]));
     let mut bytes = Vec::new();
-    timeline.write_perfetto(&mut bytes).unwrap();
+    export::write_perfetto(&timeline, &mut bytes).unwrap();
     let decoded = perfetto::decode(&bytes);
 
     let waits: Vec<_> = decoded
@@ -115,7 +116,7 @@ fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
 fn chrome_json_flows_pair_up_and_bind_inside_their_slices() {
     let timeline = recorder().timeline(&HashMap::new(), &HashMap::new());
     let mut bytes = Vec::new();
-    timeline.write_chrome_json(&mut bytes).unwrap();
+    export::write_chrome_json(&timeline, &mut bytes).unwrap();
     let trace: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
     let slices: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use futexscope::{probes::Probes, spawn::GatedChild};
+use futexscope::collect::{ebpf::Probes, spawn::GatedChild};
 
 /// Wait-type and wake-type commands as the probes classify them; a command naming two words
 /// (requeue, wake-op) is one wake call on each.
@@ -77,7 +77,7 @@ fn bpftrace_agrees_on_waits_wakes_and_timeouts() {
         }
     }
     let child = gated.start("sh").expect("start the workload");
-    let status = futexscope::spawn::wait(child).expect("wait for the workload");
+    let status = futexscope::collect::spawn::wait(child).expect("wait for the workload");
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: signalling our own child, still running.

@@ -7,8 +7,8 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use futexscope::{
-    probes::{MarkerSiteSpec, ProbeOptions, Probes},
+use futexscope::collect::{
+    ebpf::{MarkerSiteSpec, ProbeOptions, Probes},
     spawn::GatedChild,
 };
 use futexscope_probes_common::{
@@ -94,7 +94,7 @@ fn marker_sites_give_lost_races_satisfied_wakeups_and_caller_drift() {
     let pid = gated.pid();
     probes.trace_tgid(pid).expect("trace");
     let child = gated.start("sh").expect("start");
-    let status = futexscope::spawn::wait(child).expect("wait");
+    let status = futexscope::collect::spawn::wait(child).expect("wait");
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     std::thread::sleep(Duration::from_millis(10));
     let report = std::fs::read_to_string(&report_path).expect("report");

@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futexscope::{
-    probes::{ProbeOptions, Probes},
+use futexscope::collect::{
+    ebpf::{ProbeOptions, Probes},
     spawn::GatedChild,
 };
 use futexscope_probes_common::{
@@ -381,7 +381,7 @@ fn untraced_processes_produce_nothing() {
         .spawn()
         .expect("spawn the untraced workload");
     let child = traced_child.start("futexscope-workload").expect("start");
-    futexscope::spawn::wait(child).expect("wait");
+    futexscope::collect::spawn::wait(child).expect("wait");
     let other_pid = other.id();
     let out = other.wait_with_output().expect("untraced workload");
     assert!(out.status.success());
@@ -441,7 +441,7 @@ fn children_of_traced_processes_are_traced() {
     let shell = gated.pid();
     probes.trace_tgid(shell).expect("trace");
     let pid = gated.start("sh").expect("start");
-    futexscope::spawn::wait(pid).expect("wait");
+    futexscope::collect::spawn::wait(pid).expect("wait");
     let mut events = Vec::new();
     probes.read_events(|e| events.push(*e));
     let forks: Vec<u32> = events

@@ -2,7 +2,7 @@
 //! and so carries its markers. Checked against the ELF itself (a `nop` at every file offset)
 //! and against `readelf` (binutils), an independent reader.
 
-use futexscope::usdt::{self, ArgLocation, UsdtSite};
+use futexscope::collect::usdt::{self, ArgLocation, UsdtSite};
 use futexscope_probes_common::markers::{MARKERS, PROVIDER};
 use futexscope_semaphore::Semaphore;
 use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};

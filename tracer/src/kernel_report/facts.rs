@@ -69,14 +69,14 @@ pub fn collect(probes_error: Option<String>) -> Facts {
         cpus: sys::allowed_cpus().len(),
         emulated: cpu_model.starts_with("QEMU Virtual CPU"),
         cpu_model,
-        futex_waitv: futex_waitv_present(),
-        futex2_wake: futex2_wake_present(),
-        futex2_wait: futex2_wait_present(),
-        futex2_requeue: futex2_requeue_present(),
+        futex_waitv: sys::futex_waitv_present(),
+        futex2_wake: sys::futex2_wake_present(),
+        futex2_wait: sys::futex2_wait_present(),
+        futex2_requeue: sys::futex2_requeue_present(),
         futex_wake_op: futex_wake_op_accepted(),
         default_timer_slack_ns: sys::timer_slack(),
         bpf: BpfFacts {
-            bpf_syscall: bpf_syscall_present(),
+            bpf_syscall: sys::bpf_syscall_present(),
             btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
             uprobes: Path::new("/sys/bus/event_source/devices/uprobe").exists(),
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
@@ -115,66 +115,6 @@ fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
-/// Whether a raw syscall result means the call exists.
-fn exists(result: Result<libc::c_long, i32>) -> bool {
-    result != Err(libc::ENOSYS)
-}
-
-/// `futex_waitv(NULL, 0, 0, NULL, 0)`: EINVAL (no waiters) when present.
-pub fn futex_waitv_present() -> bool {
-    // SAFETY: a null vector of length 0 is rejected before anything is read.
-    exists(sys::check(unsafe {
-        libc::syscall(
-            sys::SYS_FUTEX_WAITV,
-            std::ptr::null::<u8>(),
-            0u32,
-            0u32,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    }))
-}
-
-/// `futex_wake(&word, 0, 0, ~0)`: EINVAL (invalid flags) when present.
-pub fn futex2_wake_present() -> bool {
-    let word = AtomicU32::new(0);
-    // SAFETY: `word` is live; invalid flags are rejected before it is touched.
-    exists(sys::check(unsafe {
-        libc::syscall(sys::SYS_FUTEX_WAKE, word.as_ptr(), 0u64, 0i32, u32::MAX)
-    }))
-}
-
-/// `futex_wait(&word, 0, 0, ~0, NULL, 0)`: EINVAL (invalid flags) when present.
-pub fn futex2_wait_present() -> bool {
-    let word = AtomicU32::new(0);
-    // SAFETY: `word` is live; invalid flags are rejected before anything is read.
-    exists(sys::check(unsafe {
-        libc::syscall(
-            sys::SYS_FUTEX_WAIT,
-            word.as_ptr(),
-            0u64,
-            0u64,
-            u32::MAX,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    }))
-}
-
-/// `futex_requeue(NULL, 1, 0, 0)`: EINVAL (flags must be 0) when present.
-pub fn futex2_requeue_present() -> bool {
-    // SAFETY: non-zero flags are rejected before the null vector is read.
-    exists(sys::check(unsafe {
-        libc::syscall(
-            sys::SYS_FUTEX_REQUEUE,
-            std::ptr::null::<u8>(),
-            1u32,
-            0i32,
-            0i32,
-        )
-    }))
-}
-
 /// FUTEX_WAKE_OP adding 0 to a private word and waking nobody: returns 0 when accepted.
 pub fn futex_wake_op_accepted() -> bool {
     let (first, second) = (AtomicU32::new(0), AtomicU32::new(0));
@@ -189,12 +129,4 @@ pub fn futex_wake_op_accepted() -> bool {
         Some(&second),
         add_zero,
     ) == Ok(0)
-}
-
-/// `bpf(0xffff, NULL, 0)`: EINVAL (or EPERM) when the syscall exists.
-pub fn bpf_syscall_present() -> bool {
-    // SAFETY: an unknown command with a null attribute is rejected before anything is read.
-    exists(sys::check(unsafe {
-        libc::syscall(libc::SYS_bpf, 0xffff, std::ptr::null::<u8>(), 0u32)
-    }))
 }

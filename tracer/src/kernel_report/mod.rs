@@ -7,7 +7,6 @@ mod diff;
 mod experiments;
 mod facts;
 mod semaphore;
-mod sys;
 
 use std::{
     path::Path,
@@ -22,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use diff::{DiffRow, diff_rows, render_diff};
 pub use semaphore::{ContendedSemaphore, SemaphoreWakeOrder, TracedWakeups, Wakeups};
 
-use crate::probes::Probes;
+use crate::{collect::ebpf::Probes, errors::Chain, sys};
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -197,7 +196,7 @@ pub fn run(battery: Battery) -> Result<Report, KernelReportError> {
         probes.trace_tgid(std::process::id())?;
         Ok(probes)
     });
-    let facts = facts::collect(probes.as_ref().err().map(|e| error_chain(e)));
+    let facts = facts::collect(probes.as_ref().err().map(|e| Chain(e).to_string()));
     let mut words = Words::default();
     let wake_order = experiments::wake_order(battery, &mut words)?;
     let wake_latency = experiments::wake_latency(battery, &mut words)?;
@@ -219,7 +218,7 @@ pub fn run(battery: Battery) -> Result<Report, KernelReportError> {
     // attached only now: their uprobes (a trap per hit) would slow the wake-order race above.
     let mut traced = match probes.as_mut() {
         Ok(probes) => semaphore::attach_own_markers(probes).map(|()| probes),
-        Err(err) => Err(format!("probes unavailable: {}", error_chain(err))),
+        Err(err) => Err(format!("probes unavailable: {}", Chain(err))),
     };
     let mut contended_semaphore = Vec::new();
     for (permits, tokens) in [(2, 1), (4, 2)] {
@@ -230,7 +229,7 @@ pub fn run(battery: Battery) -> Result<Report, KernelReportError> {
         Ok(probes) => check_against_probes(&probes, &words),
         Err(err) => ProbeCheck {
             available: false,
-            error: Some(error_chain(&err)),
+            error: Some(Chain(&err).to_string()),
             words: Vec::new(),
         },
     };
@@ -256,7 +255,7 @@ fn check_against_probes(probes: &Probes, words: &Words) -> ProbeCheck {
         Err(err) => {
             return ProbeCheck {
                 available: false,
-                error: Some(error_chain(&err)),
+                error: Some(Chain(&err).to_string()),
                 words: Vec::new(),
             };
         }
@@ -287,18 +286,6 @@ fn check_against_probes(probes: &Probes, words: &Words) -> ProbeCheck {
         error: None,
         words: checks,
     }
-}
-
-/// An error with its causes, `: `-separated.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Report {

@@ -13,22 +13,19 @@ use std::{
     time::Duration,
 };
 
-use futexscope_probes_common::{
-    event::{EventKind, spurious},
-    maps::FutexStats,
-    markers::Marker,
-};
+use futexscope_probes_common::{maps::FutexStats, markers::Marker};
 use futexscope_semaphore::{Permit, Semaphore};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Battery, KernelReportError, error_chain,
+    Battery, KernelReportError,
     experiments::{FALL_ASLEEP_LIMIT_NS, WakeOrder, failed, join, spawn_with_tid},
     sys,
 };
 use crate::{
-    attach::{self, Attached},
-    probes::Probes,
+    collect::{ebpf::Probes, markers},
+    decode::{self, Record},
+    errors::Chain,
 };
 
 /// Wake order of semaphore waiters that each ask for the same number of permits.
@@ -226,13 +223,13 @@ impl TracedWakeups {
 /// the semaphore's own count of its waits; `Err` says why not.
 pub fn attach_own_markers(probes: &mut Probes) -> Result<(), String> {
     let exe = Path::new("/proc/self/exe");
-    let mut attached = Attached::default();
-    attach::attach_file(probes, exe, exe, attach::MarkerSet::All, &mut attached).map_err(|e| {
-        format!(
-            "cannot attach to this binary's semaphore markers: {}",
-            error_chain(&e)
-        )
-    })?;
+    let attached =
+        markers::attach_file(probes, exe, exe, markers::MarkerSet::All).map_err(|e| {
+            format!(
+                "cannot attach to this binary's semaphore markers: {}",
+                Chain(&e)
+            )
+        })?;
     if !attached.skipped.is_empty() {
         return Err(format!(
             "some semaphore marker sites cannot be read: {}",
@@ -275,7 +272,8 @@ pub fn contended(
             });
         }
     };
-    let probe_error = |e: &dyn std::error::Error| failed(EXPERIMENT, error_chain(e));
+    let probe_error =
+        |e: &(dyn std::error::Error + 'static)| failed(EXPERIMENT, Chain(e).to_string());
     // Records of the earlier experiments: not this one's.
     probes.read_events(|_| {});
     let drops_before = probes.drops().map_err(|e| probe_error(&e))?;
@@ -314,22 +312,24 @@ pub fn contended(
     let (mut wakes, mut no_waker) = (Vec::new(), Vec::new());
     let mut tally = |probes: &mut Probes| {
         probes.read_events(|event| {
-            let call = (event.uaddr, event.start_ns, event.ts_ns);
-            // A marker record of this semaphore (every marker's first argument is `sem`).
-            let marker = (event.kind == EventKind::Marker as u32 && event.args[0] == range.start)
-                .then(|| Marker::from_id(event.op))
-                .flatten();
-            if marker == Some(Marker::Acquired) {
-                slept_acquires += 1;
-            } else if marker == Some(Marker::WaitBegin) {
-                marker_waits += 1;
-            } else if event.kind == EventKind::Wake as u32 && range.contains(&event.uaddr) {
-                wakes.push(call);
-            } else if event.kind == EventKind::Wait as u32
-                && range.contains(&event.uaddr)
-                && event.spurious & spurious::NO_WAKER != 0
-            {
-                no_waker.push(call);
+            let on_semaphore = |call: &decode::Call| range.contains(&call.word.uaddr);
+            let times = |call: &decode::Call| (call.word.uaddr, call.start_ns, call.end_ns);
+            match Record::decode(event) {
+                // A marker record of this semaphore (every marker's first argument is `sem`).
+                Some(Record::Marker(hit)) if hit.semaphore() == range.start => match hit.marker {
+                    Some(Marker::Acquired) => slept_acquires += 1,
+                    Some(Marker::WaitBegin) => marker_waits += 1,
+                    _ => {}
+                },
+                Some(Record::Wake(wake)) if on_semaphore(&wake.call) => {
+                    wakes.push(times(&wake.call));
+                }
+                Some(Record::Wait(wait))
+                    if on_semaphore(&wait.call) && wait.spurious.no_waker() =>
+                {
+                    no_waker.push(times(&wait.call));
+                }
+                _ => {}
             }
         });
     };
@@ -392,7 +392,7 @@ fn wake_in_flight(waits: &[Call], wakes: &[Call]) -> u64 {
 fn semaphore_stats(
     probes: &Probes,
     range: &std::ops::Range<u64>,
-) -> Result<FutexStats, crate::probes::LoadError> {
+) -> Result<FutexStats, crate::collect::ebpf::LoadError> {
     let tgid = std::process::id();
     let mut sum = FutexStats::ZERO;
     for (key, stats) in probes.futex_stats()? {

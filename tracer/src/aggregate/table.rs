@@ -1,14 +1,12 @@
-//! The numbers futexscope reports: one [`Row`] per futex word, built from the in-kernel totals
-//! ([`FutexStats`]), with percentiles read off their log2 histograms, a human label, and the
-//! [`Summary`] written at the end of a trace (as text by [`crate::render`], as JSON here).
+//! The per-word table: one [`Row`] per futex word, built from the in-kernel totals
+//! ([`FutexStats`]), with percentiles read off their log2 histograms and a human label.
 
 use std::collections::HashMap;
 
-use futexscope_probes_common::{
-    event::{Event, EventKind},
-    maps::{FutexKey, FutexStats, HIST_BUCKETS},
-};
+use futexscope_probes_common::maps::{FutexKey, FutexStats, HIST_BUCKETS};
 use serde::Serialize;
+
+use crate::decode::WordKey;
 
 /// One futex word of one process, as reported.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -99,9 +97,9 @@ impl Percentiles {
 
 impl Row {
     /// The row of one word, from its in-kernel totals.
-    pub fn new(key: FutexKey, stats: &FutexStats, label: String) -> Row {
+    pub fn new(key: WordKey, stats: &FutexStats, label: String) -> Row {
         Row {
-            tgid: key.tgid,
+            tgid: key.pid,
             uaddr: key.uaddr,
             label,
             waiters_now: stats.waiters_now,
@@ -122,17 +120,16 @@ impl Row {
     }
 
     /// The key of the word.
-    pub fn key(&self) -> FutexKey {
-        FutexKey {
-            tgid: self.tgid,
-            pad: 0,
+    pub fn key(&self) -> WordKey {
+        WordKey {
+            pid: self.tgid,
             uaddr: self.uaddr,
         }
     }
 }
 
 /// The column rows are sorted by (largest first).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SortKey {
     /// Threads waiting now.
     WaitersNow,
@@ -201,115 +198,16 @@ pub fn sort_rows(rows: &mut [Row], key: SortKey) {
     });
 }
 
-/// Records that could not be reported, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Drops {
-    /// Event records lost because the ring buffer was full (totals stay exact).
-    pub ring_buffer_full: u64,
-    /// Words or threads not recorded because a statistics map was full (totals incomplete).
-    pub map_full: u64,
-}
-
-impl Drops {
-    /// Whether anything was dropped.
-    pub fn any(&self) -> bool {
-        self.ring_buffer_full + self.map_full > 0
-    }
-}
-
 /// Builds the rows of a statistics snapshot, labelling each word with `labels` (missing = "").
-pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<FutexKey, String>) -> Vec<Row> {
+pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<WordKey, String>) -> Vec<Row> {
     stats
         .iter()
         .map(|(key, stats)| {
-            let label = labels.get(&normalized(*key)).cloned().unwrap_or_default();
-            Row::new(*key, stats, label)
+            let key = WordKey::from(*key);
+            let label = labels.get(&key).cloned().unwrap_or_default();
+            Row::new(key, stats, label)
         })
         .collect()
-}
-
-/// The futex word a marker record is booked on, with its semaphore's address: every marker's
-/// first argument is the semaphore, and the probes set the record's `uaddr` to the word (the
-/// word argument, or for `acquired` and `timed_out` the word of the thread's last futex wait;
-/// 0 if it made none).
-pub fn semaphore_of_word(event: &Event) -> Option<(FutexKey, u64)> {
-    if EventKind::from_u32(event.kind) != Some(EventKind::Marker) || event.uaddr == 0 {
-        return None;
-    }
-    Some((
-        FutexKey {
-            tgid: event.tgid,
-            pad: 0,
-            uaddr: event.uaddr,
-        },
-        event.args[0],
-    ))
-}
-
-/// The label of a futex word: the symbol it lives in if any, else the semaphore the markers
-/// name for it (by symbol or address), else empty.
-pub fn label(word_symbol: Option<String>, semaphore: Option<(u64, Option<String>)>) -> String {
-    match (word_symbol, semaphore) {
-        (Some(symbol), _) => symbol,
-        (None, Some((_, Some(symbol)))) => format!("semaphore {symbol}"),
-        (None, Some((address, None))) => format!("semaphore {address:#x}"),
-        (None, None) => String::new(),
-    }
-}
-
-/// The key with its padding cleared, so keys read from a map compare equal to built ones.
-pub fn normalized(key: FutexKey) -> FutexKey {
-    FutexKey { pad: 0, ..key }
-}
-
-/// How the traced target ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "how", rename_all = "snake_case")]
-pub enum Ending {
-    /// The command exited with this status.
-    Exited {
-        /// Exit status.
-        code: i32,
-    },
-    /// The command was killed by this signal.
-    Killed {
-        /// Signal number.
-        signal: i32,
-    },
-    /// The traced process went away (attach mode).
-    Gone,
-    /// `--duration` elapsed.
-    Duration,
-    /// Interrupted (Ctrl-C or SIGTERM).
-    Interrupted,
-}
-
-/// Everything the final summary says.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Summary {
-    /// What was traced, as the user named it.
-    pub target: String,
-    /// Processes traced: the command (or attached process) first, then its children by pid.
-    pub pids: Vec<u32>,
-    /// How long tracing lasted, in seconds.
-    pub seconds: f64,
-    /// How the trace ended.
-    pub ending: Ending,
-    /// Event records received from the kernel.
-    pub events: u64,
-    /// What was lost.
-    pub drops: Drops,
-    /// Warnings raised while tracing (missing hooks, no markers…), in order.
-    pub notes: Vec<String>,
-    /// One row per futex word, sorted by waits.
-    pub futexes: Vec<Row>,
-}
-
-impl Summary {
-    /// The summary as pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a summary always serializes")
-    }
 }
 
 fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -319,7 +217,6 @@ fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futexscope_probes_common::markers::Marker;
 
     fn hist(entries: &[(usize, u64)]) -> [u64; HIST_BUCKETS] {
         let mut hist = [0; HIST_BUCKETS];
@@ -364,15 +261,7 @@ mod tests {
             timeouts,
             ..FutexStats::ZERO
         };
-        Row::new(
-            FutexKey {
-                tgid: 1,
-                pad: 0,
-                uaddr,
-            },
-            &stats,
-            String::new(),
-        )
+        Row::new(WordKey { pid: 1, uaddr }, &stats, String::new())
     }
 
     #[test]
@@ -400,77 +289,14 @@ mod tests {
     }
 
     #[test]
-    fn rows_take_labels_by_normalized_key() {
+    fn rows_take_labels_by_key_whatever_the_padding() {
         let key = FutexKey {
             tgid: 7,
             pad: 0xdead,
             uaddr: 0x1000,
         };
-        let labels = HashMap::from([(normalized(key), "SEM".to_owned())]);
+        let labels = HashMap::from([(WordKey::from(key), "SEM".to_owned())]);
         let rows = rows(&[(key, FutexStats::ZERO)], &labels);
         assert_eq!(rows[0].label, "SEM");
-    }
-
-    #[test]
-    fn markers_name_the_semaphore_of_heap_words() {
-        let mut event = Event {
-            kind: EventKind::Marker as u32,
-            tid: 2,
-            tgid: 1,
-            cpu: 0,
-            ts_ns: 5,
-            start_ns: 0,
-            uaddr: 0x1008,
-            uaddr2: 0,
-            op: Marker::Acquired as u32,
-            syscall: 0,
-            ret: 0,
-            deadline_ns: 0,
-            args: [0x1000, 1, 0, 0, 0, 0],
-            spurious: 0,
-            clock: futexscope_probes_common::event::NO_CLOCK,
-        };
-        let (word, semaphore) = semaphore_of_word(&event).unwrap();
-        assert_eq!((word.tgid, word.uaddr, semaphore), (1, 0x1008, 0x1000));
-        event.uaddr = 0;
-        assert_eq!(semaphore_of_word(&event), None);
-        event.uaddr = 0x1008;
-        event.kind = EventKind::Wait as u32;
-        assert_eq!(semaphore_of_word(&event), None);
-
-        assert_eq!(
-            label(Some("POOL+8".into()), Some((0x1000, Some("POOL".into())))),
-            "POOL+8"
-        );
-        assert_eq!(
-            label(None, Some((0x1000, Some("QUEUE".into())))),
-            "semaphore QUEUE"
-        );
-        assert_eq!(label(None, Some((0x1000, None))), "semaphore 0x1000");
-        assert_eq!(label(None, None), "");
-    }
-
-    #[test]
-    fn summary_json_has_hex_addresses_and_spurious_kinds() {
-        let summary = Summary {
-            target: "x".into(),
-            pids: vec![1],
-            seconds: 1.5,
-            ending: Ending::Exited { code: 3 },
-            events: 10,
-            drops: Drops {
-                ring_buffer_full: 2,
-                map_full: 0,
-            },
-            notes: vec![],
-            futexes: vec![row(0xabc, 4, 1)],
-        };
-        let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
-        assert_eq!(json["futexes"][0]["uaddr"], "0xabc");
-        assert_eq!(json["futexes"][0]["waits"], 4);
-        assert_eq!(json["futexes"][0]["spurious"]["eintr"], 0);
-        assert_eq!(json["ending"]["how"], "exited");
-        assert_eq!(json["ending"]["code"], 3);
-        assert_eq!(json["drops"]["ring_buffer_full"], 2);
     }
 }

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::report::{Drops, Ending, Row, Summary};
+use super::summary::{Drops, Ending, Summary};
+use crate::aggregate::table::Row;
 
 /// Column headers of the futex table, in display order.
 pub const HEADERS: [&str; 17] = [
@@ -183,7 +184,7 @@ fn pid_list(pids: &[u32]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use futexscope_probes_common::maps::{FutexKey, FutexStats};
+    use futexscope_probes_common::maps::FutexStats;
 
     use super::*;
 
@@ -196,11 +197,7 @@ mod tests {
         };
         stats.wait_hist[10] = waits;
         Row::new(
-            FutexKey {
-                tgid: 42,
-                pad: 0,
-                uaddr,
-            },
+            crate::decode::WordKey { pid: 42, uaddr },
             &stats,
             label.to_owned(),
         )

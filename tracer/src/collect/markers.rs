@@ -1,5 +1,5 @@
 //! Attaching the marker program to the futexscope markers of a traced program: from the
-//! stapsdt sites [`crate::usdt`] reads to the site specs [`crate::probes`] attaches.
+//! stapsdt sites [`super::usdt`] reads to the site specs [`super::ebpf`] attaches.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +8,8 @@ use futexscope_probes_common::{
     markers::{self, PROVIDER},
 };
 
-use crate::{
-    probes::{LoadError, MarkerSiteSpec, Probes},
+use super::{
+    ebpf::{LoadError, MarkerSiteSpec, Probes},
     usdt::{self, ArgLocation, UsdtError, UsdtSite},
 };
 
@@ -53,8 +53,15 @@ pub struct Attached {
     pub files: Vec<PathBuf>,
     /// Sites that could not be used, each with the reason.
     pub skipped: Vec<String>,
-    /// Whether attaching failed (the caller reports why).
-    pub failed: bool,
+}
+
+impl Attached {
+    /// Adds what attaching to another file did.
+    fn extend(&mut self, other: Attached) {
+        self.sites += other.sites;
+        self.files.extend(other.files);
+        self.skipped.extend(other.skipped);
+    }
 }
 
 /// The spec of one site, or why the eBPF program cannot read it.
@@ -105,17 +112,16 @@ pub fn attach_file(
     path: &Path,
     shown: &Path,
     set: MarkerSet,
-    attached: &mut Attached,
-) -> Result<(), AttachError> {
+) -> Result<Attached, AttachError> {
     let sites: Vec<UsdtSite> = match usdt::read_sites(path) {
         // A script or other non-ELF program has no markers.
-        Err(UsdtError::NotElf { .. }) => return Ok(()),
+        Err(UsdtError::NotElf { .. }) => return Ok(Attached::default()),
         sites => sites?
             .into_iter()
             .filter(|s| s.provider == PROVIDER)
             .collect(),
     };
-    attach_sites(probes, path, shown, &sites, set, attached)
+    attach_sites(probes, path, shown, &sites, set)
 }
 
 /// Attaches to every file process `pid` maps that carries futexscope markers.
@@ -123,20 +129,19 @@ pub fn attach_process(
     probes: &mut Probes,
     pid: u32,
     set: MarkerSet,
-    attached: &mut Attached,
-) -> Result<(), AttachError> {
+) -> Result<Attached, AttachError> {
     let found = usdt::process_markers(pid)?;
+    let mut attached = Attached::default();
     for object in &found.marked {
-        attach_sites(
+        attached.extend(attach_sites(
             probes,
             &object.host_path,
             &object.path,
             &object.sites,
             set,
-            attached,
-        )?;
+        )?);
     }
-    Ok(())
+    Ok(attached)
 }
 
 fn attach_sites(
@@ -145,8 +150,8 @@ fn attach_sites(
     shown: &Path,
     sites: &[UsdtSite],
     set: MarkerSet,
-    attached: &mut Attached,
-) -> Result<(), AttachError> {
+) -> Result<Attached, AttachError> {
+    let mut attached = Attached::default();
     let mut specs = Vec::with_capacity(sites.len());
     for site in sites {
         match site_spec(site) {
@@ -155,12 +160,11 @@ fn attach_sites(
             Err(why) => attached.skipped.push(format!("{}: {why}", shown.display())),
         }
     }
-    if specs.is_empty() {
-        return Ok(());
+    if !specs.is_empty() {
+        attached.sites = probes.attach_markers(path, &specs)?;
+        attached.files.push(shown.to_owned());
     }
-    attached.sites += probes.attach_markers(path, &specs)?;
-    attached.files.push(shown.to_owned());
-    Ok(())
+    Ok(attached)
 }
 
 /// The file `program` names: itself if it has a `/`, else the first executable match in `PATH`.
@@ -183,7 +187,7 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usdt::{Arch, UsdtArg};
+    use crate::collect::usdt::{Arch, UsdtArg};
 
     fn site(name: &str, specs: &[&str]) -> UsdtSite {
         UsdtSite {

@@ -16,11 +16,20 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row as TableRow, Table},
 };
 
-use crate::{
-    render,
-    report::{self, Drops, Row, SortKey},
-    session::View,
-};
+use super::{summary::Drops, text as render};
+use crate::aggregate::table::{self, Row, SortKey};
+
+/// How to show progress while tracing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// Full-screen table on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Plain text lines each interval.
+    Plain,
+    /// Nothing until the summary.
+    Quiet,
+}
 
 /// Width of the label column of the full-screen table.
 const LABEL_WIDTH: usize = 20;
@@ -124,7 +133,7 @@ impl Live {
     }
 
     fn draw(&mut self) -> io::Result<()> {
-        report::sort_rows(&mut self.snapshot.rows, self.sort);
+        table::sort_rows(&mut self.snapshot.rows, self.sort);
         let snapshot = &self.snapshot;
         match &mut self.mode {
             Mode::Quiet => Ok(()),
@@ -186,8 +195,9 @@ impl Live {
         }
     }
 
-    /// Leaves the view, restoring the terminal; reports a failure to restore it.
-    pub fn close(mut self) -> io::Result<()> {
+    /// Leaves the view, restoring the terminal; reports a failure to restore it. Notes and
+    /// updates after it go nowhere.
+    pub fn close(&mut self) -> io::Result<()> {
         if let Mode::Screen(_) = std::mem::replace(&mut self.mode, Mode::Quiet) {
             ratatui::try_restore()?;
         }

@@ -1,5 +1,6 @@
-//! Thin wrappers over the system calls the battery makes: futex and futex2, clocks, CPU
-//! affinity, timer slack, signals, and a thread's scheduler state.
+//! Thin wrappers over the system calls futexscope makes itself (the kernel report's battery,
+//! the probes' loader, the test workloads): futex and futex2, whether each futex system call
+//! exists, clocks, CPU affinity, timer slack, signals, and a thread's scheduler state.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -240,4 +241,81 @@ pub fn restore_signal(signal: i32, old: &libc::sigaction) {
 pub fn signal_thread(tid: i32, signal: i32) {
     // SAFETY: tgkill with our own pid and one of our thread ids has no memory effects.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, signal) };
+}
+
+/// Whether a raw syscall result means the call exists.
+fn exists(result: Result<libc::c_long, i32>) -> bool {
+    result != Err(libc::ENOSYS)
+}
+
+/// `futex_waitv(NULL, 0, 0, NULL, 0)`: EINVAL (no waiters) when present.
+pub fn futex_waitv_present() -> bool {
+    // SAFETY: a null vector of length 0 is rejected before anything is read.
+    exists(check(unsafe {
+        libc::syscall(
+            SYS_FUTEX_WAITV,
+            std::ptr::null::<u8>(),
+            0u32,
+            0u32,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    }))
+}
+
+/// `futex_wake(&word, 0, 0, ~0)`: EINVAL (invalid flags) when present.
+pub fn futex2_wake_present() -> bool {
+    let word = AtomicU32::new(0);
+    // SAFETY: `word` is live; invalid flags are rejected before it is touched.
+    exists(check(unsafe {
+        libc::syscall(SYS_FUTEX_WAKE, word.as_ptr(), 0u64, 0i32, u32::MAX)
+    }))
+}
+
+/// `futex_wait(&word, 0, 0, ~0, NULL, 0)`: EINVAL (invalid flags) when present.
+pub fn futex2_wait_present() -> bool {
+    let word = AtomicU32::new(0);
+    // SAFETY: `word` is live; invalid flags are rejected before anything is read.
+    exists(check(unsafe {
+        libc::syscall(
+            SYS_FUTEX_WAIT,
+            word.as_ptr(),
+            0u64,
+            0u64,
+            u32::MAX,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    }))
+}
+
+/// `futex_requeue(NULL, 1, 0, 0)`: EINVAL (flags must be 0) when present.
+pub fn futex2_requeue_present() -> bool {
+    // SAFETY: non-zero flags are rejected before the null vector is read.
+    exists(check(unsafe {
+        libc::syscall(SYS_FUTEX_REQUEUE, std::ptr::null::<u8>(), 1u32, 0i32, 0i32)
+    }))
+}
+
+/// `bpf(0xffff, NULL, 0)`: EINVAL (or EPERM) when the syscall exists.
+pub fn bpf_syscall_present() -> bool {
+    // SAFETY: an unknown command with a null attribute is rejected before anything is read.
+    exists(check(unsafe {
+        libc::syscall(libc::SYS_bpf, 0xffff, std::ptr::null::<u8>(), 0u32)
+    }))
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, from the closest of a few paired readings.
+pub fn realtime_offset_ns() -> i64 {
+    let read = |clock| now(clock) as i64;
+    let mut best = (i64::MAX, 0);
+    for _ in 0..5 {
+        let before = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        let after = read(libc::CLOCK_MONOTONIC);
+        if after - before < best.0 {
+            best = (after - before, real - (before + (after - before) / 2));
+        }
+    }
+    best.1
 }

@@ -131,3 +131,45 @@ pub fn wait(pid: libc::pid_t) -> io::Result<i32> {
         }
     }
 }
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// How our child `pid` ended, if it has (it is then reaped); never blocks.
+pub fn try_exit(pid: libc::pid_t) -> Option<Exit> {
+    let mut status = 0;
+    // SAFETY: non-blocking wait for our own child with a valid status pointer.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if ret != pid {
+        return None;
+    }
+    Some(if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    })
+}
+
+/// Stops our child `pid` with `signal` (SIGKILL if it is still there after 2 s) and reaps it.
+pub fn stop(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: signalling our own child, not yet reaped, so the pid is still ours.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while try_exit(pid).is_none() {
+        if std::time::Instant::now() >= deadline {
+            // SAFETY: as above; then a blocking reap of our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -1,7 +1,7 @@
 //! Loading futexscope's eBPF programs and reading what they record.
 //!
 //! ```no_run
-//! use futexscope::probes::{ProbeOptions, Probes};
+//! use futexscope::collect::ebpf::{ProbeOptions, Probes};
 //! let mut probes = Probes::load_with(&ProbeOptions::default())?;
 //! probes.trace_tgid(1234)?;
 //! // … later, from a polling loop:
@@ -10,13 +10,11 @@
 //!     println!("{:#x}: {} waits", word.uaddr, stats.waits);
 //! }
 //! println!("dropped: {:?}", probes.drops()?);
-//! # Ok::<(), futexscope::probes::LoadError>(())
+//! # Ok::<(), futexscope::collect::ebpf::LoadError>(())
 //! ```
 //!
 //! Totals ([`Probes::futex_stats`]) are exact even when event records are dropped; every
 //! dropped record is counted ([`Probes::drops`]). `docs/probes.md` defines every counter.
-
-pub mod btf;
 
 use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
@@ -24,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use crate::{errors, sys};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -64,7 +63,7 @@ const MARKER_PROGRAM: &str = "futexscope_marker";
 pub enum LoadError {
     /// The process lacks the privilege to load eBPF programs.
     #[error(
-        "permission denied loading eBPF programs: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"
+        "permission denied: loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
     )]
     NotPermitted(#[source] aya::EbpfError),
     /// The kernel rejected the object.
@@ -146,12 +145,19 @@ pub struct SyscallSupport {
 }
 
 /// Records and map entries lost, summed over all CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DropCounts {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Drops {
     /// Event records lost because the ring buffer was full (totals stay exact).
     pub ring_buffer_full: u64,
     /// Words, threads or processes not recorded because a map was full (totals incomplete).
     pub map_full: u64,
+}
+
+impl Drops {
+    /// Whether anything was dropped.
+    pub fn any(&self) -> bool {
+        self.ring_buffer_full + self.map_full > 0
+    }
 }
 
 /// One marker site to attach: the place in a file and how to read its arguments.
@@ -251,10 +257,10 @@ impl Probes {
         }
         let realtime_offset = options
             .realtime_offset_ns
-            .unwrap_or_else(realtime_offset_ns);
+            .unwrap_or_else(sys::realtime_offset_ns);
         // Without BTF fork following is off; the rest works.
         let tgid_offset =
-            btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
+            super::btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
                 .unwrap_or(0);
         // Level 0 turns every log site off, and the verifier then drops them.
         let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
@@ -271,7 +277,7 @@ impl Probes {
             .override_global(maps::WAKEUP_BYTES, &u64::from(ring / 4), true)
             .load(PROBES_OBJECT)
             .map_err(|err| {
-                if is_permission_error(&err) {
+                if errors::is_permission_denied(&err) {
                     LoadError::NotPermitted(err)
                 } else {
                     LoadError::Load(err)
@@ -396,7 +402,7 @@ impl Probes {
     }
 
     /// Records and map entries lost so far.
-    pub fn drops(&self) -> Result<DropCounts, LoadError> {
+    pub fn drops(&self) -> Result<Drops, LoadError> {
         let name = maps::DROPS;
         let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
         let drops: PerCpuArray<&MapData, u64> =
@@ -407,7 +413,7 @@ impl Probes {
                 .map_err(|source| LoadError::Map { name, source })?;
             Ok(values.iter().sum())
         };
-        Ok(DropCounts {
+        Ok(Drops {
             ring_buffer_full: sum(DropReason::RingBufferFull)?,
             map_full: sum(DropReason::MapFull)?,
         })
@@ -585,56 +591,14 @@ fn missing(name: &'static str) -> LoadError {
     }
 }
 
-fn is_permission_error(err: &aya::EbpfError) -> bool {
-    let text = format!("{err:?}");
-    text.contains("EPERM")
-        || text.contains("PermissionDenied")
-        || text.contains("Operation not permitted")
-}
-
-/// CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, from the closest of a few paired readings.
-pub fn realtime_offset_ns() -> i64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec for clock_gettime to fill; both clocks always exist.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    let mut best = (i64::MAX, 0);
-    for _ in 0..5 {
-        let before = read(libc::CLOCK_MONOTONIC);
-        let real = read(libc::CLOCK_REALTIME);
-        let after = read(libc::CLOCK_MONOTONIC);
-        if after - before < best.0 {
-            best = (after - before, real - (before + (after - before) / 2));
-        }
-    }
-    best.1
-}
-
-/// Which futex syscalls the kernel has: each is called with arguments it must reject
-/// (`EINVAL`); `ENOSYS` means absent.
+/// Which futex syscalls the kernel has ([`sys`] calls each with arguments it must reject).
 fn detect_syscalls() -> Vec<SyscallSupport> {
-    let probe = |number: u32| -> bool {
-        // SAFETY: every call passes null pointers with zero counts or invalid flags, which the
-        // kernel rejects before touching memory; an absent syscall returns ENOSYS.
-        let ret = unsafe {
-            match number {
-                syscalls::FUTEX_WAITV => {
-                    libc::syscall(number as i64, 0usize, 0u32, 0u32, 0usize, 0u32)
-                }
-                syscalls::FUTEX_WAKE => libc::syscall(number as i64, 0usize, 0u64, 0u32, !0u32),
-                syscalls::FUTEX_WAIT => {
-                    libc::syscall(number as i64, 0usize, 0u64, 0u64, !0u32, 0usize, 0u32)
-                }
-                syscalls::FUTEX_REQUEUE => libc::syscall(number as i64, 0usize, !0u32, 0u32, 0u32),
-                _ => 0,
-            }
-        };
-        ret == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    let probe = |number: u32| match number {
+        syscalls::FUTEX_WAITV => sys::futex_waitv_present(),
+        syscalls::FUTEX_WAKE => sys::futex2_wake_present(),
+        syscalls::FUTEX_WAIT => sys::futex2_wait_present(),
+        syscalls::FUTEX_REQUEUE => sys::futex2_requeue_present(),
+        _ => true,
     };
     vec![
         SyscallSupport {

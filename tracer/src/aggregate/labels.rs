@@ -1,0 +1,145 @@
+//! Names for what the tables show: each futex word by the symbol it lives in or the semaphore
+//! the markers name for it, and each process by its command line.
+
+use std::collections::{BTreeSet, HashMap, hash_map::Entry};
+
+use futexscope_probes_common::maps::{FutexKey, FutexStats};
+
+use super::symbols::Symbolizer;
+use crate::{
+    collect::procfs,
+    decode::{Record, WordKey},
+};
+
+/// The names of the words and processes of one session, learnt as they appear.
+#[derive(Debug, Default)]
+pub struct Labels {
+    symbolizer: Symbolizer,
+    /// The label of each word named so far (empty: nothing names it yet).
+    words: HashMap<WordKey, String>,
+    /// The semaphore the markers named for each word.
+    semaphores: HashMap<WordKey, u64>,
+    /// Each process's command line, or `pid N` if it exited before it was seen.
+    processes: HashMap<u32, String>,
+}
+
+impl Labels {
+    /// Labels for a session whose first process is `pid`, named `name`.
+    pub fn new(pid: u32, name: String) -> Labels {
+        let mut labels = Labels::default();
+        // A process that has already exited is named by what later refreshes find.
+        let _ = labels.symbolizer.refresh(pid);
+        labels.processes.insert(pid, name);
+        labels
+    }
+
+    /// Learns from one record: a marker names the semaphore of the word it is booked on.
+    pub fn learn(&mut self, record: &Record) {
+        if let Record::Marker(hit) = record
+            && let Some(word) = hit.word
+        {
+            self.semaphores.insert(word, hit.semaphore());
+        }
+    }
+
+    /// Names the words of `stats` that have no name yet (re-reading their processes' mappings
+    /// first) and the processes that own them.
+    pub fn update(&mut self, stats: &[(FutexKey, FutexStats)]) {
+        let keys: Vec<WordKey> = stats.iter().map(|(key, _)| WordKey::from(*key)).collect();
+        let unnamed = |key: &WordKey| self.words.get(key).is_none_or(String::is_empty);
+        let stale: BTreeSet<u32> = keys.iter().filter(|k| unnamed(k)).map(|k| k.pid).collect();
+        for pid in stale {
+            // A process that has exited keeps the names its last mappings gave.
+            let _ = self.symbolizer.refresh(pid);
+        }
+        for key in keys {
+            if self.words.get(&key).is_none_or(String::is_empty) {
+                let semaphore = self
+                    .semaphores
+                    .get(&key)
+                    .map(|&address| (address, self.symbolizer.resolve(key.pid, address)));
+                let label = label(self.symbolizer.resolve(key.pid, key.uaddr), semaphore);
+                self.words.insert(key, label);
+            }
+            if let Entry::Vacant(entry) = self.processes.entry(key.pid) {
+                let name = procfs::command_line(key.pid);
+                entry.insert(name.unwrap_or_else(|| format!("pid {}", key.pid)));
+            }
+        }
+    }
+
+    /// The label of every word named so far (empty: nothing names it).
+    pub fn words(&self) -> &HashMap<WordKey, String> {
+        &self.words
+    }
+
+    /// The name of every process seen so far.
+    pub fn processes(&self) -> &HashMap<u32, String> {
+        &self.processes
+    }
+}
+
+/// The label of a futex word: the symbol it lives in if any, else the semaphore the markers
+/// name for it (by symbol or address), else empty.
+pub fn label(word_symbol: Option<String>, semaphore: Option<(u64, Option<String>)>) -> String {
+    match (word_symbol, semaphore) {
+        (Some(symbol), _) => symbol,
+        (None, Some((_, Some(symbol)))) => format!("semaphore {symbol}"),
+        (None, Some((address, None))) => format!("semaphore {address:#x}"),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{MarkerHit, Thread};
+    use futexscope_probes_common::markers::Marker;
+
+    #[test]
+    fn labels_prefer_the_symbol_then_the_semaphore() {
+        assert_eq!(
+            label(Some("POOL+8".into()), Some((0x1000, Some("POOL".into())))),
+            "POOL+8"
+        );
+        assert_eq!(
+            label(None, Some((0x1000, Some("QUEUE".into())))),
+            "semaphore QUEUE"
+        );
+        assert_eq!(label(None, Some((0x1000, None))), "semaphore 0x1000");
+        assert_eq!(label(None, None), "");
+    }
+
+    #[test]
+    fn a_marker_names_the_semaphore_of_a_heap_word() {
+        // A pid above the kernel's limit: no mappings, so no symbol, and no command line.
+        let pid = 1 << 23;
+        let mut labels = Labels::default();
+        let hit = |uaddr: Option<u64>| {
+            Record::Marker(MarkerHit {
+                thread: Thread { pid, tid: pid },
+                cpu: 0,
+                ts_ns: 5,
+                marker: Some(Marker::Acquired),
+                id: Marker::Acquired as u32,
+                word: uaddr.map(|uaddr| WordKey { pid, uaddr }),
+                args: [0x1000, 1, 0, 0, 0, 0],
+            })
+        };
+        labels.learn(&hit(None));
+        labels.learn(&hit(Some(0x1008)));
+        let key = |uaddr| FutexKey {
+            tgid: pid,
+            pad: 0,
+            uaddr,
+        };
+        labels.update(&[
+            (key(0x1008), FutexStats::ZERO),
+            (key(0x2000), FutexStats::ZERO),
+        ]);
+        let word = |uaddr| labels.words()[&WordKey { pid, uaddr }].as_str();
+        assert_eq!(word(0x1008), "semaphore 0x1000");
+        assert_eq!(word(0x2000), "");
+        assert_eq!(labels.processes()[&pid], format!("pid {pid}"));
+    }
+}

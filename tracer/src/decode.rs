@@ -1,0 +1,369 @@
+//! The decode boundary: raw ring-buffer [`Event`]s become typed [`Record`]s, with their futex
+//! word keys normalized once. Nothing after this module reads the wire struct.
+
+use futexscope_probes_common::{
+    event::{Event, EventKind, NO_CLOCK, spurious},
+    maps::FutexKey,
+    markers::Marker,
+};
+
+/// A futex word as futexscope tells words apart: a process and an address in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WordKey {
+    /// Process id owning the word.
+    pub pid: u32,
+    /// Address of the word in that process.
+    pub uaddr: u64,
+}
+
+impl From<FutexKey> for WordKey {
+    /// The key of a statistics-map entry (its padding ignored).
+    fn from(key: FutexKey) -> WordKey {
+        WordKey {
+            pid: key.tgid,
+            uaddr: key.uaddr,
+        }
+    }
+}
+
+/// A thread of a traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Thread {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+}
+
+/// A futex system call that returned: what every wait and wake record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The calling thread.
+    pub thread: Thread,
+    /// CPU the call returned on.
+    pub cpu: u32,
+    /// The word (the first one of a multi-word call).
+    pub word: WordKey,
+    /// The second word (requeue, wake-op), 0 if none.
+    pub uaddr2: u64,
+    /// The system call number.
+    pub syscall: u32,
+    /// The futex operation with its flags, as the system call took it.
+    pub op: u32,
+    /// CLOCK_MONOTONIC ns when the call began.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC ns when it returned.
+    pub end_ns: u64,
+    /// Its result: >= 0, or -errno.
+    pub ret: i64,
+    /// Operation-specific arguments: a wait's expected value, a wake's count, the further words
+    /// of `futex_waitv` (see [`Event::args`]).
+    pub args: [u64; 6],
+}
+
+/// The absolute deadline of a timed wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// CLOCK_MONOTONIC ns (a CLOCK_REALTIME deadline is converted by the probes).
+    pub monotonic_ns: u64,
+    /// The clock the caller gave it on: `CLOCK_REALTIME` (0) or `CLOCK_MONOTONIC` (1).
+    pub clock: u32,
+}
+
+/// Why a wait ended without what it waited for (docs/probes.md defines each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpuriousFlags(pub u32);
+
+impl SpuriousFlags {
+    /// Interrupted by a signal.
+    pub fn interrupted(self) -> bool {
+        self.0 & spurious::INTERRUPTED != 0
+    }
+    /// The word's value had changed before the thread slept.
+    pub fn value_changed(self) -> bool {
+        self.0 & spurious::VALUE_CHANGED != 0
+    }
+    /// Woken, then waited again without getting what it waited for.
+    pub fn lost_race(self) -> bool {
+        self.0 & spurious::LOST_RACE != 0
+    }
+    /// Woken with no wake call on the word since the wait began.
+    pub fn no_waker(self) -> bool {
+        self.0 & spurious::NO_WAKER != 0
+    }
+}
+
+/// A wait-type futex call that returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// The call.
+    pub call: Call,
+    /// Its deadline, if timed.
+    pub deadline: Option<Deadline>,
+    /// Spurious-wakeup flags.
+    pub spurious: SpuriousFlags,
+}
+
+impl Wait {
+    /// Whether a wake call ended it (it returned 0).
+    pub fn woken(&self) -> bool {
+        self.call.ret == 0
+    }
+
+    /// Whether it timed out.
+    pub fn timed_out(&self) -> bool {
+        self.call.ret == -i64::from(libc::ETIMEDOUT)
+    }
+
+    /// Return time minus deadline, in ns (negative if it returned early); `None` if untimed.
+    pub fn drift_ns(&self) -> Option<i64> {
+        self.deadline
+            .map(|d| self.call.end_ns as i64 - d.monotonic_ns as i64)
+    }
+}
+
+/// A wake-type futex call that returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The call; its `ret` is the number of threads woken, or -errno.
+    pub call: Call,
+}
+
+impl Wake {
+    /// Threads it woke (0 if it failed).
+    pub fn woken(&self) -> u64 {
+        self.call.ret.max(0) as u64
+    }
+}
+
+/// A futexscope marker that fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkerHit {
+    /// The thread that hit it.
+    pub thread: Thread,
+    /// CPU.
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub ts_ns: u64,
+    /// Which marker (`None` for an id this build does not know).
+    pub marker: Option<Marker>,
+    /// The raw marker id.
+    pub id: u32,
+    /// The futex word it is booked on: its word argument, or for `acquired` and `timed_out`
+    /// the word of the thread's last futex wait; `None` if there is none.
+    pub word: Option<WordKey>,
+    /// The marker's arguments; the first is always the semaphore's address.
+    pub args: [u64; 6],
+}
+
+impl MarkerHit {
+    /// The address of the semaphore the marker names.
+    pub fn semaphore(&self) -> u64 {
+        self.args[0]
+    }
+}
+
+/// A traced process forked; the child is traced too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fork {
+    /// The forking thread.
+    pub parent: Thread,
+    /// CPU.
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub ts_ns: u64,
+    /// The new process.
+    pub child_pid: u32,
+}
+
+/// A thread exited while it waited on a futex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiedWaiting {
+    /// The wait, as far as it went: `end_ns` is when the thread exited, `ret` is 0.
+    pub call: Call,
+    /// The wait's deadline, if timed.
+    pub deadline: Option<Deadline>,
+}
+
+/// One record of the probes, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A finished wait.
+    Wait(Wait),
+    /// A wake call.
+    Wake(Wake),
+    /// A marker hit.
+    Marker(MarkerHit),
+    /// A fork of a traced process.
+    Fork(Fork),
+    /// A thread that died waiting.
+    DiedWaiting(DiedWaiting),
+}
+
+impl Record {
+    /// Decodes one ring-buffer record; `None` for a kind this build does not know.
+    pub fn decode(event: &Event) -> Option<Record> {
+        let thread = Thread {
+            pid: event.tgid,
+            tid: event.tid,
+        };
+        let word = WordKey {
+            pid: event.tgid,
+            uaddr: event.uaddr,
+        };
+        let deadline = (event.deadline_ns != 0).then_some(Deadline {
+            monotonic_ns: event.deadline_ns,
+            clock: event.clock,
+        });
+        let call = Call {
+            thread,
+            cpu: event.cpu,
+            word,
+            uaddr2: event.uaddr2,
+            syscall: event.syscall,
+            op: event.op,
+            start_ns: event.start_ns,
+            end_ns: event.ts_ns,
+            ret: event.ret,
+            args: event.args,
+        };
+        Some(match EventKind::from_u32(event.kind)? {
+            EventKind::Wait => Record::Wait(Wait {
+                call,
+                deadline,
+                spurious: SpuriousFlags(event.spurious),
+            }),
+            EventKind::Wake => Record::Wake(Wake { call }),
+            EventKind::Marker => Record::Marker(MarkerHit {
+                thread,
+                cpu: event.cpu,
+                ts_ns: event.ts_ns,
+                marker: Marker::from_id(event.op),
+                id: event.op,
+                word: (event.uaddr != 0).then_some(word),
+                args: event.args,
+            }),
+            EventKind::Fork => Record::Fork(Fork {
+                parent: thread,
+                cpu: event.cpu,
+                ts_ns: event.ts_ns,
+                child_pid: event.args[0] as u32,
+            }),
+            EventKind::DiedWaiting => Record::DiedWaiting(DiedWaiting { call, deadline }),
+        })
+    }
+
+    /// The clock a deadline was given on, as the wire format writes it ([`NO_CLOCK`] if none).
+    pub fn clock_of(deadline: Option<Deadline>) -> u32 {
+        deadline.map_or(NO_CLOCK, |d| d.clock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            kind: kind as u32,
+            tid: 2,
+            tgid: 1,
+            cpu: 3,
+            ts_ns: 900,
+            start_ns: 100,
+            uaddr: 0x1008,
+            uaddr2: 0,
+            op: 0x80,
+            syscall: 202,
+            ret: -i64::from(libc::ETIMEDOUT),
+            deadline_ns: 850,
+            args: [0x1000, 1, 0, 0, 0, 0],
+            spurious: spurious::NO_WAKER,
+            clock: 1,
+        }
+    }
+
+    #[test]
+    fn waits_carry_their_deadline_drift_and_flags() {
+        let Some(Record::Wait(wait)) = Record::decode(&event(EventKind::Wait)) else {
+            panic!("a wait");
+        };
+        assert_eq!(
+            wait.call.word,
+            WordKey {
+                pid: 1,
+                uaddr: 0x1008
+            }
+        );
+        assert_eq!(wait.call.thread, Thread { pid: 1, tid: 2 });
+        assert!(wait.timed_out() && !wait.woken());
+        assert_eq!(wait.drift_ns(), Some(50));
+        assert!(wait.spurious.no_waker() && !wait.spurious.lost_race());
+    }
+
+    #[test]
+    fn an_untimed_wait_has_no_deadline() {
+        let mut raw = event(EventKind::Wait);
+        raw.deadline_ns = 0;
+        raw.clock = NO_CLOCK;
+        let Some(Record::Wait(wait)) = Record::decode(&raw) else {
+            panic!("a wait");
+        };
+        assert_eq!((wait.deadline, wait.drift_ns()), (None, None));
+        assert_eq!(Record::clock_of(wait.deadline), NO_CLOCK);
+    }
+
+    #[test]
+    fn markers_name_their_word_and_semaphore() {
+        let mut raw = event(EventKind::Marker);
+        raw.op = Marker::Acquired as u32;
+        let Some(Record::Marker(hit)) = Record::decode(&raw) else {
+            panic!("a marker");
+        };
+        assert_eq!(hit.marker, Some(Marker::Acquired));
+        assert_eq!(
+            hit.word,
+            Some(WordKey {
+                pid: 1,
+                uaddr: 0x1008
+            })
+        );
+        assert_eq!(hit.semaphore(), 0x1000);
+        raw.uaddr = 0;
+        let Some(Record::Marker(hit)) = Record::decode(&raw) else {
+            panic!("a marker");
+        };
+        assert_eq!(hit.word, None);
+    }
+
+    #[test]
+    fn forks_name_the_child_and_unknown_kinds_decode_to_nothing() {
+        let mut raw = event(EventKind::Fork);
+        raw.args[0] = 4242;
+        assert!(matches!(
+            Record::decode(&raw),
+            Some(Record::Fork(Fork {
+                child_pid: 4242,
+                ..
+            }))
+        ));
+        raw.kind = 99;
+        assert_eq!(Record::decode(&raw), None);
+    }
+
+    #[test]
+    fn stats_keys_lose_their_padding() {
+        let key = FutexKey {
+            tgid: 7,
+            pad: 0xdead,
+            uaddr: 0x10,
+        };
+        assert_eq!(
+            WordKey::from(key),
+            WordKey {
+                pid: 7,
+                uaddr: 0x10
+            }
+        );
+    }
+}
