@@ -314,6 +314,9 @@ impl Session {
     /// Loads the probes, creates the output files, starts the live view, attaches to the
     /// target's markers and starts (or starts tracing) the target.
     pub fn start(target: &Target, options: Options) -> Result<Session, TraceError> {
+        // First: a Ctrl-C while the probes load ends the session at its first tick, with the
+        // summary, instead of killing futexscope.
+        install_interrupt_handler();
         // A thread id names its whole process: futexes are traced per process.
         let target = match target {
             Target::Pid(pid) => {
@@ -335,7 +338,6 @@ impl Session {
         };
         let export_file = options.export.as_deref().map(create).transpose()?;
         let json_file = options.json.as_deref().map(create).transpose()?;
-        install_interrupt_handler();
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
             Target::Pid(pid) => procfs::command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
