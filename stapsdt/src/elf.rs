@@ -1,8 +1,7 @@
 //! Finding the stapsdt notes of an ELF image and turning each into a [`UsdtSite`].
 
 use object::{
-    Endianness,
-    elf,
+    Endianness, elf,
     read::elf::{FileHeader, ProgramHeader, SectionHeader},
 };
 

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use futexscope_probes_common::{
     maps::{MarkerArg, arg_kind},
-    markers::{self, PROVIDER},
+    markers,
 };
 
 use crate::{
     probes::{LoadError, MarkerSiteSpec, Probes},
-    usdt::{self, ArgLocation, UsdtError, UsdtSite},
+    usdt::{self, ArgLocation, ParseError, UsdtError, UsdtSite},
 };
 
 /// Why markers could not be attached (tracing goes on without them).
@@ -107,13 +107,13 @@ pub fn attach_file(
     set: MarkerSet,
     attached: &mut Attached,
 ) -> Result<(), AttachError> {
-    let sites: Vec<UsdtSite> = match usdt::read_sites(path) {
+    let sites = match usdt::read_markers(path) {
         // A script or other non-ELF program has no markers.
-        Err(UsdtError::NotElf { .. }) => return Ok(()),
-        sites => sites?
-            .into_iter()
-            .filter(|s| s.provider == PROVIDER)
-            .collect(),
+        Err(UsdtError::Parse {
+            source: ParseError::NotElf,
+            ..
+        }) => return Ok(()),
+        sites => sites?,
     };
     attach_sites(probes, path, shown, &sites, set, attached)
 }
@@ -182,6 +182,8 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use futexscope_probes_common::markers::PROVIDER;
+
     use super::*;
     use crate::usdt::{Arch, UsdtArg};
 

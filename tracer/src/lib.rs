@@ -7,6 +7,7 @@ pub mod flood;
 pub mod kernel_report;
 pub mod live;
 pub mod probes;
+pub mod proc_maps;
 pub mod render;
 pub mod report;
 pub mod session;
