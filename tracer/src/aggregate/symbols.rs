@@ -2,49 +2,11 @@
 //! ELF files it has mapped (`/proc/PID/maps`), so a word inside a `static` shows as
 //! `NAME` or `NAME+OFFSET`. Heap and stack words have no name.
 
-use std::{
-    collections::HashMap,
-    fs, io,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{collections::HashMap, fs, io, path::PathBuf, sync::Arc};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-/// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// First address.
-    pub start: u64,
-    /// One past the last address.
-    pub end: u64,
-    /// File offset of `start`.
-    pub offset: u64,
-    /// The mapped file, if any.
-    pub path: Option<PathBuf>,
-}
-
-/// Parses the text of `/proc/PID/maps`; malformed lines are skipped.
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let _perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let _device = fields.next()?;
-            let _inode = fields.next()?;
-            let rest: Vec<&str> = fields.collect();
-            let path = rest.join(" ");
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                offset,
-                path: path.starts_with('/').then(|| PathBuf::from(path)),
-            })
-        })
-        .collect()
-}
+use crate::collect::proc_maps::{self, Mapping};
 
 /// The data symbols of one ELF file, sorted by address.
 #[derive(Debug, Default)]
@@ -133,11 +95,10 @@ impl Symbolizer {
     /// Re-reads `/proc/PID/maps` and the symbol tables of newly mapped files. Keeps what it
     /// knew if the process is gone.
     pub fn refresh(&mut self, pid: u32) -> io::Result<()> {
-        let maps = parse_maps(&fs::read_to_string(format!("/proc/{pid}/maps"))?);
+        let maps = proc_maps::read(pid)?;
         let mut modules = Vec::new();
         for mapping in maps.iter().filter(|m| m.offset == 0) {
-            let Some(path) = &mapping.path else { continue };
-            let Some(table) = self.table(pid, path) else {
+            let Some(table) = self.table(pid, mapping) else {
                 continue;
             };
             let bias = mapping.start.wrapping_sub(table.first_vaddr);
@@ -164,14 +125,20 @@ impl Symbolizer {
         module.table.lookup(address.wrapping_sub(module.bias))
     }
 
-    fn table(&mut self, pid: u32, path: &Path) -> Option<Arc<SymbolTable>> {
+    /// The symbol table of the file `mapping` maps into process `pid`, read once per file.
+    fn table(&mut self, pid: u32, mapping: &Mapping) -> Option<Arc<SymbolTable>> {
+        // Through the process's root, so files in other mount namespaces are found. A deleted
+        // file is only reachable through this one mapping: its path may name another file now.
+        let host_path = mapping.host_path(pid)?;
+        let key = if mapping.deleted {
+            host_path.clone()
+        } else {
+            mapping.path.clone()?
+        };
         self.tables
-            .entry(path.to_owned())
+            .entry(key)
             .or_insert_with(|| {
-                // Through the process's root, so files in other mount namespaces are found.
-                let rooted =
-                    Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").ok()?);
-                let data = fs::read(rooted).ok()?;
+                let data = fs::read(host_path).ok()?;
                 SymbolTable::parse(&data).ok().map(Arc::new)
             })
             .clone()
@@ -183,21 +150,6 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     use super::*;
-
-    #[test]
-    fn parses_maps_lines() {
-        let maps = parse_maps(
-            "55d0c000-55d0d000 r--p 00000000 08:01 1234   /usr/bin/my prog\n\
-             7ffc0000-7ffc1000 rw-p 00000000 00:00 0      [stack]\n\
-             7f000000-7f001000 rw-p 00000000 00:00 0\n\
-             garbage\n",
-        );
-        assert_eq!(maps.len(), 3);
-        assert_eq!(maps[0].start, 0x55d0_c000);
-        assert_eq!(maps[0].path.as_deref(), Some(Path::new("/usr/bin/my prog")));
-        assert_eq!(maps[1].path, None);
-        assert_eq!(maps[2].path, None);
-    }
 
     #[test]
     fn lookup_names_offsets_inside_a_symbol() {

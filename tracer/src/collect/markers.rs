@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use futexscope_probes_common::{
     maps::{MarkerArg, arg_kind},
-    markers::{self, PROVIDER},
+    markers,
 };
 
 use super::{
     ebpf::{LoadError, MarkerSiteSpec, Probes},
-    usdt::{self, ArgLocation, UsdtError, UsdtSite},
+    usdt::{self, ArgLocation, ParseError, UsdtError, UsdtSite},
 };
 
 /// Why markers could not be attached (tracing goes on without them).
@@ -113,13 +113,13 @@ pub fn attach_file(
     shown: &Path,
     set: MarkerSet,
 ) -> Result<Attached, AttachError> {
-    let sites: Vec<UsdtSite> = match usdt::read_sites(path) {
+    let sites = match usdt::read_markers(path) {
         // A script or other non-ELF program has no markers.
-        Err(UsdtError::NotElf { .. }) => return Ok(Attached::default()),
-        sites => sites?
-            .into_iter()
-            .filter(|s| s.provider == PROVIDER)
-            .collect(),
+        Err(UsdtError::Parse {
+            source: ParseError::NotElf,
+            ..
+        }) => return Ok(Attached::default()),
+        sites => sites?,
     };
     attach_sites(probes, path, shown, &sites, set)
 }
@@ -186,6 +186,8 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use futexscope_probes_common::markers::PROVIDER;
+
     use super::*;
     use crate::collect::usdt::{Arch, UsdtArg};
 

@@ -5,6 +5,7 @@
 mod btf;
 pub mod ebpf;
 pub mod markers;
+pub mod proc_maps;
 pub mod procfs;
 pub mod spawn;
 pub mod usdt;
