@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
+};
 use futexscope::{
     aggregate::table::SortKey, collect::markers::MarkerSet, output::live::View, session::Options,
 };
@@ -145,11 +148,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Live view: a full-screen table on a terminal (auto), plain text lines, or nothing.
-    #[arg(long, value_enum, default_value_t)]
-    pub view: ViewArg,
+    #[arg(long, value_parser = named(&View::ALL, View::describe), default_value = "auto")]
+    pub view: View,
     /// Sort the table by this column (largest first); `s` cycles it in the full-screen view.
-    #[arg(long, value_enum, default_value_t)]
-    pub sort: SortArg,
+    #[arg(long, value_parser = named(&SortKey::ALL, SortKey::describe), default_value = "waits")]
+    pub sort: SortKey,
     /// Do not attach to the futexscope markers: trace futex calls only (cheaper: each marker
     /// hit costs a uprobe trap).
     #[arg(long, conflicts_with = "all_markers")]
@@ -178,22 +181,8 @@ impl TraceArgs {
             json: self.json.clone(),
             export: self.export.clone(),
             events: self.events.clone(),
-            view: match self.view {
-                ViewArg::Auto => View::Auto,
-                ViewArg::Plain => View::Plain,
-                ViewArg::Quiet => View::Quiet,
-            },
-            sort: match self.sort {
-                SortArg::WaitersNow => SortKey::WaitersNow,
-                SortArg::MaxWaiters => SortKey::MaxWaiters,
-                SortArg::Waits => SortKey::Waits,
-                SortArg::WakeCalls => SortKey::WakeCalls,
-                SortArg::Woken => SortKey::Woken,
-                SortArg::Spurious => SortKey::Spurious,
-                SortArg::Timeouts => SortKey::Timeouts,
-                SortArg::Drift => SortKey::Drift,
-                SortArg::WaitTime => SortKey::WaitTime,
-            },
+            view: self.view,
+            sort: self.sort,
             verbose: self.verbose,
             markers: match (self.no_markers, self.all_markers) {
                 (true, _) => None,
@@ -205,40 +194,20 @@ impl TraceArgs {
     }
 }
 
-/// `--view`: how to show progress while tracing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ViewArg {
-    /// Full-screen table on a terminal, plain lines otherwise.
-    #[default]
-    Auto,
-    /// Plain text lines each interval.
-    Plain,
-    /// Nothing until the summary.
-    Quiet,
-}
-
-/// `--sort`: the column the table is sorted by (largest first).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum SortArg {
-    /// Threads waiting now.
-    WaitersNow,
-    /// Most threads waiting at once.
-    MaxWaiters,
-    /// Wait calls.
-    #[default]
-    Waits,
-    /// Wake calls.
-    WakeCalls,
-    /// Threads woken.
-    Woken,
-    /// Spurious wakeups, all kinds.
-    Spurious,
-    /// Timeouts.
-    Timeouts,
-    /// Timeout drift p99.
-    Drift,
-    /// Wait time p99.
-    WaitTime,
+/// Parses a value among `all`, each named and described by `describe` (`--view`, `--sort`).
+fn named<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    describe: fn(T) -> (&'static str, &'static str),
+) -> impl TypedValueParser<Value = T> {
+    let values = all.iter().map(move |&value| {
+        let (name, about) = describe(value);
+        PossibleValue::new(name).help(about)
+    });
+    PossibleValuesParser::new(values).map(move |name| {
+        *all.iter()
+            .find(|&&value| describe(value).0 == name)
+            .expect("clap only accepts the listed names")
+    })
 }
 
 /// Parses a ring buffer size: bytes, or a number with `K`, `M` or `G` (powers of 1024); it must

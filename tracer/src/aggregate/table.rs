@@ -166,6 +166,21 @@ impl SortKey {
         SortKey::WaitTime,
     ];
 
+    /// The key's name (`--sort NAME`) and what it sorts by.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            SortKey::WaitersNow => ("waiters-now", "threads waiting now"),
+            SortKey::MaxWaiters => ("max-waiters", "most threads waiting at once"),
+            SortKey::Waits => ("waits", "wait calls"),
+            SortKey::WakeCalls => ("wake-calls", "wake calls"),
+            SortKey::Woken => ("woken", "threads woken"),
+            SortKey::Spurious => ("spurious", "spurious wakeups, all kinds"),
+            SortKey::Timeouts => ("timeouts", "timeouts"),
+            SortKey::Drift => ("drift", "timeout drift p99"),
+            SortKey::WaitTime => ("wait-time", "wait time p99"),
+        }
+    }
+
     /// The key after this one in [`SortKey::ALL`], wrapping around.
     pub fn next(self) -> SortKey {
         let index = SortKey::ALL.iter().position(|&k| k == self).unwrap_or(0);

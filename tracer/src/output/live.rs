@@ -31,6 +31,23 @@ pub enum View {
     Quiet,
 }
 
+impl View {
+    /// Every view.
+    pub const ALL: [View; 3] = [View::Auto, View::Plain, View::Quiet];
+
+    /// The view's name (`--view NAME`) and what it shows.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            View::Auto => (
+                "auto",
+                "full-screen table on a terminal, plain lines otherwise",
+            ),
+            View::Plain => ("plain", "plain text lines each interval"),
+            View::Quiet => ("quiet", "nothing until the summary"),
+        }
+    }
+}
+
 /// Width of the label column of the full-screen table.
 const LABEL_WIDTH: usize = 20;
 /// Rows shown per interval in plain mode.
@@ -156,12 +173,12 @@ impl Live {
             }
             Mode::Screen(terminal) => {
                 let header = format!(
-                    "futexscope: {}  {:.0}s  {} words  {} events  sorted by {:?}  (s: sort, q: quit)",
+                    "futexscope: {}  {:.0}s  {} words  {} events  sorted by {}  (s: sort, q: quit)",
                     self.title,
                     snapshot.elapsed_s,
                     snapshot.rows.len(),
                     snapshot.events,
-                    self.sort
+                    self.sort.describe().0
                 );
                 let drops = render::drops_line(&snapshot.drops);
                 let sort = self.sort;
