@@ -230,7 +230,7 @@ fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Err
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn hist(entries: &[(usize, u64)]) -> [u64; HIST_BUCKETS] {
@@ -270,7 +270,8 @@ mod tests {
         assert_eq!(p.max, Some(1 << HIST_BUCKETS));
     }
 
-    fn row(uaddr: u64, waits: u64, timeouts: u64) -> Row {
+    /// A row of process 1 with these counts.
+    pub(crate) fn row(uaddr: u64, waits: u64, timeouts: u64) -> Row {
         let stats = FutexStats {
             waits,
             timeouts,

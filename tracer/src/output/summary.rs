@@ -59,17 +59,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::WordKey;
-    use futexscope_probes_common::maps::FutexStats;
-
-    fn row(uaddr: u64, waits: u64, timeouts: u64) -> Row {
-        let stats = FutexStats {
-            waits,
-            timeouts,
-            ..FutexStats::ZERO
-        };
-        Row::new(WordKey { pid: 1, uaddr }, &stats, String::new())
-    }
+    use crate::aggregate::table::tests::row;
 
     #[test]
     fn summary_json_has_hex_addresses_and_spurious_kinds() {
