@@ -42,12 +42,19 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use futexscope_probes_common::{
+    abi::{
+        CLOCK_MONOTONIC, CLOCK_REALTIME, EAGAIN, EINTR, ERESTART_RESTARTBLOCK, ERESTARTNOHAND,
+        ERESTARTNOINTR, ERESTARTSYS, ETIMEDOUT, FUTEX_CLOCK_REALTIME, FUTEX_CMD_MASK,
+        FUTEX_CMP_REQUEUE, FUTEX_CMP_REQUEUE_PI, FUTEX_LOCK_PI, FUTEX_LOCK_PI2, FUTEX_REQUEUE,
+        FUTEX_UNLOCK_PI, FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_WAKE,
+        FUTEX_WAKE_BITSET, FUTEX_WAKE_OP, FutexWaitv, syscalls,
+    },
     event::{Event, EventKind, NO_CLOCK, spurious},
     maps::{
         DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
         FutexStats, HIST_BUCKETS, MAX_FUTEX_WORDS, MAX_MARKER_ARGS, MAX_MARKER_SITES, MAX_THREADS,
         MAX_TRACED_TGIDS, MarkerSite, ThreadState, WAITV_TRACKED_WORDS, active, arg_kind,
-        log2_bucket, syscalls,
+        log2_bucket,
     },
     markers::Marker,
 };
@@ -89,34 +96,6 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
 static ZERO_STATS: FutexStats = FutexStats::ZERO;
 static ZERO_THREAD: ThreadState = ThreadState::ZERO;
 
-// futex(2) commands (op & FUTEX_CMD_MASK) and flags.
-const FUTEX_WAIT: u32 = 0;
-const FUTEX_WAKE: u32 = 1;
-const FUTEX_REQUEUE: u32 = 3;
-const FUTEX_CMP_REQUEUE: u32 = 4;
-const FUTEX_WAKE_OP: u32 = 5;
-const FUTEX_LOCK_PI: u32 = 6;
-const FUTEX_UNLOCK_PI: u32 = 7;
-const FUTEX_WAIT_BITSET: u32 = 9;
-const FUTEX_WAKE_BITSET: u32 = 10;
-const FUTEX_WAIT_REQUEUE_PI: u32 = 11;
-const FUTEX_CMP_REQUEUE_PI: u32 = 12;
-const FUTEX_LOCK_PI2: u32 = 13;
-const FUTEX_PRIVATE_FLAG: u32 = 128;
-const FUTEX_CLOCK_REALTIME: u32 = 256;
-
-const CLOCK_REALTIME: u32 = 0;
-const CLOCK_MONOTONIC: u32 = 1;
-
-// Kernel results of an interrupted wait: EINTR and the restart codes the caller never sees.
-const EINTR: i64 = 4;
-const EAGAIN: i64 = 11;
-const ETIMEDOUT: i64 = 110;
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
-
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// User `struct timespec`.
@@ -125,16 +104,6 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 struct Timespec {
     sec: i64,
     nsec: i64,
-}
-
-/// User `struct futex_waitv`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FutexWaitv {
-    val: u64,
-    uaddr: u64,
-    flags: u32,
-    reserved: u32,
 }
 
 /// What one futex syscall does, decoded from its arguments.
@@ -323,7 +292,7 @@ fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
     };
     if id == i64::from(syscalls::FUTEX) {
         let op = args[1] as u32;
-        let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+        let cmd = op & FUTEX_CMD_MASK;
         call.op = op;
         call.val = u64::from(args[2] as u32);
         if op & FUTEX_CLOCK_REALTIME != 0 {
@@ -781,7 +750,7 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
 }
 
 fn is_pi_lock(state: &ThreadState) -> bool {
-    let cmd = state.op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    let cmd = state.op & FUTEX_CMD_MASK;
     state.syscall == syscalls::FUTEX && (cmd == FUTEX_LOCK_PI || cmd == FUTEX_LOCK_PI2)
 }
 
