@@ -22,10 +22,15 @@ fn main() {
         "ebpf/Cargo.lock",
         "common/src",
         "common/Cargo.toml",
+        "common/build.rs",
     ] {
         println!("cargo:rerun-if-changed={}", probes.join(watched).display());
     }
 
+    // The architecture the programs will trace is the one this binary runs on: the eBPF crate
+    // (target_arch "bpf") gets it as `bpf_target_arch`, which picks aya-ebpf's `pt_regs` and the
+    // syscall numbers in `futexscope_probes_common::abi::syscalls`.
+    let traced_arch = env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
     let target_dir = out_dir.join("ebpf-target");
     let mut cargo = Command::new("rustup");
     cargo
@@ -37,7 +42,9 @@ fn main() {
         .arg(&target_dir)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3",
+            format!(
+                "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3\x1f--cfg=bpf_target_arch=\"{traced_arch}\""
+            ),
         );
     // Variables of the outer (stable, host) build that must not leak into the eBPF build.
     for var in [

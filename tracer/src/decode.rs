@@ -274,7 +274,7 @@ mod tests {
             uaddr: 0x1008,
             uaddr2: 0,
             op: 0x80,
-            syscall: 202,
+            syscall: futexscope_probes_common::abi::syscalls::FUTEX,
             ret: -i64::from(libc::ETIMEDOUT),
             deadline_ns: 850,
             args: [0x1000, 1, 0, 0, 0, 0],

@@ -4,41 +4,25 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use futexscope_probes_common::abi::syscalls;
+pub use futexscope_probes_common::abi::{FUTEX2_PRIVATE, FUTEX2_SIZE_U32, FutexWaitv};
+
 /// `futex_waitv(2)` (Linux 5.16).
-pub const SYS_FUTEX_WAITV: libc::c_long = 449;
+pub const SYS_FUTEX_WAITV: libc::c_long = syscalls::FUTEX_WAITV as libc::c_long;
 /// `futex_wake(2)` (Linux 6.7).
-pub const SYS_FUTEX_WAKE: libc::c_long = 454;
+pub const SYS_FUTEX_WAKE: libc::c_long = syscalls::FUTEX_WAKE as libc::c_long;
 /// `futex_wait(2)` (Linux 6.7).
-pub const SYS_FUTEX_WAIT: libc::c_long = 455;
+pub const SYS_FUTEX_WAIT: libc::c_long = syscalls::FUTEX_WAIT as libc::c_long;
 /// `futex_requeue(2)` (Linux 6.7).
-pub const SYS_FUTEX_REQUEUE: libc::c_long = 456;
-/// futex2 flag: the word is 32 bits wide.
-pub const FUTEX2_SIZE_U32: u32 = 0x02;
-/// futex2 flag: the word is private to the process.
-pub const FUTEX2_PRIVATE: u32 = 128;
+pub const SYS_FUTEX_REQUEUE: libc::c_long = syscalls::FUTEX_REQUEUE as libc::c_long;
 
-/// One entry of a futex2 vector (`struct futex_waitv`).
-#[repr(C)]
-pub struct FutexWaitv {
-    /// Expected value.
-    pub val: u64,
-    /// Address of the word.
-    pub uaddr: u64,
-    /// `FUTEX2_*` flags.
-    pub flags: u32,
-    /// Must be zero.
-    pub reserved: u32,
-}
-
-impl FutexWaitv {
-    /// A private 32-bit entry for `word` expecting `val`.
-    pub fn private(word: &AtomicU32, val: u32) -> FutexWaitv {
-        FutexWaitv {
-            val: u64::from(val),
-            uaddr: word.as_ptr() as u64,
-            flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
-            reserved: 0,
-        }
+/// A private 32-bit `futex_waitv` entry for `word` expecting `val`.
+pub fn waitv_private(word: &AtomicU32, val: u32) -> FutexWaitv {
+    FutexWaitv {
+        val: u64::from(val),
+        uaddr: word.as_ptr() as u64,
+        flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+        reserved: 0,
     }
 }
 

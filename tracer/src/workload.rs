@@ -371,20 +371,10 @@ fn stolen(rounds: u32, steals: u32, pause_ms: u32) -> Vec<String> {
     ]
 }
 
-/// `struct futex_waitv`.
-#[repr(C)]
-struct FutexWaitv {
-    val: u64,
-    uaddr: u64,
-    flags: u32,
-    reserved: u32,
-}
-
 /// `futex_waitv` on two words: `count` waits that time out after `ms` (absolute
 /// CLOCK_MONOTONIC deadline), then one woken by a `FUTEX_WAKE` on the second word.
 fn waitv(count: u32, ms: u32) -> Vec<String> {
-    const FUTEX2_SIZE_U32: u32 = 2;
-    const FUTEX2_PRIVATE: u32 = 128;
+    use futexscope_probes_common::abi::{FUTEX2_PRIVATE, FUTEX2_SIZE_U32, FutexWaitv};
     let words = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
     let call = |words: &[AtomicU32; 2], deadline: Option<u64>| -> Result<i64, i32> {
         let list: Vec<FutexWaitv> = words

@@ -24,7 +24,7 @@ fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Reco
         uaddr: 0x5000,
         uaddr2: 0,
         op: 0,
-        syscall: 202,
+        syscall: futexscope_probes_common::abi::syscalls::FUTEX,
         ret,
         deadline_ns: if ret == -i64::from(libc::ETIMEDOUT) {
             ts_ns - 700

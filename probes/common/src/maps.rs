@@ -44,20 +44,6 @@ pub const MAX_FUTEX_WORDS: u32 = 16384;
 /// Capacity of [`THREAD_STATE`].
 pub const MAX_THREADS: u32 = 16384;
 
-/// x86_64 syscall numbers of the futex calls.
-pub mod syscalls {
-    /// `futex(2)`.
-    pub const FUTEX: u32 = 202;
-    /// `futex_waitv(2)` (Linux 5.16).
-    pub const FUTEX_WAITV: u32 = 449;
-    /// futex2 `futex_wake` (Linux 6.7).
-    pub const FUTEX_WAKE: u32 = 454;
-    /// futex2 `futex_wait` (Linux 6.7).
-    pub const FUTEX_WAIT: u32 = 455;
-    /// futex2 `futex_requeue` (Linux 6.7).
-    pub const FUTEX_REQUEUE: u32 = 456;
-}
-
 /// Words of one `futex_waitv` call that are tracked (the rest are ignored).
 pub const WAITV_TRACKED_WORDS: usize = 4;
 

@@ -497,7 +497,7 @@ pub(crate) mod tests {
             uaddr,
             uaddr2: 0,
             op: 0,
-            syscall: 202,
+            syscall: futexscope_probes_common::abi::syscalls::FUTEX,
             ret,
             deadline_ns: if ret == ETIMEDOUT { ts_ns - 500 } else { 0 },
             args: [0; 6],

@@ -32,10 +32,11 @@ use aya::{
     },
 };
 use futexscope_probes_common::{
+    abi::syscalls,
     event::Event,
     maps::{
         self, DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DropReason, FutexKey,
-        FutexStats, MAX_MARKER_SITES, MarkerArg, MarkerSite, marker_cookie, syscalls,
+        FutexStats, MAX_MARKER_SITES, MarkerArg, MarkerSite, marker_cookie,
     },
     markers::Marker,
 };

@@ -489,8 +489,8 @@ pub fn waitv(words: &mut Words) -> Result<Waitv, KernelReportError> {
     let (a, b) = (Arc::clone(&first), Arc::clone(&second));
     let (handle, tid) = spawn_with_tid(move || {
         let entries = [
-            sys::FutexWaitv::private(a.atomic(), 0),
-            sys::FutexWaitv::private(b.atomic(), 0),
+            sys::waitv_private(a.atomic(), 0),
+            sys::waitv_private(b.atomic(), 0),
         ];
         let result = waitv_call(&entries, None);
         a.count(&result);
@@ -509,8 +509,8 @@ pub fn waitv(words: &mut Words) -> Result<Waitv, KernelReportError> {
 
     second.atomic().store(7, Ordering::Relaxed);
     let entries = [
-        sys::FutexWaitv::private(first.atomic(), 0),
-        sys::FutexWaitv::private(second.atomic(), 0),
+        sys::waitv_private(first.atomic(), 0),
+        sys::waitv_private(second.atomic(), 0),
     ];
     let mismatch = waitv_call(&entries, None);
     // One call waiting on both words: a wait on each, as the probes count it.
@@ -518,7 +518,7 @@ pub fn waitv(words: &mut Words) -> Result<Waitv, KernelReportError> {
     second.count(&mismatch);
     let mismatch_gives_eagain = mismatch == Err(libc::EAGAIN);
 
-    let entries = [sys::FutexWaitv::private(first.atomic(), 0)];
+    let entries = [sys::waitv_private(first.atomic(), 0)];
     let timed = waitv_call(&entries, Some(sys::monotonic() + 1_000_000));
     first.count(&timed);
     let deadline_gives_etimedout = timed == Err(libc::ETIMEDOUT);
@@ -560,8 +560,8 @@ pub fn requeue(futex2: bool, words: &mut Words) -> Result<Requeue, KernelReportE
             words,
             |source, target, expected| {
                 let entries = [
-                    sys::FutexWaitv::private(source, expected),
-                    sys::FutexWaitv::private(target, 0),
+                    sys::waitv_private(source, expected),
+                    sys::waitv_private(target, 0),
                 ];
                 // SAFETY: `entries` is a live two-element vector naming live atomics.
                 sys::check(unsafe {

@@ -129,7 +129,7 @@ mod tests {
             ts_ns: 2,
             start_ns: 1,
             uaddr: 0xabc,
-            syscall: 202,
+            syscall: futexscope_probes_common::abi::syscalls::FUTEX,
             ret: 4,
             args: [1, 0, 0, 0, 0, 0],
             ..Event::ZERO

@@ -1,0 +1,120 @@
+//! The maps and the load-time globals, which the tracer finds by name (the names are in
+//! `futexscope_probes_common::maps`), and the helpers that look their entries up or create them.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use futexscope_probes_common::maps::{
+    DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
+    FutexStats, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_THREADS, MAX_TRACED_TGIDS, MarkerSite,
+    ThreadState,
+};
+
+use crate::atomic::add;
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, set by the tracer at load.
+#[unsafe(no_mangle)]
+pub(crate) static REALTIME_OFFSET_NS: i64 = 0;
+/// Offset of `tgid` in `struct task_struct`, set by the tracer at load from BTF; 0 = unknown.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_TGID_OFFSET: u32 = 0;
+/// Re-wait window for lost races on words the markers have not named, set by the tracer at
+/// load.
+#[unsafe(no_mangle)]
+pub(crate) static LOST_RACE_WINDOW_NS: u64 = DEFAULT_LOST_RACE_WINDOW_NS;
+
+/// Ring buffer fill level, in bytes, from which a record wakes the tracer; set by the tracer at
+/// load (a quarter of the buffer).
+#[unsafe(no_mangle)]
+pub(crate) static WAKEUP_BYTES: u64 = DEFAULT_RING_BUFFER_BYTES as u64 / 4;
+
+#[map(name = "TRACED_TGIDS")]
+pub(crate) static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_TGIDS, 0);
+
+#[map(name = "FUTEX_STATS")]
+static FUTEX_STATS: HashMap<FutexKey, FutexStats> = HashMap::with_max_entries(MAX_FUTEX_WORDS, 0);
+
+#[map(name = "THREAD_STATE")]
+pub(crate) static THREAD_STATE: HashMap<u32, ThreadState> =
+    HashMap::with_max_entries(MAX_THREADS, 0);
+
+#[map(name = "MARKER_SITES")]
+pub(crate) static MARKER_SITES: Array<MarkerSite> = Array::with_max_entries(MAX_MARKER_SITES, 0);
+
+#[map(name = "EVENTS")]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
+
+#[map(name = "DROPS")]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
+
+static ZERO_STATS: FutexStats = FutexStats::ZERO;
+static ZERO_THREAD: ThreadState = ThreadState::ZERO;
+
+/// Error result of the `try_*` functions meaning "a map is full" (the rest are helper errors,
+/// which only a bad user pointer causes and which are not worth a log line).
+pub(crate) const MAP_FULL: i64 = -28;
+
+/// Whether process `tgid` is traced.
+pub(crate) fn is_traced(tgid: u32) -> bool {
+    TRACED_TGIDS.get_ptr(tgid).is_some()
+}
+
+/// The value of a global the tracer may have set at load.
+pub(crate) fn read_global<T: Copy>(global: &T) -> T {
+    // SAFETY: a plain read of a global the loader may have rewritten; volatile so the compiler
+    // does not fold the initial value in.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+/// Counts one lost record or map entry under `reason` in `DROPS`.
+pub(crate) fn count_drop(reason: DropReason) {
+    if let Some(slot) = DROPS.get_ptr_mut(reason as u32) {
+        // SAFETY: `slot` points at this CPU's u64 in the map, valid for this run; atomic
+        // because another program on this CPU may interrupt this one.
+        unsafe { add(slot, 1) };
+    }
+}
+
+/// The statistics of `(tgid, uaddr)`, created at zero if new; `None` (counted) if the map is
+/// full.
+pub(crate) fn word_stats(tgid: u32, uaddr: u64) -> Option<*mut FutexStats> {
+    let key = FutexKey {
+        tgid,
+        pad: 0,
+        uaddr,
+    };
+    if let Some(stats) = FUTEX_STATS.get_ptr_mut(key) {
+        return Some(stats);
+    }
+    // FutexStats is too large for the 512-byte stack: insert the static zero, then update in
+    // place. NOEXIST: another CPU may have just created it, which is fine.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "passed by value it would be copied to the 512-byte BPF stack"
+    )]
+    let _ = FUTEX_STATS.insert(key, &ZERO_STATS, u64::from(BPF_NOEXIST));
+    let stats = FUTEX_STATS.get_ptr_mut(key);
+    if stats.is_none() {
+        count_drop(DropReason::MapFull);
+    }
+    stats
+}
+
+/// This thread's state, created if new; `None` (counted) if the map is full.
+pub(crate) fn thread_state(tid: u32) -> Option<*mut ThreadState> {
+    if let Some(state) = THREAD_STATE.get_ptr_mut(tid) {
+        return Some(state);
+    }
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "passed by value it would be copied to the 512-byte BPF stack"
+    )]
+    let _ = THREAD_STATE.insert(tid, &ZERO_THREAD, u64::from(BPF_NOEXIST));
+    let state = THREAD_STATE.get_ptr_mut(tid);
+    if state.is_none() {
+        count_drop(DropReason::MapFull);
+    }
+    state
+}

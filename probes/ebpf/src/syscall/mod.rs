@@ -1,0 +1,106 @@
+//! The futex syscall hooks: `futex_enter` / `futex_exit` on the BTF tracepoints `sys_enter` /
+//! `sys_exit`, and their raw-tracepoint twins `futex_enter_raw` / `futex_exit_raw` for kernels
+//! without BTF (or that refuse it). Each books the futex calls of traced processes:
+//! [`decode`] reads what a call does, [`enter`] books its start, [`exit`] its end.
+//!
+//! The syscall numbers come from `futexscope_probes_common::abi::syscalls`, whose table follows
+//! `bpf_target_arch`; the registers are read by their x86_64 names (`rdi`…, `orig_rax`), so
+//! another architecture needs its own reads here as well as its table there.
+
+mod decode;
+mod enter;
+mod exit;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::pt_regs,
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use aya_log_ebpf::warn;
+use futexscope_probes_common::abi::syscalls;
+
+use self::{enter::try_futex_enter, exit::try_futex_exit};
+use crate::maps::MAP_FULL;
+
+// The syscall hooks run at every system call on the machine, so the syscall number is the
+// first thing they check. With BTF the registers are read in place; on raw tracepoints each
+// read is a helper call.
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn futex_enter(ctx: BtfTracePointContext) -> i32 {
+    // `sys_enter`'s arguments are `(struct pt_regs *regs, long id)`.
+    let (regs, id): (*const pt_regs, i64) = (ctx.arg(0), ctx.arg(1));
+    let args = || {
+        // SAFETY: `regs` is a BTF pointer to the user registers saved at entry: the verifier
+        // turns the loads into checked ones.
+        let regs = unsafe { &*regs };
+        Ok([regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9])
+    };
+    warn_if_full(&ctx, try_futex_enter(id, args));
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn futex_exit(ctx: BtfTracePointContext) -> i32 {
+    // `sys_exit`'s arguments are `(struct pt_regs *regs, long ret)`.
+    let (regs, ret): (*const pt_regs, i64) = (ctx.arg(0), ctx.arg(1));
+    // SAFETY: `regs` is a BTF pointer to the registers saved at entry: the verifier turns the
+    // load into a checked one.
+    let id = unsafe { (*regs).orig_rax } as i64;
+    let _ = try_futex_exit(id, ret);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn futex_enter_raw(ctx: RawTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    warn_if_full(&ctx, try_futex_enter(id, || syscall_args(ctx.arg(0))));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the helper checks the read.
+    if let Ok(id) = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) } {
+        let _ = try_futex_exit(id as i64, ctx.arg(1));
+    }
+    0
+}
+
+/// Logs (with `--verbose`) that a thread could not be booked because the per-thread map is full.
+fn warn_if_full<C: EbpfContext>(ctx: &C, entered: Result<(), i64>) {
+    if entered == Err(MAP_FULL) {
+        warn!(
+            ctx,
+            "futexscope: the per-thread map is full: waits of new threads are not counted"
+        );
+    }
+}
+
+/// Whether syscall `id` is one of the futex calls.
+fn is_futex_syscall(id: i64) -> bool {
+    matches!(
+        id,
+        x if x == i64::from(syscalls::FUTEX)
+            || x == i64::from(syscalls::FUTEX_WAITV)
+            || x == i64::from(syscalls::FUTEX_WAKE)
+            || x == i64::from(syscalls::FUTEX_WAIT)
+            || x == i64::from(syscalls::FUTEX_REQUEUE)
+    )
+}
+
+/// The syscall's six arguments from the user registers at entry, read through a helper (raw
+/// tracepoints).
+fn syscall_args(regs: *const pt_regs) -> Result<[u64; 6], i64> {
+    // `struct pt_regs` holds r10, r9, r8, rax, rcx, rdx, rsi, rdi one after another: one read
+    // of those eight slots instead of a helper call per argument.
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; bpf_probe_read_kernel checks the
+    // read and fails cleanly on a bad pointer.
+    let [r10, r9, r8, _rax, _rcx, rdx, rsi, rdi] =
+        unsafe { bpf_probe_read_kernel((&raw const (*regs).r10).cast::<[u64; 8]>()) }
+            .map_err(i64::from)?;
+    Ok([rdi, rsi, rdx, r10, r8, r9])
+}
