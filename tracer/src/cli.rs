@@ -170,6 +170,10 @@ pub struct TraceArgs {
     /// Print the probes' own diagnostics (a full map, markers out of order) to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Trace the command or process alone: not the children `attach` finds running, nor the
+    /// processes it starts (by default the whole tree is traced).
+    #[arg(long)]
+    pub no_children: bool,
 }
 
 impl TraceArgs {
@@ -190,6 +194,7 @@ impl TraceArgs {
                 (false, false) => Some(MarkerSet::Essential),
             },
             buffer_size: self.buffer_size,
+            children: !self.no_children,
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Options {
     pub markers: Option<MarkerSet>,
     /// Bytes of the event ring buffer (a power of two, at least 4096).
     pub buffer_size: u32,
+    /// Trace the children of the target too: those `attach` finds running and those the
+    /// target starts later.
+    pub children: bool,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -227,6 +230,7 @@ fn load_probes(options: &Options) -> Result<Probes, TraceError> {
     check_privileges()?;
     let probe_options = ProbeOptions {
         ring_buffer_bytes: options.buffer_size,
+        follow_forks: options.children,
         verbose: options.verbose,
         ..ProbeOptions::default()
     };
@@ -488,12 +492,12 @@ impl Session {
                 split(result, || format!("the markers of `{shown}`"))
             }
             Target::Pid(pid) => {
+                self.traced.pid = *pid;
+                let pids = self.trace_tree(*pid)?;
                 let result = match set {
-                    Some(set) => markers::attach_process(&mut self.probes, *pid, set),
+                    Some(set) => markers::attach_processes(&mut self.probes, &pids, set),
                     None => Ok(Attached::default()),
                 };
-                self.traced.pid = *pid;
-                self.probes.trace_tgid(*pid).map_err(TraceError::Load)?;
                 split(result, || format!("the markers of process {pid}"))
             }
         };
@@ -503,6 +507,44 @@ impl Session {
             ));
         }
         Ok(attached)
+    }
+
+    /// Traces process `pid` and, unless told not to, the children, grandchildren… it has now
+    /// (those it starts later are followed by the probes); says how many. Returns them all,
+    /// `pid` first.
+    fn trace_tree(&mut self, pid: u32) -> Result<Vec<u32>, TraceError> {
+        let mut pids = vec![pid];
+        self.probes.trace_tgid(pid).map_err(TraceError::Load)?;
+        if !self.options.children {
+            self.note(format!(
+                "--no-children: tracing process {pid} alone, not the processes it starts"
+            ));
+            return Ok(pids);
+        }
+        // Until no new one appears: a descendant not yet traced may fork meanwhile.
+        loop {
+            let new: Vec<u32> = procfs::descendants(pid)
+                .into_iter()
+                .filter(|child| !pids.contains(child))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for &child in &new {
+                // One that exited meanwhile is simply not traced.
+                let _ = self.probes.trace_tgid(child);
+            }
+            pids.extend(new);
+        }
+        self.note(match pids.len() - 1 {
+            0 => format!("tracing process {pid}; it has no children now"),
+            1 => format!("tracing process {pid} and its child (2 processes)"),
+            n => format!(
+                "tracing process {pid} and its {n} descendants ({} processes)",
+                n + 1
+            ),
+        });
+        Ok(pids)
     }
 
     fn note_missing_hooks(&mut self) {

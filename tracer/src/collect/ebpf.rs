@@ -120,6 +120,8 @@ pub struct ProbeOptions {
     /// Hook the system calls by raw tracepoint even when the kernel has BTF, as on a kernel
     /// without it (the BTF tracepoints read the registers in place, so they cost less).
     pub raw_syscall_hooks: bool,
+    /// Trace the processes a traced process forks, from their first instruction on.
+    pub follow_forks: bool,
 }
 
 impl Default for ProbeOptions {
@@ -130,6 +132,7 @@ impl Default for ProbeOptions {
             lost_race_window_ns: DEFAULT_LOST_RACE_WINDOW_NS,
             verbose: false,
             raw_syscall_hooks: false,
+            follow_forks: true,
         }
     }
 }
@@ -259,10 +262,13 @@ impl Probes {
         let realtime_offset = options
             .realtime_offset_ns
             .unwrap_or_else(sys::realtime_offset_ns);
-        // Without BTF fork following is off; the rest works.
+        // Without BTF fork following is off; the rest works. The fork program follows nothing
+        // while the offset is 0.
         let tgid_offset =
             super::btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
                 .unwrap_or(0);
+        let follows_forks = tgid_offset != 0;
+        let tgid_offset = if options.follow_forks { tgid_offset } else { 0 };
         // Level 0 turns every log site off, and the verifier then drops them.
         let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -329,7 +335,7 @@ impl Probes {
             events,
             wakeups,
             syscalls: detect_syscalls(),
-            follows_forks: tgid_offset != 0,
+            follows_forks,
             btf_syscall_hooks,
             marker_sites: 0,
             log,
@@ -341,7 +347,8 @@ impl Probes {
         &self.syscalls
     }
 
-    /// Whether children of traced processes are traced too (needs the kernel's BTF).
+    /// Whether this kernel lets the probes follow forks (its BTF describes `task_struct`);
+    /// they do unless [`ProbeOptions::follow_forks`] was off.
     pub fn follows_forks(&self) -> bool {
         self.follows_forks
     }

@@ -8,6 +8,8 @@ use futexscope_probes_common::{
     markers,
 };
 
+use crate::errors::Chain;
+
 use super::{
     ebpf::{LoadError, MarkerSiteSpec, Probes},
     usdt::{self, ArgLocation, ParseError, UsdtError, UsdtSite},
@@ -124,22 +126,44 @@ pub fn attach_file(
     attach_sites(probes, path, shown, &sites, set)
 }
 
-/// Attaches to every file process `pid` maps that carries futexscope markers.
-pub fn attach_process(
+/// Attaches to every file the processes `pids` map that carries futexscope markers, each file
+/// once however many of them map it. The first process must be readable; one of the others
+/// that cannot be read (it may have exited) is skipped with the reason.
+pub fn attach_processes(
     probes: &mut Probes,
-    pid: u32,
+    pids: &[u32],
     set: MarkerSet,
 ) -> Result<Attached, AttachError> {
-    let found = usdt::process_markers(pid)?;
+    use std::os::unix::fs::MetadataExt;
     let mut attached = Attached::default();
-    for object in &found.marked {
-        attached.extend(attach_sites(
-            probes,
-            &object.host_path,
-            &object.path,
-            &object.sites,
-            set,
-        )?);
+    let mut seen = std::collections::HashSet::new();
+    for (index, &pid) in pids.iter().enumerate() {
+        let found = match usdt::process_markers(pid) {
+            Ok(found) => found,
+            Err(err) if index > 0 => {
+                attached
+                    .skipped
+                    .push(format!("process {pid}: {}", Chain(&err)));
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        for object in &found.marked {
+            // The same file under another path (a container's root) is still the same file.
+            let identity = std::fs::metadata(&object.host_path)
+                .map(|m| (m.dev(), m.ino()))
+                .ok();
+            if identity.is_some_and(|identity| !seen.insert(identity)) {
+                continue;
+            }
+            attached.extend(attach_sites(
+                probes,
+                &object.host_path,
+                &object.path,
+                &object.sites,
+                set,
+            )?);
+        }
     }
     Ok(attached)
 }

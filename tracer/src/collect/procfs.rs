@@ -39,6 +39,38 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The parent of process `pid`, from `/proc/PID/stat`; `None` once it has exited.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMM) STATE PPID …`: the command may hold spaces and parentheses, so split after
+    // its last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The processes descended from `pid` (children, their children, …) that run now, by pid.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| Some((child, parent_of(child)?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, _) in parents.iter().filter(|&&(_, p)| p == parent) {
+            if child != pid && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
 /// Linux capability numbers futexscope checks.
 pub mod capability {
     /// CAP_SYS_ADMIN.
@@ -65,6 +97,31 @@ mod tests {
         assert_eq!(process_of(pid), Some(pid));
         assert!(command_line(pid).is_some_and(|line| !line.is_empty()));
         assert!(effective_capabilities().is_some());
+    }
+
+    #[test]
+    fn descendants_are_children_and_grandchildren() {
+        // A shell that starts a sleeping grandchild and waits for it.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(shell.stdout.take().expect("piped")),
+            &mut line,
+        )
+        .expect("read the sleep's pid");
+        let sleep: u32 = line.trim().parse().expect("a pid");
+        let found = descendants(std::process::id());
+        let _ = std::process::Command::new("kill")
+            .arg(sleep.to_string())
+            .status();
+        let _ = shell.wait();
+        assert!(found.contains(&shell.id()), "the shell in {found:?}");
+        assert!(found.contains(&sleep), "the shell's sleep in {found:?}");
+        assert_eq!(parent_of(sleep), None, "the sleep has exited");
     }
 
     #[test]
