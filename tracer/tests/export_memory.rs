@@ -3,7 +3,8 @@
 use std::process::Command;
 
 /// Two Python threads handing a turn back and forth on a `threading.Condition` for
-/// `sys.argv[1]` seconds: a futex wait and wake per hand-off.
+/// `sys.argv[1]` seconds: futex waits and wakes at every hand-off, paced (a sleep of 100 µs
+/// per turn) so that a debug build of futexscope keeps up and the file grows with the time.
 const PING_PONG: &str = r#"
 import sys, threading, time
 stop = time.monotonic() + float(sys.argv[1])
@@ -15,6 +16,7 @@ def player(me):
             while turn[0] != me:
                 if not cond.wait(0.5):
                     return
+            time.sleep(0.0001)
             turn[0] = 1 - me
             cond.notify()
         turn[0] = 1 - me
@@ -70,9 +72,11 @@ fn export_memory_stays_flat_over_a_longer_capture() {
         long_bytes >> 20
     );
     eprintln!("{report}");
-    assert!(long_bytes > 2 * short_bytes, "the file grows: {report}");
+    assert!(long_bytes > 3 * short_bytes, "the file grows: {report}");
+    // Keeping the whole timeline, the 8 s capture peaked about 15 MiB higher (1.7 bytes of
+    // memory per byte of file); streamed, the peaks are the same.
     assert!(
-        long_kib < short_kib + short_kib / 4,
-        "memory stays within 25% of the short capture's: {report}"
+        long_kib < short_kib + 4 * 1024,
+        "memory stays within 4 MiB of the short capture's: {report}"
     );
 }

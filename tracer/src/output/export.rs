@@ -218,11 +218,16 @@ impl<W: Write> ChromeJson<W> {
         })
     }
 
-    fn event(&mut self, value: &serde_json::Value) -> io::Result<()> {
+    fn separator(&mut self) -> io::Result<()> {
         if !self.first {
             self.out.write_all(b",\n")?;
         }
         self.first = false;
+        Ok(())
+    }
+
+    fn event(&mut self, value: &serde_json::Value) -> io::Result<()> {
+        self.separator()?;
         serde_json::to_writer(&mut self.out, value)?;
         Ok(())
     }
@@ -242,21 +247,39 @@ impl<W: Write> ChromeJson<W> {
         match item {
             Item::Slice(slice) => {
                 self.thread(slice.pid, slice.tid)?;
-                self.event(
-                    &json!({"ph": "X", "cat": "futex", "name": names.slice(slice.kind, slice.word),
-                    "pid": slice.pid, "tid": slice.tid, "ts": us(slice.start_ns),
-                    "dur": us(slice.end_ns - slice.start_ns), "args": args_json(&slice.args)}),
+                // Written field by field, not built as a `serde_json::Value`: this runs for
+                // every record while tracing, and must keep up with the ring buffer.
+                let (pid, tid) = (slice.pid, slice.tid);
+                self.separator()?;
+                write!(
+                    self.out,
+                    r#"{{"ph":"X","cat":"futex","name":{},"pid":{pid},"tid":{tid},"ts":{},"dur":{},"args":{{"#,
+                    json!(names.slice(slice.kind, slice.word)),
+                    us(slice.start_ns),
+                    us(slice.end_ns - slice.start_ns),
                 )?;
+                for (i, (name, value)) in slice.args.iter().enumerate() {
+                    let comma = if i == 0 { "" } else { "," };
+                    match value {
+                        Arg::Int(n) => write!(self.out, r#"{comma}"{name}":{n}"#)?,
+                        Arg::Text(t) => write!(self.out, r#"{comma}"{name}":{}"#, json!(t))?,
+                    }
+                }
+                self.out.write_all(b"}}")?;
                 // Flow ends bind to the slice enclosing their timestamp: use the slice's middle.
                 let middle = us(slice.start_ns + (slice.end_ns - slice.start_ns) / 2);
                 for id in &slice.flows_out {
-                    self.event(&json!({"ph": "s", "cat": "wake", "name": "wake", "id": id,
-                        "pid": slice.pid, "tid": slice.tid, "ts": middle}))?;
+                    self.separator()?;
+                    write!(
+                        self.out,
+                        r#"{{"ph":"s","cat":"wake","name":"wake","id":{id},"pid":{pid},"tid":{tid},"ts":{middle}}}"#
+                    )?;
                 }
                 if let Some(id) = slice.flow_in {
-                    self.event(
-                        &json!({"ph": "f", "bp": "e", "cat": "wake", "name": "wake", "id": id,
-                        "pid": slice.pid, "tid": slice.tid, "ts": middle}),
+                    self.separator()?;
+                    write!(
+                        self.out,
+                        r#"{{"ph":"f","bp":"e","cat":"wake","name":"wake","id":{id},"pid":{pid},"tid":{tid},"ts":{middle}}}"#
                     )?;
                 }
                 Ok(())
@@ -276,9 +299,15 @@ impl<W: Write> ChromeJson<W> {
                     .counters
                     .entry(value.word)
                     .or_insert_with(|| (next, format!("waiters {}", names.word(value.word))));
-                let event = json!({"ph": "C", "name": name, "pid": value.word.pid,
-                    "ts": us(value.ts_ns), "args": {"waiters": value.waiters}});
-                self.event(&event)
+                let name = json!(name);
+                self.separator()?;
+                write!(
+                    self.out,
+                    r#"{{"ph":"C","name":{name},"pid":{},"ts":{},"args":{{"waiters":{}}}}}"#,
+                    value.word.pid,
+                    us(value.ts_ns),
+                    value.waiters
+                )
             }
         }
     }
