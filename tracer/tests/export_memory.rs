@@ -30,6 +30,10 @@ for t in threads:
 
 /// Peak resident memory of futexscope (KiB) and the export's size (bytes) for a capture of
 /// `seconds` of the ping-pong.
+#[expect(
+    clippy::zombie_processes,
+    reason = "waited for with wait4, which also gives its resource usage"
+)]
 fn capture(seconds: u32, file_name: &str) -> (i64, u64) {
     let path = std::env::temp_dir().join(format!(
         "futexscope-export-memory-{}-{file_name}",

@@ -356,10 +356,7 @@ impl Timeline {
 
     fn release_until(&mut self, horizon: u64, emit: &mut impl FnMut(Item)) {
         self.horizon_ns = self.horizon_ns.max(horizon);
-        loop {
-            let Some(Reverse(next)) = self.held.peek() else {
-                break;
-            };
+        while let Some(Reverse(next)) = self.held.peek() {
             if next.due_ns >= self.horizon_ns {
                 if self.held.len() <= self.max_held {
                     break;
