@@ -15,7 +15,7 @@ use crate::{
     aggregate::{
         labels::Labels,
         table::{self, SortKey},
-        timeline::Recorder,
+        timeline::{WINDOW_NS, WindowStats},
     },
     collect::{
         ebpf::{LoadError, ProbeOptions, Probes},
@@ -254,11 +254,11 @@ fn create(path: &Path) -> Result<(PathBuf, File), TraceError> {
 }
 
 /// Where decoded records go besides the tables: counted, written as JSON lines
-/// (`--events`), kept for the timeline (`--export`).
+/// (`--events`), streamed to the export (`--export`).
 struct RecordSink {
     count: u64,
     lines: Option<(PathBuf, BufWriter<File>)>,
-    timeline: Option<Recorder>,
+    export: Option<(PathBuf, export::Export<BufWriter<File>>)>,
 }
 
 impl RecordSink {
@@ -270,10 +270,34 @@ impl RecordSink {
                 source,
             })?;
         }
-        if let Some(timeline) = &mut self.timeline {
-            timeline.push(record);
+        if let Some((_, export)) = &mut self.export {
+            export.push(record);
         }
         Ok(())
+    }
+
+    /// Writes the export's items that its window has passed, named by what `labels` know.
+    fn write_ready(&mut self, labels: &Labels) -> Result<(), TraceError> {
+        if let Some((path, export)) = &mut self.export {
+            export
+                .write_ready(names(labels))
+                .map_err(|source| TraceError::Output {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest of the export and ends it; says what fell out of its window.
+    fn finish_export(&mut self, labels: &Labels) -> Result<Option<WindowStats>, TraceError> {
+        let Some((path, export)) = self.export.take() else {
+            return Ok(None);
+        };
+        export
+            .finish(names(labels))
+            .map(Some)
+            .map_err(|source| TraceError::Output { path, source })
     }
 
     fn flush(&mut self) -> Result<(), TraceError> {
@@ -285,6 +309,47 @@ impl RecordSink {
         }
         Ok(())
     }
+}
+
+fn names(labels: &Labels) -> export::Names<'_> {
+    export::Names {
+        words: labels.words(),
+        processes: labels.processes(),
+    }
+}
+
+/// The note for what fell out of the export's window, if anything did.
+fn window_note(stats: WindowStats) -> Option<String> {
+    let WindowStats {
+        late_records,
+        early_records,
+        long_waits,
+        unpaired_woken,
+    } = stats;
+    let window_s = WINDOW_NS as f64 / 1e9;
+    let parts: Vec<String> = [
+        (
+            late_records,
+            "records arrived after the window had passed them",
+        ),
+        (
+            early_records,
+            "records were written before the window passed them, to hold at most a bounded number",
+        ),
+        (
+            long_waits,
+            "waits outlasted the window (the waiter counter includes them from the window's edge)",
+        ),
+        (
+            unpaired_woken,
+            "woken threads of wake calls were paired with no wait",
+        ),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    (!parts.is_empty()).then(|| format!("export ({window_s} s window): {}", parts.join("; ")))
 }
 
 /// The process a session traces.
@@ -309,7 +374,6 @@ pub struct Session {
     record_error: Option<TraceError>,
     labels: Labels,
     json_file: Option<(PathBuf, File)>,
-    export_file: Option<(PathBuf, File)>,
     started: Instant,
     next_tick: Instant,
 }
@@ -338,9 +402,19 @@ impl Session {
                 .map(create)
                 .transpose()?
                 .map(|(path, file)| (path, BufWriter::new(file))),
-            timeline: options.export.as_ref().map(|_| Recorder::default()),
+            export: options
+                .export
+                .as_deref()
+                .map(create)
+                .transpose()?
+                .map(|(path, file)| {
+                    let format = export::Format::for_path(&path);
+                    export::Export::new(BufWriter::new(file), format)
+                        .map(|export| (path.clone(), export))
+                        .map_err(|source| TraceError::Output { path, source })
+                })
+                .transpose()?,
         };
-        let export_file = options.export.as_deref().map(create).transpose()?;
         let json_file = options.json.as_deref().map(create).transpose()?;
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
@@ -369,7 +443,6 @@ impl Session {
             record_error: None,
             labels: Labels::default(),
             json_file,
-            export_file,
             started: now,
             next_tick: now,
         };
@@ -435,6 +508,14 @@ impl Session {
         let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
         let drops = self.probes.drops().map_err(TraceError::Read)?;
         self.labels.update(&stats);
+        // The export ends first, so that the summary can say what fell out of its window.
+        if let Some(note) = self
+            .records
+            .finish_export(&self.labels)?
+            .and_then(window_note)
+        {
+            self.notes.push(note); // the view is closed: the summary shows it
+        }
         let mut futexes = table::rows(&stats, self.labels.words());
         table::sort_rows(&mut futexes, SortKey::Waits);
         let root = self.traced.pid;
@@ -619,6 +700,9 @@ impl Session {
                 record_error.get_or_insert(err);
             }
         });
+        if let Err(err) = records.write_ready(labels) {
+            record_error.get_or_insert(err);
+        }
     }
 
     /// How the session ended, if it has.
@@ -663,19 +747,11 @@ impl Session {
             .map_err(TraceError::Terminal)
     }
 
-    /// Writes the JSON summary, the rest of the event lines and the export.
+    /// Writes the JSON summary and the rest of the event lines.
     fn write_files(&mut self, summary: &Summary) -> Result<(), TraceError> {
         self.records.flush()?;
         if let Some((path, mut file)) = self.json_file.take() {
             file.write_all((summary.to_json() + "\n").as_bytes())
-                .map_err(|source| TraceError::Output { path, source })?;
-        }
-        if let (Some((path, file)), Some(recorder)) =
-            (self.export_file.take(), &self.records.timeline)
-        {
-            let format = export::Format::for_path(&path);
-            let timeline = recorder.timeline(self.labels.words(), self.labels.processes());
-            export::write(&timeline, &mut BufWriter::new(file), format)
                 .map_err(|source| TraceError::Output { path, source })?;
         }
         Ok(())

@@ -7,7 +7,6 @@ mod perfetto;
 use std::collections::HashMap;
 
 use futexscope::{
-    aggregate::timeline::Recorder,
     decode::{Record, WordKey},
     output::export,
 };
@@ -39,19 +38,34 @@ fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Reco
 }
 
 /// Two waiters woken by one wake of 2, then a timeout.
-fn recorder() -> Recorder {
-    let mut recorder = Recorder::default();
-    recorder.push(&event(EventKind::Wait, 101, 1_000, 9_000, 0));
-    recorder.push(&event(EventKind::Wait, 102, 2_000, 9_500, 0));
-    recorder.push(&event(EventKind::Wake, 103, 8_000, 8_800, 2));
-    recorder.push(&event(
-        EventKind::Wait,
-        101,
-        10_000,
-        20_000,
-        -i64::from(libc::ETIMEDOUT),
-    ));
-    recorder
+fn records() -> Vec<Record> {
+    vec![
+        event(EventKind::Wait, 101, 1_000, 9_000, 0),
+        event(EventKind::Wait, 102, 2_000, 9_500, 0),
+        event(EventKind::Wake, 103, 8_000, 8_800, 2),
+        event(
+            EventKind::Wait,
+            101,
+            10_000,
+            20_000,
+            -i64::from(libc::ETIMEDOUT),
+        ),
+    ]
+}
+
+/// `records()` exported in `format`, names from `labels` and `processes`.
+fn export_records(
+    labels: &HashMap<WordKey, String>,
+    processes: &HashMap<u32, String>,
+    format: export::Format,
+) -> Vec<u8> {
+    let names = export::Names {
+        words: labels,
+        processes,
+    };
+    let mut bytes = Vec::new();
+    export::write_records(&records(), names, &mut bytes, format).unwrap();
+    bytes
 }
 
 #[test]
@@ -63,9 +77,8 @@ fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
         },
         "QUEUE".to_owned(),
     )]);
-    let timeline = recorder().timeline(&labels, &HashMap::from([(100, "prog".to_owned())]));
-    let mut bytes = Vec::new();
-    export::write_perfetto(&timeline, &mut bytes).unwrap();
+    let processes = HashMap::from([(100, "prog".to_owned())]);
+    let bytes = export_records(&labels, &processes, export::Format::Perfetto);
     let decoded = perfetto::decode(&bytes);
 
     let waits: Vec<_> = decoded
@@ -114,9 +127,7 @@ fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
 
 #[test]
 fn chrome_json_flows_pair_up_and_bind_inside_their_slices() {
-    let timeline = recorder().timeline(&HashMap::new(), &HashMap::new());
-    let mut bytes = Vec::new();
-    export::write_chrome_json(&timeline, &mut bytes).unwrap();
+    let bytes = export_records(&HashMap::new(), &HashMap::new(), export::Format::ChromeJson);
     let trace: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
     let slices: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();

@@ -20,10 +20,30 @@ pub struct TracePacket {
     pub trusted_packet_sequence_id: Option<u32>,
     #[prost(message, optional, tag = "11")]
     pub track_event: Option<TrackEvent>,
+    #[prost(message, optional, tag = "12")]
+    pub interned_data: Option<InternedData>,
     #[prost(uint32, optional, tag = "13")]
     pub sequence_flags: Option<u32>,
     #[prost(message, optional, tag = "60")]
     pub track_descriptor: Option<TrackDescriptor>,
+}
+
+/// `InternedData`: names stated once on a sequence, then referred to by iid.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InternedData {
+    #[prost(message, repeated, tag = "2")]
+    pub event_names: Vec<InternedName>,
+    #[prost(message, repeated, tag = "3")]
+    pub debug_annotation_names: Vec<InternedName>,
+}
+
+/// `EventName` and `DebugAnnotationName` (the same fields).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InternedName {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
 }
 
 /// `TrackDescriptor`.
@@ -74,6 +94,8 @@ pub struct TrackEvent {
     pub debug_annotations: Vec<DebugAnnotation>,
     #[prost(int32, optional, tag = "9")]
     pub r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "10")]
+    pub name_iid: Option<u64>,
     #[prost(uint64, optional, tag = "11")]
     pub track_uuid: Option<u64>,
     #[prost(string, optional, tag = "23")]
@@ -89,6 +111,8 @@ pub struct TrackEvent {
 /// `DebugAnnotation`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DebugAnnotation {
+    #[prost(uint64, optional, tag = "1")]
+    pub name_iid: Option<u64>,
     #[prost(int64, optional, tag = "4")]
     pub int_value: Option<i64>,
     #[prost(string, optional, tag = "6")]
@@ -132,7 +156,27 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     let mut counter_names: HashMap<u64, String> = HashMap::new();
     let mut open: HashMap<u64, Vec<Slice>> = HashMap::new();
     let mut decoded = Decoded::default();
+    // Interned names of the one sequence (cleared by SEQ_INCREMENTAL_STATE_CLEARED).
+    let mut event_names: HashMap<u64, String> = HashMap::new();
+    let mut annotation_names: HashMap<u64, String> = HashMap::new();
     for packet in trace.packet {
+        if packet.sequence_flags.unwrap_or(0) & 1 != 0 {
+            event_names.clear();
+            annotation_names.clear();
+        }
+        if let Some(interned) = &packet.interned_data {
+            for (names, entries) in [
+                (&mut event_names, &interned.event_names),
+                (&mut annotation_names, &interned.debug_annotation_names),
+            ] {
+                for entry in entries {
+                    names.insert(
+                        entry.iid.expect("interned entries have iids"),
+                        entry.name.clone().expect("interned entries have names"),
+                    );
+                }
+            }
+        }
         if let Some(track) = packet.track_descriptor {
             let uuid = track.uuid.expect("tracks have uuids");
             if let Some(thread) = track.thread {
@@ -156,15 +200,28 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                     .clone()
                     .or(a.int_value.map(|n| n.to_string()))
                     .unwrap_or_default();
-                (a.name.clone().unwrap_or_default(), value)
+                let name = a.name.clone().or_else(|| {
+                    let iid = a.name_iid?;
+                    Some(
+                        annotation_names
+                            .get(&iid)
+                            .expect("interned before use")
+                            .clone(),
+                    )
+                });
+                (name.unwrap_or_default(), value)
             })
             .collect();
+        let name = event.name.clone().or_else(|| {
+            let iid = event.name_iid?;
+            Some(event_names.get(&iid).expect("interned before use").clone())
+        });
         match event.r#type {
             Some(SLICE_BEGIN) => open.entry(uuid).or_default().push(Slice {
                 tid: *threads
                     .get(&uuid)
                     .expect("slice on a declared thread track"),
-                name: event.name.clone().unwrap_or_default(),
+                name: name.unwrap_or_default(),
                 start: ts,
                 end: ts,
                 args,
@@ -185,7 +242,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 *threads
                     .get(&uuid)
                     .expect("instant on a declared thread track"),
-                event.name.clone().unwrap_or_default(),
+                name.unwrap_or_default(),
                 ts,
                 args,
             )),
