@@ -1,6 +1,7 @@
 //! Thin wrappers over the system calls futexscope makes itself (the kernel report's battery,
-//! the probes' loader, and the test workloads of `test/integration-test`): futex and futex2, whether each futex system call
-//! exists, clocks, CPU affinity, timer slack, signals, and a thread's scheduler state.
+//! the probes' loader, and the test workloads of `test/integration-test`): futex and futex2,
+//! whether each futex system call exists, clocks, CPU affinity, timer slack, signals, and a
+//! thread's scheduler state.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

@@ -32,10 +32,15 @@ fn counts_every_wait_of_a_traced_child() {
         .find_map(|l| l.strip_prefix("word "))
         .expect("workload reports its futex word")
         .to_owned();
-    // The summary table: PID, FUTEX, LABEL, WAITERS, MAX, WAITS, ...
+    // The summary table: PID, FUTEX, LABEL, WAITERS, MAX, WAITS, ... (the workload's own
+    // `word ADDRESS` line has no PID).
     let counted = stdout
         .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(word.as_str()))
+        .find(|l| {
+            let mut fields = l.split_whitespace();
+            fields.next().is_some_and(|pid| pid.parse::<u32>().is_ok())
+                && fields.next() == Some(word.as_str())
+        })
         .unwrap_or_else(|| panic!("no line for futex word {word} in:\n{stdout}"));
     assert_eq!(
         counted.split_whitespace().nth(5),
