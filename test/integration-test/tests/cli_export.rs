@@ -305,11 +305,11 @@ fn exported_processes_are_named_by_their_command_lines() {
         std::process::id()
     ));
     let child = format!(
-        "{} std-sync --timeouts 5 --parked 3",
+        "{} std-sync --timeouts 150 --parked 3",
         env!("CARGO_BIN_EXE_futexscope-workload")
     );
     // `; true` keeps the shell from exec-ing the workload: it runs as a child. The workload
-    // lives over 200 ms, so interval ticks see it alive.
+    // lives over 500 ms, so interval ticks see it alive even on a loaded machine.
     let script = format!("{child}; true");
     let output = std::process::Command::new(common::futexscope_exe())
         .args(["run", "--view", "quiet", "--interval", "50ms", "--export"])
