@@ -1,6 +1,6 @@
 //! bpftrace and perf, attached to the futexscope markers of the `marker-workload` example,
-//! count exactly what the workload says it did. Needs root (uprobes); under `CI=true` a
-//! missing privilege or tool is a failure, not a skip.
+//! count exactly what the workload says it did. Needs root (uprobes): ignored unless asked
+//! for (`cargo xtask test` runs them as root); a missing privilege or tool is then a failure.
 #![cfg(all(feature = "markers", target_os = "linux", not(feature = "portable")))]
 
 use futexscope_probes_common::markers::MARKERS;
@@ -12,27 +12,27 @@ const TIMEOUTS: u32 = 7;
 const WAKEUPS: u32 = 5;
 const UNCONTENDED: u32 = 2000;
 
-/// Whether this process may attach uprobes with `tool` (run with `version_flag` to see that
-/// it is installed). When it may not: in CI (`CI=true`) this panics, since a skipped tracing
-/// test in CI is a failure; elsewhere it prints why and returns false so the test skips. (The
-/// same rule as the tracer's `ebpf_allowed`.)
-fn tracer_allowed(tool: &str, version_flag: &str) -> bool {
+/// Panics, naming what is missing, unless this process may attach uprobes with `tool` (run
+/// with `version_flag` to see that it is installed). Every test that calls it is
+/// `#[ignore = "needs root"]`: a run without root lists it as ignored, and `cargo xtask test`
+/// runs it as root (`-- --include-ignored`), where it must pass. (The same rule as the
+/// tracer's `require_ebpf`.)
+fn require_tracer(tool: &str, version_flag: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this {tool} test attaches uprobes and needs root: run it as root, \
+         e.g. `sudo -E cargo xtask test`"
+    );
     let installed = Command::new(tool)
         .arg(version_flag)
         .output()
         .is_ok_and(|o| o.status.success());
-    let why = match (root, installed) {
-        (true, true) => return true,
-        (false, _) => "not running as root".to_owned(),
-        (true, false) => format!("`{tool}` is not installed"),
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} test cannot run in CI: {why}");
-    }
-    eprintln!("SKIPPED {tool} test: {why} (run as root, e.g. `sudo -E cargo xtask test`)");
-    false
+    assert!(
+        installed,
+        "`{tool}` is not installed (`cargo xtask setup` installs it)"
+    );
 }
 
 /// The `marker-workload` example, which `cargo test` builds next to this test binary.
@@ -64,10 +64,9 @@ fn counts(text: &str) -> BTreeMap<String, i64> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bpftrace_counts_equal_workload_counts() {
-    if !tracer_allowed("bpftrace", "--version") {
-        return;
-    }
+    require_tracer("bpftrace", "--version");
     let workload = workload_binary();
     let bin = workload.display();
     let script = format!(
@@ -146,10 +145,9 @@ usdt:{bin}:futexscope:timed_out {{
 
 /// `bpftrace -l` lists every marker of the table, and nothing else under the provider.
 #[test]
+#[ignore = "needs root"]
 fn bpftrace_lists_every_marker() {
-    if !tracer_allowed("bpftrace", "--version") {
-        return;
-    }
+    require_tracer("bpftrace", "--version");
     let workload = workload_binary();
     let pattern = format!("usdt:{}:futexscope:*", workload.display());
     let output = Command::new("bpftrace")
@@ -172,10 +170,10 @@ fn bpftrace_lists_every_marker() {
 /// mounted, it is mounted in a private mount namespace of the shell that runs perf, so the
 /// machine's mounts stay as they were.
 #[test]
+#[ignore = "needs root"]
 fn perf_sdt_events_count_the_workload() {
-    if !tracer_allowed("perf", "--version") || !tracer_allowed("unshare", "--version") {
-        return;
-    }
+    require_tracer("perf", "--version");
+    require_tracer("unshare", "--version");
     let workload = workload_binary();
     let home = std::env::temp_dir().join(format!("futexscope-perf-{}", std::process::id()));
     std::fs::create_dir_all(&home).expect("a scratch directory for perf's build-id cache");

@@ -97,35 +97,6 @@ pub enum Command {
     /// Run the demo's workload untraced until SIGINT/SIGTERM (what `demo` traces).
     #[command(hide = true)]
     DemoWorkload,
-    /// Run a scripted workload with known futex counts (for tests).
-    #[command(hide = true)]
-    Workload {
-        /// Number of EAGAIN waits.
-        eagain_waits: u32,
-    },
-    /// Make paced futex calls (EAGAIN waits) to measure the tracer's event rate.
-    #[command(hide = true)]
-    Flood {
-        /// Target calls per second, all threads together.
-        #[arg(long, default_value_t = 1_000_000)]
-        rate: u64,
-        /// How long.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-        /// Threads.
-        #[arg(long, default_value_t = 2)]
-        threads: u32,
-    },
-    /// Run a std `Mutex`/`Condvar` workload with known counts (for tests).
-    #[command(hide = true)]
-    StdSync {
-        /// Condvar waits that time out.
-        #[arg(long, default_value_t = 20)]
-        timeouts: u32,
-        /// Threads parked on one condvar at once.
-        #[arg(long, default_value_t = 4)]
-        parked: u32,
-    },
 }
 
 /// Options shared by `run`, `attach` and `demo`.

@@ -1,6 +1,7 @@
 //! Thin wrappers over the system calls futexscope makes itself (the kernel report's battery,
-//! the probes' loader, the test workloads): futex and futex2, whether each futex system call
-//! exists, clocks, CPU affinity, timer slack, signals, and a thread's scheduler state.
+//! the probes' loader, and the test workloads of `test/integration-test`): futex and futex2,
+//! whether each futex system call exists, clocks, CPU affinity, timer slack, signals, and a
+//! thread's scheduler state.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -87,9 +88,44 @@ pub fn cmp_requeue(
     })
 }
 
+/// `FUTEX_WAIT` (relative `timeout`, none: until woken): sleeps while `word` holds `expected`;
+/// `Err(EAGAIN)` at once if it does not.
+pub fn wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<&libc::timespec>,
+) -> Result<libc::c_long, i32> {
+    futex(word, libc::FUTEX_WAIT, expected, timeout, None, 0)
+}
+
 /// Wakes at most `count` waiters of `word`; returns how many were woken.
 pub fn wake(word: &AtomicU32, count: i32) -> Result<libc::c_long, i32> {
     futex(word, libc::FUTEX_WAKE, count as u32, None, None, 0)
+}
+
+/// `futex_waitv(2)`: sleeps until one of `waiters` is woken (returns its index), or until the
+/// absolute CLOCK_MONOTONIC `deadline` (none: no limit); `Err(EAGAIN)` if a word does not hold
+/// its expected value.
+pub fn futex_waitv(
+    waiters: &[FutexWaitv],
+    deadline: Option<&libc::timespec>,
+) -> Result<libc::c_long, i32> {
+    let deadline = deadline.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY:
+    // - `waiters` points to `waiters.len()` initialised `struct futex_waitv` entries, live for
+    //   the call; the kernel only reads them and the words they name, and fails with EFAULT
+    //   for an address that is not mapped.
+    // - `deadline` is null or points to a live timespec.
+    check(unsafe {
+        libc::syscall(
+            SYS_FUTEX_WAITV,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0u32,
+            deadline,
+            libc::CLOCK_MONOTONIC,
+        )
+    })
 }
 
 /// Reads `clock` in nanoseconds.

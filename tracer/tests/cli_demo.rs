@@ -6,10 +6,9 @@ mod common;
 use std::process::Command;
 
 #[test]
+#[ignore = "needs root"]
 fn demo_traces_every_semaphore_by_name() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let json = std::env::temp_dir().join(format!("futexscope-demo-{}.json", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
         .args([

@@ -83,10 +83,9 @@ fn build() -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pthread_condvar_timeouts_and_waiters_match_the_programs_counts() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let binary = build();
     let json = binary.with_extension("json");
     let (timeouts, threads) = (12, 4);

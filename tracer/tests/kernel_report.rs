@@ -192,10 +192,9 @@ fn single_permit_semaphore_waiters_wake_in_the_plain_futex_order() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn contended_semaphore_wakeups_are_traced_and_the_independent_counts_agree() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let contended = &report().contended_semaphore;
     assert_eq!(
         contended.len(),
@@ -227,10 +226,9 @@ fn contended_semaphore_wakeups_are_traced_and_the_independent_counts_agree() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probes_count_the_same_plain_waits_as_the_experiments() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let probes = &report().probes;
     assert!(probes.available, "{:?}", probes.error);
     assert!(report().facts.bpf.probes_loaded);

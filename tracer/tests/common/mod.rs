@@ -1,25 +1,21 @@
-//! Helpers shared by the tracer's integration tests.
+//! Helpers shared by the integration tests (the tracer's, and by `#[path]` those of
+//! `test/integration-test`).
 
-/// Whether this process may load eBPF programs. When it may not: in CI (`CI=true`) this
-/// panics, since a skipped eBPF test in CI is a failure; elsewhere it prints why and returns
-/// false so the test skips.
-pub fn ebpf_allowed() -> bool {
+/// Panics, naming what is missing, unless this process may load eBPF programs. Every test that
+/// calls it is `#[ignore = "needs root"]`: a run without root lists it as ignored, and
+/// `cargo xtask test` runs it as root (`-- --include-ignored`), where it must pass.
+pub fn require_ebpf() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    let bpf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
-    if root && bpf {
-        return true;
-    }
-    let why = if root {
-        "the kernel has no BTF/BPF support"
-    } else {
-        "not running as root"
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("eBPF test cannot run in CI: {why}");
-    }
-    eprintln!("SKIPPED eBPF test: {why} (run as root, e.g. `sudo -E cargo xtask test`)");
-    false
+    assert!(
+        root,
+        "this test loads eBPF and needs root (or CAP_BPF and CAP_PERFMON): run it as root, \
+         e.g. `sudo -E cargo xtask test`"
+    );
+    assert!(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "this test loads eBPF: the kernel has no BTF/BPF support (no /sys/kernel/btf/vmlinux)"
+    );
 }
 
 /// A copy of an executable that the `nobody` user can run, removed on drop. The checkout that

@@ -124,10 +124,9 @@ fn hist_total(hist: &[u64; HIST_BUCKETS]) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn timed_out_waits_have_the_drift_the_workload_measured() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let run = check_timed_out_waits(&ProbeOptions::default());
     assert!(
         run.probes.btf_syscall_hooks(),
@@ -136,10 +135,9 @@ fn timed_out_waits_have_the_drift_the_workload_measured() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn raw_syscall_hooks_see_what_btf_hooks_see() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // What a kernel without BTF runs: the same checks hold.
     let options = ProbeOptions {
         raw_syscall_hooks: true,
@@ -214,10 +212,9 @@ fn check_timed_out_waits(options: &ProbeOptions) -> Run {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn parked_threads_give_max_waiters() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let w = 6;
     let run = traced(&ProbeOptions::default(), &["parked", &w.to_string()]);
     assert_eq!(
@@ -237,10 +234,9 @@ fn parked_threads_give_max_waiters() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn signal_storm_counts_every_eintr() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let n = 25;
     let run = traced(&ProbeOptions::default(), &["signals", &n.to_string()]);
     assert_eq!(run.num("eintr"), n);
@@ -262,10 +258,9 @@ fn signal_storm_counts_every_eintr() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stolen_wakeups_are_lost_races() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // The consumer pauses 2 s after each token; a re-wait within 1 s of a wakeup is a lost
     // race, so only real re-waits count, even on a loaded machine.
     let options = ProbeOptions {
@@ -289,10 +284,9 @@ fn stolen_wakeups_are_lost_races() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn futex_waitv_waits_are_seen_on_each_word() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let k = 4;
     let run = traced(&ProbeOptions::default(), &["waitv", &k.to_string(), "10"]);
     if !run
@@ -320,10 +314,9 @@ fn futex_waitv_waits_are_seen_on_each_word() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_wakeup_without_a_wake_call_is_flagged() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // pthread_join sleeps on the thread-id word, which the kernel wakes at thread exit.
     let run = traced(&ProbeOptions::default(), &["join"]);
     let no_waker: u64 = run.stats.values().map(|s| s.no_waker).sum();
@@ -332,10 +325,9 @@ fn a_wakeup_without_a_wake_call_is_flagged() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_tiny_ring_buffer_counts_its_drops_and_totals_stay_exact() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let n = 20_000;
     let options = ProbeOptions {
         ring_buffer_bytes: 4096,
@@ -362,10 +354,9 @@ fn a_tiny_ring_buffer_counts_its_drops_and_totals_stay_exact() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn untraced_processes_produce_nothing() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let mut probes = Probes::load().expect("load the probes");
     let traced_child = GatedChild::spawn(&[
         env!("CARGO_BIN_EXE_futexscope-workload").to_owned(),
@@ -422,10 +413,9 @@ fn untraced_processes_produce_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn children_of_traced_processes_are_traced() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let run = traced(&ProbeOptions::default(), &["eagain", "1"]);
     assert!(
         run.probes.follows_forks(),
@@ -461,10 +451,9 @@ fn children_of_traced_processes_are_traced() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_thread_killed_inside_a_wait_leaves_no_waiter_behind() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let run = traced(&ProbeOptions::default(), &["die"]);
     let stats = run.stats_of("word");
     assert_eq!(stats.waits, 1);

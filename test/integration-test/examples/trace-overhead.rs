@@ -1,9 +1,11 @@
 //! Benchmark (not a test): what tracing costs the traced program, and how many events per
-//! second the tracer takes without dropping any. docs/tracer.md shows the results and commands.
+//! second the tracer takes without dropping any. docs/overhead.md shows the results.
 //!
 //! ```text
-//! cargo build --release -p futexscope -p futexscope-semaphore --example sem-bench
-//! cargo run --release -p futexscope --example trace-overhead -- \
+//! cargo build --release -p futexscope --bin futexscope \
+//!     -p futexscope-integration-test --bin futexscope-workload \
+//!     -p futexscope-semaphore --example sem-bench
+//! cargo run --release -p futexscope-integration-test --example trace-overhead -- \
 //!     target/release/futexscope target/release/examples/sem-bench [RUNS] [OPS]
 //! ```
 //!
@@ -15,7 +17,7 @@
 //! the median ratio to the untraced run next to it. Each row runs on both CPUs and again with
 //! everything (benchmark and tracer) pinned to one CPU (`taskset -c 0`), where every
 //! `pingpong` hand-off sleeps: the stable measure of what tracing adds to a sleeping
-//! hand-off. Part 2: `futexscope flood` at rising target
+//! hand-off. Part 2: `futexscope-workload flood` (found next to FUTEXSCOPE) at rising target
 //! rates under `futexscope run`, with the default 16 MiB ring buffer, 1 MiB and 64 KiB; prints
 //! the calls and events per second and the records dropped, and the rate where drops start.
 
@@ -73,7 +75,7 @@ fn median_ratio(traced: &[f64], plain: &[f64]) -> f64 {
     median(&mut ratios)
 }
 
-/// One `futexscope flood` under `futexscope run --buffer-size BUFFER`: the futex calls made per
+/// One `futexscope-workload flood` (next to `futexscope`) under `futexscope run --buffer-size BUFFER`: the futex calls made per
 /// second, the event records received per second of the flood, and the records dropped.
 fn flood(
     futexscope: &str,
@@ -82,10 +84,13 @@ fn flood(
     json: &Path,
 ) -> Result<(f64, f64, u64), String> {
     const SECONDS: f64 = 2.0;
+    let workload = Path::new(futexscope).with_file_name("futexscope-workload");
     let output = Command::new(futexscope)
         .args(["run", "--view", "quiet", "--buffer-size", buffer, "--json"])
         .arg(json)
-        .args(["--", futexscope, "flood", "--rate", &rate.to_string()])
+        .arg("--")
+        .arg(&workload)
+        .args(["flood", "--rate", &rate.to_string()])
         .args(["--seconds", &SECONDS.to_string(), "--threads", "2"])
         .output()
         .map_err(|e| e.to_string())?;
@@ -157,7 +162,7 @@ fn main() -> ExitCode {
         }
     }
 
-    println!("part 2: event rate (`futexscope flood`, 2 threads, 2 s per rate)");
+    println!("part 2: event rate (`futexscope-workload flood`, 2 threads, 2 s per rate)");
     for buffer in ["16M", "1M", "64K"] {
         let mut onset = None;
         for rate in [

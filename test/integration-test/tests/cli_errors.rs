@@ -12,7 +12,7 @@ use std::{
 };
 
 fn futexscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_futexscope"))
+    Command::new(common::futexscope_exe())
 }
 
 fn text(output: &Output) -> (String, String) {
@@ -30,11 +30,10 @@ fn temp_path(name: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn not_root_names_the_capabilities_and_exits_77() {
-    if !common::ebpf_allowed() {
-        return;
-    }
-    let binary = common::NobodyCopy::of(env!("CARGO_BIN_EXE_futexscope"));
+    common::require_ebpf();
+    let binary = common::NobodyCopy::of(common::futexscope_exe());
     let mut command = Command::new(&binary.path);
     command.args(["run", "--", "true"]);
     // SAFETY: setgid/setuid are async-signal-safe and only change this child's credentials.
@@ -61,22 +60,21 @@ fn not_root_names_the_capabilities_and_exits_77() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bpf_and_perfmon_capabilities_are_enough() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // Drop every capability but CAP_BPF and CAP_PERFMON (still uid 0).
     let output = Command::new("setpriv")
         .args([
             "--bounding-set=-all,+bpf,+perfmon",
             "--inh-caps=-all",
-            env!("CARGO_BIN_EXE_futexscope"),
+            common::futexscope_exe(),
         ])
         .args([
             "run",
             "--",
-            env!("CARGO_BIN_EXE_futexscope"),
-            "workload",
+            env!("CARGO_BIN_EXE_futexscope-workload"),
+            "eagain",
             "5",
         ])
         .output()
@@ -104,10 +102,9 @@ fn no_such_pid_exits_67() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn command_not_found_exits_127_and_not_executable_126() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let output = futexscope()
         .args(["run", "--", "/nonexistent/futexscope-test-command"])
         .output()
@@ -177,17 +174,16 @@ fn deny_syscall(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_without_uprobes_traces_futex_calls_and_says_so() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // Uprobes are attached with perf_event_open; without it the markers cannot be used.
     let json = temp_path("no-uprobes.json");
     let mut command = futexscope();
     command
         .args(["run", "--duration", "1s", "--view", "quiet", "--json"])
         .arg(&json);
-    command.args(["--", env!("CARGO_BIN_EXE_futexscope"), "demo-workload"]);
+    command.args(["--", common::futexscope_exe(), "demo-workload"]);
     // SAFETY: the closure only calls prctl, which is async-signal-safe, on data it owns.
     unsafe { command.pre_exec(|| deny_syscall(libc::SYS_perf_event_open, libc::ENOENT)) };
     let output = command.output().unwrap();
@@ -212,10 +208,9 @@ fn kernel_without_uprobes_traces_futex_calls_and_says_so() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_without_bpf_exits_69() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let mut command = futexscope();
     command.args(["run", "--", "true"]);
     // SAFETY: the closure only calls prctl, which is async-signal-safe, on data it owns.
@@ -227,10 +222,9 @@ fn kernel_without_bpf_exits_69() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unwritable_output_file_exits_74_before_running_the_command() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let marker = temp_path("must-not-exist");
     let output = futexscope()
         .args([
@@ -253,10 +247,9 @@ fn unwritable_output_file_exits_74_before_running_the_command() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_commands_exit_status_is_passed_through() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let output = futexscope()
         .args(["run", "--", "sh", "-c", "exit 3"])
         .output()
@@ -278,10 +271,9 @@ fn the_commands_exit_status_is_passed_through() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn duration_ends_run_with_124_and_stops_the_command() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let started = std::time::Instant::now();
     let output = futexscope()
         .args(["run", "--duration", "300ms", "--", "sleep", "30"])
@@ -297,10 +289,9 @@ fn duration_ends_run_with_124_and_stops_the_command() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ctrl_c_on_attach_prints_the_summary_and_writes_complete_files() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let mut target = Command::new("sleep").arg("30").spawn().unwrap();
     let json = temp_path("ctrl-c.json");
     let export = temp_path("ctrl-c.trace.json");
@@ -337,10 +328,9 @@ fn ctrl_c_on_attach_prints_the_summary_and_writes_complete_files() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn attach_ends_cleanly_when_the_target_exits() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let mut target = Command::new("sleep").arg("1").spawn().unwrap();
     let output = futexscope()
         .args(["attach", "--view", "plain"])
@@ -362,17 +352,16 @@ fn tracefs_mounts() -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tracing_needs_no_tracefs() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let before = tracefs_mounts();
     let output = futexscope()
         .args([
             "run",
             "--",
-            env!("CARGO_BIN_EXE_futexscope"),
-            "workload",
+            env!("CARGO_BIN_EXE_futexscope-workload"),
+            "eagain",
             "7",
         ])
         .output()
@@ -420,10 +409,9 @@ fn markerless_program() -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let program = markerless_program();
     let json = temp_path("no-markers.json");
     let output = futexscope()
@@ -465,10 +453,9 @@ fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_binary_with_markers_gets_them_attached() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // futexscope links the semaphore: its demo workload has markers.
     let essential = demo_marker_sites(&[]);
     assert!(essential > 0, "no marker site attached");
@@ -487,7 +474,7 @@ fn demo_marker_sites(options: &[&str]) -> usize {
         .args(["run", "--duration", "1s", "--view", "quiet"])
         .args(options)
         .arg("--")
-        .arg(env!("CARGO_BIN_EXE_futexscope"))
+        .arg(common::futexscope_exe())
         .arg("demo-workload")
         .output()
         .unwrap();
@@ -505,12 +492,11 @@ fn demo_marker_sites(options: &[&str]) -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn attach_to_a_thread_id_traces_its_whole_process() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     // A process whose second thread waits on a futex; attach by that thread's id.
-    let mut target = futexscope()
+    let mut target = Command::new(env!("CARGO_BIN_EXE_futexscope-workload"))
         .args(["std-sync", "--timeouts", "0", "--parked", "1"])
         .stdout(Stdio::piped())
         .spawn()
@@ -542,10 +528,9 @@ fn attach_to_a_thread_id_traces_its_whole_process() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ctrl_c_on_run_stops_the_command_and_exits_130() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let json = temp_path("run-ctrl-c.json");
     let tracer = futexscope()
         .args(["run", "--view", "plain", "--json"])
@@ -588,10 +573,9 @@ fn a_bad_buffer_size_is_a_clear_usage_error() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_ring_buffer_is_counted_and_shown_never_silent() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let json = temp_path("full-ring.json");
     // 4 KiB holds a few dozen records, which 2,000,000 calls/s (or as many as the machine
     // makes) fill within microseconds, faster than the probes' wakeup at a quarter full can
@@ -600,7 +584,7 @@ fn a_full_ring_buffer_is_counted_and_shown_never_silent() {
         .args(["run", "--view", "plain", "--buffer-size", "4K", "--json"])
         .arg(&json)
         .arg("--")
-        .arg(env!("CARGO_BIN_EXE_futexscope"))
+        .arg(env!("CARGO_BIN_EXE_futexscope-workload"))
         .args(["flood", "--rate", "2000000", "--seconds", "1"])
         .output()
         .unwrap();

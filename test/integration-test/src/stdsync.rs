@@ -1,6 +1,6 @@
 //! A workload on std's `Mutex` and `Condvar` (futex-based on Linux: `FUTEX_WAIT_BITSET` with an
-//! absolute deadline for timed waits) whose futex behaviour is known exactly, run by the hidden
-//! `futexscope std-sync` command so tests can check the tracer against it.
+//! absolute deadline for timed waits) whose futex behaviour is known exactly, run by
+//! `futexscope-workload std-sync` so tests can check the tracer against it.
 
 use std::{
     sync::{Condvar, Mutex},

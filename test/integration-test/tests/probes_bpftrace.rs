@@ -44,10 +44,9 @@ fn ensure_tracefs() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bpftrace_agrees_on_waits_wakes_and_timeouts() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     ensure_tracefs();
     let mut probes = Probes::load().expect("load the probes");
     let report =

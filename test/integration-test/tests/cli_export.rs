@@ -154,12 +154,12 @@ fn export_real_run(file_name: &str) -> (Vec<u8>, String) {
         "futexscope-export-{}-{file_name}",
         std::process::id()
     ));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+    let output = std::process::Command::new(common::futexscope_exe())
         .args(["run", "--view", "quiet", "--export"])
         .arg(&path)
         .args([
             "--",
-            env!("CARGO_BIN_EXE_futexscope"),
+            env!("CARGO_BIN_EXE_futexscope-workload"),
             "std-sync",
             "--timeouts",
             "5",
@@ -180,10 +180,9 @@ fn export_real_run(file_name: &str) -> (Vec<u8>, String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exported_protobuf_of_a_real_run_holds_the_waits_wake_flows_and_timeouts() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let (bytes, _) = export_real_run("real.pftrace");
     let decoded = perfetto::decode(&bytes);
     let parked: Vec<_> = decoded
@@ -219,10 +218,9 @@ fn exported_protobuf_of_a_real_run_holds_the_waits_wake_flows_and_timeouts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exported_chrome_json_of_a_real_run_reads_in_python() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let (bytes, _) = export_real_run("real.json");
     let script = r#"
 import json, sys
@@ -256,21 +254,20 @@ print("ok", len(events))
 }
 
 #[test]
+#[ignore = "needs root"]
 fn events_file_holds_one_json_line_per_record() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let dir = std::env::temp_dir();
     let events = dir.join(format!("futexscope-events-{}.jsonl", std::process::id()));
     let json = dir.join(format!("futexscope-events-{}.json", std::process::id()));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+    let output = std::process::Command::new(common::futexscope_exe())
         .args(["run", "--view", "quiet", "--events"])
         .arg(&events)
         .arg("--json")
         .arg(&json)
         .args([
             "--",
-            env!("CARGO_BIN_EXE_futexscope"),
+            env!("CARGO_BIN_EXE_futexscope-workload"),
             "std-sync",
             "--timeouts",
             "4",
@@ -311,22 +308,21 @@ fn events_file_holds_one_json_line_per_record() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exported_processes_are_named_by_their_command_lines() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let path = std::env::temp_dir().join(format!(
         "futexscope-export-{}-names.json",
         std::process::id()
     ));
     let child = format!(
-        "{} std-sync --timeouts 5 --parked 3",
-        env!("CARGO_BIN_EXE_futexscope")
+        "{} std-sync --timeouts 150 --parked 3",
+        env!("CARGO_BIN_EXE_futexscope-workload")
     );
     // `; true` keeps the shell from exec-ing the workload: it runs as a child. The workload
-    // lives over 200 ms, so interval ticks see it alive.
+    // lives over 500 ms, so interval ticks see it alive even on a loaded machine.
     let script = format!("{child}; true");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_futexscope"))
+    let output = std::process::Command::new(common::futexscope_exe())
         .args(["run", "--view", "quiet", "--interval", "50ms", "--export"])
         .arg(&path)
         .args(["--", "sh", "-c", &script])

@@ -1,12 +1,15 @@
-//! A paced stream of futex calls for measuring the tracer's event rate (`futexscope flood`,
-//! hidden): threads make `FUTEX_WAIT` calls that return `EAGAIN` at once (one wait event each),
-//! spread evenly to reach a target rate.
+//! A paced stream of futex calls for measuring the tracer's event rate
+//! (`futexscope-workload flood`, which `examples/trace-overhead.rs` traces): threads make
+//! `FUTEX_WAIT` calls that return `EAGAIN` at once (one wait event each), spread evenly to
+//! reach a target rate.
 
 use std::{
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
 };
+
+use futexscope::sys;
 
 /// Makes about `rate` futex calls per second for `seconds`, over `threads` threads; returns
 /// the number of calls made.
@@ -25,17 +28,8 @@ pub fn run(rate: u64, seconds: f64, threads: u32) -> u64 {
                     // Calls due by now at the target rate; make them in a burst, then yield.
                     let due = (start.elapsed().as_secs_f64() * per_thread_rate as f64) as u64;
                     while made < due {
-                        // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAIT reads it
-                        // and returns EAGAIN because it holds 1, not the expected 0.
-                        unsafe {
-                            libc::syscall(
-                                libc::SYS_futex,
-                                word.as_ptr(),
-                                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                                0u32,
-                                std::ptr::null::<libc::timespec>(),
-                            )
-                        };
+                        // EAGAIN at once: the word holds 1, not the expected 0.
+                        let _ = sys::wait(&word, 0, None);
                         made += 1;
                     }
                     thread::sleep(Duration::from_micros(200));

@@ -17,17 +17,16 @@ fn address_after(stdout: &str, prefix: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn std_condvar_waits_are_counted_and_named() {
-    if !common::ebpf_allowed() {
-        return;
-    }
+    common::require_ebpf();
     let json =
         std::env::temp_dir().join(format!("futexscope-std-sync-{}.json", std::process::id()));
     let (timeouts, parked) = (15, 3);
-    let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
+    let output = Command::new(common::futexscope_exe())
         .args(["run", "--view", "plain", "--json"])
         .arg(&json)
-        .args(["--", env!("CARGO_BIN_EXE_futexscope"), "std-sync"])
+        .args(["--", env!("CARGO_BIN_EXE_futexscope-workload"), "std-sync"])
         .args([
             "--timeouts",
             &timeouts.to_string(),
