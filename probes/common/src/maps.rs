@@ -416,57 +416,58 @@ mod tests {
         assert_eq!(log2_bucket(u64::MAX), LOG2_BUCKETS - 1);
     }
 
-    /// Every value in a sweep of the whole range, each power of two and its neighbours, and
-    /// pseudo-random values: in the bucket whose bounds contain it, buckets never go down,
-    /// and the bucket is at most 1/8 of its lower bound wide (so its midpoint is within 1/16).
+    /// Checks `v` is in the bucket whose bounds contain it, that the bucket of `v + 1` is not
+    /// lower, and that the bucket is at most 1/8 of its lower bound wide (so its midpoint is
+    /// within 1/16 of `v`) or holds one value.
+    fn check_time_bucket(v: u64) {
+        let i = time_bucket(v);
+        assert!(i < TIME_BUCKETS);
+        if v < u64::MAX {
+            assert!(time_bucket(v + 1) >= i, "bucket of {v} + 1 went down");
+        }
+        let (low, high) = (time_bucket_bound(i), time_bucket_bound(i + 1));
+        if i == TIME_BUCKETS - 1 {
+            assert!(v > low, "{v} in the last bucket");
+            return;
+        }
+        assert!(
+            (low < v || (i == 0 && v == 0)) && v <= high,
+            "{v} outside bucket {i} ({low}, {high}]"
+        );
+        if i >= 2 * TIME_SUB_BUCKETS {
+            assert!(
+                8 * (high - low) <= low,
+                "bucket {i} ({low}, {high}] too wide"
+            );
+            let mid = low + (high - low) / 2;
+            assert!(16 * v.abs_diff(mid) <= v, "midpoint {mid} too far from {v}");
+        } else {
+            assert_eq!(high - low, 1, "bucket {i} holds one value");
+        }
+    }
+
+    /// A sweep of the whole range: every value up to 5000, each power of two and its
+    /// neighbours, and pseudo-random values of every magnitude.
     #[test]
     fn time_buckets_contain_their_values() {
-        let mut values = Vec::new();
         for v in 0..5000u64 {
-            values.push(v);
+            check_time_bucket(v);
         }
         for e in 0..64 {
             let p = 1u64 << e;
-            values.extend([p - 1, p, p + 1, p + p / 3, p + p / 2 + 7]);
+            for v in [p - 1, p, p + 1, p + p / 3, p + p / 2 + 7] {
+                check_time_bucket(v);
+            }
         }
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..200_000 {
-            // xorshift64: values spread over every magnitude.
+            // xorshift64, shifted down by a pseudo-random amount.
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            values.push(x >> (x % 64));
+            check_time_bucket(x >> (x % 64));
         }
-        values.push(u64::MAX);
-        values.sort_unstable();
-        let mut previous = 0;
-        for &v in &values {
-            let i = time_bucket(v);
-            assert!(i < TIME_BUCKETS);
-            assert!(i >= previous, "bucket of {v} went down");
-            previous = i;
-            let (low, high) = (time_bucket_bound(i), time_bucket_bound(i + 1));
-            if i == TIME_BUCKETS - 1 {
-                assert!(v > low, "{v} in the last bucket");
-                continue;
-            }
-            assert!(
-                (low < v || (i == 0 && v == 0)) && v <= high,
-                "{v} outside bucket {i} ({low}, {high}]"
-            );
-            // Width at most 1/8 of the lower bound: the midpoint is within 1/16 of any value
-            // in the bucket, the bounds within 1/8.
-            if i >= 2 * TIME_SUB_BUCKETS {
-                assert!(
-                    8 * (high - low) <= low,
-                    "bucket {i} ({low}, {high}] too wide"
-                );
-                let mid = low + (high - low) / 2;
-                assert!(16 * v.abs_diff(mid) <= v, "midpoint {mid} too far from {v}");
-            } else {
-                assert_eq!(high - low, 1, "bucket {i} holds one value");
-            }
-        }
+        check_time_bucket(u64::MAX);
     }
 
     #[test]

@@ -313,9 +313,10 @@ pub(crate) mod tests {
     fn percentiles_are_within_a_sixteenth_at_every_scale() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for round in 0..2000 {
-            // Sets of 1 to 200 values spread over one to eight orders of magnitude.
+            // Sets of 1 to 200 values spread over one to eight powers of two, from 1 ns to
+            // 2^40 ns (beyond, the last bucket is open-ended).
             let n = 1 + round % 200;
-            let scale = 1u64 << (round % 36);
+            let scale = 1u64 << (round % 32);
             let values: Vec<u64> = (0..n)
                 .map(|_| {
                     x ^= x << 13;
