@@ -93,8 +93,8 @@ pub(crate) unsafe fn time_add(
 /// # Safety
 /// `max` must point at a live, 8-aligned `T` (a u64 or an i64) in a map value.
 pub(crate) unsafe fn raise_max<T: Copy + PartialOrd>(max: *mut T, value: T) {
-    // SAFETY (both blocks): the caller guarantees a live aligned i64 or u64. Relaxed: a standalone
-    // maximum; the compare-exchange alone makes concurrent raises agree.
+    // SAFETY (both blocks): the caller guarantees a live aligned i64 or u64. Relaxed: a
+    // standalone maximum; the compare-exchange alone makes concurrent raises agree.
     // An aligned 8-byte BPF load is single-copy atomic.
     let mut current = unsafe { core::ptr::read_volatile(max) };
     // Bounded for the verifier; each failed exchange means another CPU raised it meanwhile.
