@@ -47,9 +47,19 @@ pub const MAX_THREADS: u32 = 16384;
 /// Words of one `futex_waitv` call that are tracked (the rest are ignored).
 pub const WAITV_TRACKED_WORDS: usize = 4;
 
-/// Number of log2 buckets in the histograms (bucket `i` counts values in `[2^i, 2^(i+1))` ns,
-/// bucket 0 also counts 0).
-pub const HIST_BUCKETS: usize = 40;
+/// Number of buckets of the log2 histogram of the caller's drift (bucket `i` counts values in
+/// `[2^i, 2^(i+1))` ns, bucket 0 also counts 0).
+pub const LOG2_BUCKETS: usize = 40;
+
+/// Linear sub-buckets per power of two in the wait-time and drift histograms, as a power of two.
+pub const TIME_SUB_BITS: u32 = 3;
+/// Linear sub-buckets per power of two: 8.
+pub const TIME_SUB_BUCKETS: usize = 1 << TIME_SUB_BITS;
+/// The time histograms resolve values up to 2^40 ns (about 18 minutes); larger values share
+/// the last bucket (their maximum is kept exactly beside it).
+pub const TIME_RANGE_BITS: u32 = 40;
+/// Number of buckets of a time histogram (see [`time_bucket`]): 304.
+pub const TIME_BUCKETS: usize = (TIME_RANGE_BITS - TIME_SUB_BITS + 1) as usize * TIME_SUB_BUCKETS;
 
 /// Why a record or a map update was lost; index into [`DROPS`].
 #[repr(u32)]
@@ -104,10 +114,11 @@ pub struct FutexStats {
     pub no_waker: u64,
     /// Woken threads that then got what they waited for (from the markers).
     pub woken_satisfied: u64,
-    /// log2 histogram of wait time in ns.
-    pub wait_hist: [u64; HIST_BUCKETS],
-    /// log2 histogram of timeout drift (return time minus deadline) in ns.
-    pub drift_hist: [u64; HIST_BUCKETS],
+    /// Log-linear histogram of wait time in ns ([`time_bucket`]).
+    pub wait_hist: [u64; TIME_BUCKETS],
+    /// Log-linear histogram of timeout drift (return time minus deadline, 0 if earlier) in ns
+    /// ([`time_bucket`]).
+    pub drift_hist: [u64; TIME_BUCKETS],
     /// Waits that returned 0 (woken, or a PI lock taken).
     pub wakeups: u64,
     /// Threads that exited while waiting on this word.
@@ -115,7 +126,18 @@ pub struct FutexStats {
     /// `timed_out` markers for waits on this word.
     pub caller_timeouts: u64,
     /// log2 histogram of the drift the caller saw (`timed_out`'s now minus its deadline) in ns.
-    pub caller_drift_hist: [u64; HIST_BUCKETS],
+    pub caller_drift_hist: [u64; LOG2_BUCKETS],
+    /// Sum of the wait times in `wait_hist`, in ns.
+    pub wait_sum_ns: u64,
+    /// Longest wait time in `wait_hist`, in ns.
+    pub wait_max_ns: u64,
+    /// Sum of the drifts in `drift_hist`, in ns.
+    pub drift_sum_ns: u64,
+    /// Largest drift in `drift_hist`, in ns.
+    pub drift_max_ns: u64,
+    /// Timed-out waits that returned before their deadline (only possible through the
+    /// CLOCK_REALTIME conversion); booked in `drift_hist` as drift 0.
+    pub drift_early: u64,
 }
 
 impl FutexStats {
@@ -133,12 +155,17 @@ impl FutexStats {
         lost_race: 0,
         no_waker: 0,
         woken_satisfied: 0,
-        wait_hist: [0; HIST_BUCKETS],
-        drift_hist: [0; HIST_BUCKETS],
+        wait_hist: [0; TIME_BUCKETS],
+        drift_hist: [0; TIME_BUCKETS],
         wakeups: 0,
         died_waiting: 0,
         caller_timeouts: 0,
-        caller_drift_hist: [0; HIST_BUCKETS],
+        caller_drift_hist: [0; LOG2_BUCKETS],
+        wait_sum_ns: 0,
+        wait_max_ns: 0,
+        drift_sum_ns: 0,
+        drift_max_ns: 0,
+        drift_early: 0,
     };
 }
 
@@ -302,10 +329,53 @@ pub const fn log2_bucket(value: u64) -> usize {
         return 0;
     }
     let bucket = (63 - value.leading_zeros()) as usize;
-    if bucket >= HIST_BUCKETS {
-        HIST_BUCKETS - 1
+    if bucket >= LOG2_BUCKETS {
+        LOG2_BUCKETS - 1
     } else {
         bucket
+    }
+}
+
+/// The bucket of `value` (ns) in a time histogram: log-linear, 8 linear sub-buckets per power
+/// of two, each bucket open below and closed above, like Prometheus native histograms and
+/// OpenTelemetry exponential histograms.
+///
+/// Bucket `i` holds the values in `(bound(i), bound(i + 1)]` ([`time_bucket_bound`]): exactly
+/// the value `i + 1` for `i < 16` (bucket 0 also holds 0), and above that eight equal slices of
+/// each interval `(2^e, 2^(e+1)]`, each `2^(e-3)` wide, so a bucket is at most 1/8 of its lower
+/// bound wide. Values above 2^40 go to the last bucket.
+///
+/// No loop and no division: one leading-zeros count, shifts and a mask, so the eBPF programs
+/// use it as is.
+pub const fn time_bucket(value: u64) -> usize {
+    // Closed above: `value` goes where `value - 1` would go in buckets closed below.
+    let below = value.saturating_sub(1);
+    let bucket = if below < TIME_SUB_BUCKETS as u64 {
+        below as usize
+    } else {
+        // The power of two `2^e <= below`, e >= TIME_SUB_BITS; the next three bits of `below`
+        // pick the slice.
+        let e = 63 - below.leading_zeros();
+        let slice = (below >> (e - TIME_SUB_BITS)) as usize & (TIME_SUB_BUCKETS - 1);
+        (e - TIME_SUB_BITS + 1) as usize * TIME_SUB_BUCKETS + slice
+    };
+    if bucket >= TIME_BUCKETS {
+        TIME_BUCKETS - 1
+    } else {
+        bucket
+    }
+}
+
+/// The lower (open) bound of time-histogram bucket `i`, which is also the upper (closed) bound
+/// of bucket `i - 1`; `bound(TIME_BUCKETS)` is 2^40. Bucket `i < 8` starts at `i`; above, with
+/// `g = i / 8` and `j = i % 8`, at `(8 + j) * 2^(g-1)`.
+pub const fn time_bucket_bound(i: usize) -> u64 {
+    if i < TIME_SUB_BUCKETS {
+        i as u64
+    } else {
+        let group = (i / TIME_SUB_BUCKETS) as u32;
+        let slice = (i % TIME_SUB_BUCKETS) as u64;
+        (TIME_SUB_BUCKETS as u64 + slice) << (group - 1)
     }
 }
 
@@ -329,6 +399,7 @@ mod pod {
 const _: () =
     assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5));
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
+const _: () = assert!(time_bucket_bound(TIME_BUCKETS) == 1 << TIME_RANGE_BITS);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 
 #[cfg(test)]
@@ -342,6 +413,83 @@ mod tests {
         assert_eq!(log2_bucket(2), 1);
         assert_eq!(log2_bucket(3), 1);
         assert_eq!(log2_bucket(1024), 10);
-        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+        assert_eq!(log2_bucket(u64::MAX), LOG2_BUCKETS - 1);
+    }
+
+    /// Checks `v` is in the bucket whose bounds contain it, that the bucket of `v + 1` is not
+    /// lower, and that the bucket is at most 1/8 of its lower bound wide (so its midpoint is
+    /// within 1/16 of `v`) or holds one value.
+    fn check_time_bucket(v: u64) {
+        let i = time_bucket(v);
+        assert!(i < TIME_BUCKETS);
+        if v < u64::MAX {
+            assert!(time_bucket(v + 1) >= i, "bucket of {v} + 1 went down");
+        }
+        let (low, high) = (time_bucket_bound(i), time_bucket_bound(i + 1));
+        if i == TIME_BUCKETS - 1 {
+            assert!(v > low, "{v} in the last bucket");
+            return;
+        }
+        assert!(
+            (low < v || (i == 0 && v == 0)) && v <= high,
+            "{v} outside bucket {i} ({low}, {high}]"
+        );
+        if i >= 2 * TIME_SUB_BUCKETS {
+            assert!(
+                8 * (high - low) <= low,
+                "bucket {i} ({low}, {high}] too wide"
+            );
+            let mid = low + (high - low) / 2;
+            assert!(16 * v.abs_diff(mid) <= v, "midpoint {mid} too far from {v}");
+        } else {
+            assert_eq!(high - low, 1, "bucket {i} holds one value");
+        }
+    }
+
+    /// A sweep of the whole range: every value up to 5000, each power of two and its
+    /// neighbours, and pseudo-random values of every magnitude.
+    #[test]
+    fn time_buckets_contain_their_values() {
+        for v in 0..5000u64 {
+            check_time_bucket(v);
+        }
+        for e in 0..64 {
+            let p = 1u64 << e;
+            for v in [p - 1, p, p + 1, p + p / 3, p + p / 2 + 7] {
+                check_time_bucket(v);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            // xorshift64, shifted down by a pseudo-random amount.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            check_time_bucket(x >> (x % 64));
+        }
+        check_time_bucket(u64::MAX);
+    }
+
+    #[test]
+    fn time_bucket_edges() {
+        assert_eq!(time_bucket(0), 0);
+        assert_eq!(time_bucket(1), 0);
+        assert_eq!(time_bucket(2), 1);
+        assert_eq!(time_bucket(16), 15);
+        assert_eq!(time_bucket(17), 16);
+        assert_eq!(time_bucket(18), 16);
+        assert_eq!(time_bucket(19), 17);
+        // (1024, 1152] is the first slice of (1024, 2048].
+        assert_eq!(time_bucket(1024), time_bucket(1023));
+        assert_eq!(time_bucket(1025), time_bucket(1152));
+        assert_eq!(time_bucket_bound(time_bucket(1025)), 1024);
+        assert_eq!(time_bucket_bound(time_bucket(1025) + 1), 1152);
+        assert_eq!(time_bucket(1 << 40), TIME_BUCKETS - 1);
+        assert_eq!(time_bucket((1 << 40) + 1), TIME_BUCKETS - 1);
+        assert_eq!(time_bucket(u64::MAX), TIME_BUCKETS - 1);
+        // Every eighth bound is a power of two: the octaves are exact.
+        for i in (TIME_SUB_BUCKETS..=TIME_BUCKETS).step_by(TIME_SUB_BUCKETS) {
+            assert!(time_bucket_bound(i).is_power_of_two());
+        }
     }
 }

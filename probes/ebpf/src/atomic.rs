@@ -6,7 +6,7 @@
 
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_cxchg, atomic_xadd};
 
-use futexscope_probes_common::maps::{HIST_BUCKETS, log2_bucket};
+use futexscope_probes_common::maps::{TIME_BUCKETS, time_bucket};
 
 /// Adds `value` to the u64 at `counter`. Relaxed: the counters are independent tallies read
 /// after the fact; no other memory is published through them.
@@ -57,25 +57,44 @@ pub(crate) unsafe fn load(counter: *const u64) -> u64 {
     unsafe { core::ptr::read_volatile(counter) }
 }
 
-/// Counts `value` in its log2 bucket of `hist`.
+/// Counts one value in `bucket` of `hist` (a bucket out of range is ignored; the check also
+/// bounds the access for the verifier).
 ///
 /// # Safety
 /// `hist` must point at a live histogram in a map value.
-pub(crate) unsafe fn hist_add(hist: *mut [u64; HIST_BUCKETS], value: u64) {
-    let bucket = log2_bucket(value);
-    if bucket < HIST_BUCKETS {
+pub(crate) unsafe fn hist_add<const N: usize>(hist: *mut [u64; N], bucket: usize) {
+    if bucket < N {
         // SAFETY: `bucket` is within the histogram, which the caller guarantees is live.
         unsafe { add(hist.cast::<u64>().add(bucket), 1) };
     }
 }
 
-/// Raises the i64 at `max` to `value` if it is lower.
+/// Books the time `value` (ns): its bucket of the log-linear `hist`, the `sum` and the `max`.
+/// The maximum is raised first, so a reader that sees the count mostly sees the maximum too.
 ///
 /// # Safety
-/// `max` must point at a live, 8-aligned i64 in a map value.
-pub(crate) unsafe fn raise_max(max: *mut i64, value: i64) {
-    // SAFETY (both blocks): the caller guarantees a live aligned i64. Relaxed: a standalone
-    // maximum; the compare-exchange alone makes concurrent raises agree.
+/// The three pointers must point at live fields of one map value.
+pub(crate) unsafe fn time_add(
+    hist: *mut [u64; TIME_BUCKETS],
+    sum: *mut u64,
+    max: *mut u64,
+    value: u64,
+) {
+    // SAFETY: the caller guarantees live, aligned fields.
+    unsafe {
+        raise_max(max, value);
+        add(sum, value);
+        hist_add(hist, time_bucket(value));
+    }
+}
+
+/// Raises the integer at `max` to `value` if it is lower.
+///
+/// # Safety
+/// `max` must point at a live, 8-aligned `T` (a u64 or an i64) in a map value.
+pub(crate) unsafe fn raise_max<T: Copy + PartialOrd>(max: *mut T, value: T) {
+    // SAFETY (both blocks): the caller guarantees a live aligned i64 or u64. Relaxed: a
+    // standalone maximum; the compare-exchange alone makes concurrent raises agree.
     // An aligned 8-byte BPF load is single-copy atomic.
     let mut current = unsafe { core::ptr::read_volatile(max) };
     // Bounded for the verifier; each failed exchange means another CPU raised it meanwhile.
@@ -85,7 +104,7 @@ pub(crate) unsafe fn raise_max(max: *mut i64, value: i64) {
         }
         // SAFETY: see above.
         let (seen, exchanged) =
-            unsafe { atomic_cxchg::<i64, { Relaxed }, { Relaxed }>(max, current, value) };
+            unsafe { atomic_cxchg::<T, { Relaxed }, { Relaxed }>(max, current, value) };
         if exchanged {
             return;
         }

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use futexscope_probes_common::{
     event::EventKind,
-    maps::{MAX_MARKER_ARGS, MarkerSite, arg_kind},
+    maps::{MAX_MARKER_ARGS, MarkerSite, arg_kind, log2_bucket},
     markers::Marker,
 };
 
@@ -159,7 +159,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe {
                     add(&raw mut (*stats).caller_timeouts, 1);
-                    hist_add(&raw mut (*stats).caller_drift_hist, drift);
+                    hist_add(&raw mut (*stats).caller_drift_hist, log2_bucket(drift));
                 }
             }
             state.marker_woken_word = 0;

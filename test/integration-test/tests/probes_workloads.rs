@@ -14,7 +14,7 @@ use futexscope::collect::{
 };
 use futexscope_probes_common::{
     event::{Event, EventKind, spurious},
-    maps::{FutexKey, FutexStats, HIST_BUCKETS, log2_bucket},
+    maps::{FutexKey, FutexStats, TIME_BUCKETS, time_bucket},
 };
 
 /// What one traced workload run produced.
@@ -119,7 +119,7 @@ fn assert_no_drops(run: &Run) {
     assert_eq!(drops.map_full, 0, "map entries dropped");
 }
 
-fn hist_total(hist: &[u64; HIST_BUCKETS]) -> u64 {
+fn hist_total(hist: &[u64; TIME_BUCKETS]) -> u64 {
     hist.iter().sum()
 }
 
@@ -174,7 +174,8 @@ fn check_timed_out_waits(options: &ProbeOptions) -> Run {
         .split(' ')
         .map(|d| d.parse().expect("drift"))
         .collect();
-    let mut expected_hist = [0u64; HIST_BUCKETS];
+    let mut expected_hist = [0u64; TIME_BUCKETS];
+    let (mut drift_sum, mut drift_max, mut wait_sum, mut wait_max) = (0, 0, 0, 0);
     for (i, (event, &workload_drift)) in waits.iter().zip(&measured).enumerate() {
         assert_eq!(event.ret, -i64::from(libc::ETIMEDOUT));
         // Never early: the kernel returned at or after the deadline.
@@ -195,7 +196,10 @@ fn check_timed_out_waits(options: &ProbeOptions) -> Run {
             workload_drift - drift.min(workload_drift) < 1_000_000_000,
             "wait {i}: drifts {drift} and {workload_drift} disagree"
         );
-        expected_hist[log2_bucket(drift)] += 1;
+        expected_hist[time_bucket(drift)] += 1;
+        (drift_sum, drift_max) = (drift_sum + drift, drift_max.max(drift));
+        let waited = event.ts_ns - event.start_ns;
+        (wait_sum, wait_max) = (wait_sum + waited, wait_max.max(waited));
         let expected_clock = if i % 3 == 2 {
             libc::CLOCK_REALTIME
         } else {
@@ -206,6 +210,16 @@ fn check_timed_out_waits(options: &ProbeOptions) -> Run {
     assert_eq!(
         stats.drift_hist, expected_hist,
         "the histogram holds the records' drifts"
+    );
+    assert_eq!(
+        (stats.drift_sum_ns, stats.drift_max_ns, stats.drift_early),
+        (drift_sum, drift_max, 0),
+        "the exact drift sum and maximum are the records'"
+    );
+    assert_eq!(
+        (stats.wait_sum_ns, stats.wait_max_ns),
+        (wait_sum, wait_max),
+        "the exact wait sum and maximum are the records'"
     );
     assert_no_drops(&run);
     run

@@ -1,9 +1,9 @@
 //! The per-word table: one [`Row`] per futex word, built from the in-kernel totals
-//! ([`FutexStats`]), with percentiles read off their log2 histograms and a human label.
+//! ([`FutexStats`]), with percentiles read off their log-linear histograms and a human label.
 
 use std::collections::HashMap;
 
-use futexscope_probes_common::maps::{FutexKey, FutexStats, HIST_BUCKETS};
+use futexscope_probes_common::maps::{FutexKey, FutexStats, TIME_BUCKETS, time_bucket_bound};
 use serde::Serialize;
 
 use crate::decode::WordKey;
@@ -32,9 +32,9 @@ pub struct Row {
     pub timeouts: u64,
     /// Spurious wakeups by kind.
     pub spurious: Spurious,
-    /// Wait time percentiles, in ns (log2 bucket upper bounds).
+    /// Wait time, in ns.
     pub wait_ns: Percentiles,
-    /// Timeout drift percentiles (return time minus deadline), in ns (log2 bucket upper bounds).
+    /// Timeout drift (return time minus deadline), in ns.
     pub drift_ns: Percentiles,
 }
 
@@ -58,29 +58,57 @@ impl Spurious {
     }
 }
 
-/// Percentiles of a log2 histogram; `None` when it is empty. Each value is the upper bound of
-/// the bucket the percentile falls in, so the true value is at most this and more than half of it.
+/// A time distribution read off a log-linear histogram ([`time_bucket`]) and its exact sum and
+/// maximum; the optional fields are `None` when it is empty.
+///
+/// A percentile is the midpoint of the bucket it falls in (a bucket of one value: that value),
+/// never more than the exact maximum: within 1/16 (6.25 %) of the true percentile. In the
+/// open-ended last bucket (values above 15 × 2^36 ns, about 17 minutes) it is the exact
+/// maximum, an upper bound.
+///
+/// [`time_bucket`]: futexscope_probes_common::maps::time_bucket
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
     /// Median.
     pub p50: Option<u64>,
     /// 99th percentile.
     pub p99: Option<u64>,
-    /// Largest value.
+    /// Largest value (exact).
     pub max: Option<u64>,
+    /// Mean, rounded to the nearest ns (exact sum over count).
+    pub mean: Option<u64>,
+    /// Sum of the values.
+    pub sum: u64,
+    /// Number of values.
+    pub count: u64,
 }
 
 impl Percentiles {
-    /// Reads the percentiles off a log2 histogram (bucket `i` holds values in `[2^i, 2^(i+1))`).
-    pub fn from_log2(hist: &[u64; HIST_BUCKETS]) -> Percentiles {
-        let total: u64 = hist.iter().sum();
-        if total == 0 {
+    /// Reads the distribution off a time histogram with the exact `sum` and `max` of its values.
+    pub fn from_hist(hist: &[u64; TIME_BUCKETS], sum: u64, max: u64) -> Percentiles {
+        let count: u64 = hist.iter().sum();
+        if count == 0 {
             return Percentiles::default();
         }
-        let upper = |bucket: usize| 1u64.checked_shl(bucket as u32 + 1).unwrap_or(u64::MAX);
+        let estimate = |bucket: usize| {
+            let low = time_bucket_bound(bucket);
+            if bucket == TIME_BUCKETS - 1 {
+                // Open-ended: the values lie between the bound and the maximum.
+                return max.max(low + 1);
+            }
+            let high = time_bucket_bound(bucket + 1);
+            let value = if high - low <= 1 {
+                high
+            } else {
+                low + (high - low) / 2
+            };
+            // The maximum is exact, and no percentile exceeds it; a snapshot taken between
+            // the updates of one value may show the count before the maximum (then max < low).
+            if max >= low { value.min(max) } else { value }
+        };
         let at = |fraction_per_mille: u64| {
             // The smallest bucket whose cumulative count reaches the rank (rounded up).
-            let rank = (total * fraction_per_mille).div_ceil(1000).max(1);
+            let rank = (count * fraction_per_mille).div_ceil(1000).max(1);
             let mut seen = 0;
             hist.iter().position(|&n| {
                 seen += n;
@@ -88,9 +116,12 @@ impl Percentiles {
             })
         };
         Percentiles {
-            p50: at(500).map(upper),
-            p99: at(990).map(upper),
-            max: hist.iter().rposition(|&n| n > 0).map(upper),
+            p50: at(500).map(estimate),
+            p99: at(990).map(estimate),
+            max: Some(max),
+            mean: Some((sum + count / 2) / count),
+            sum,
+            count,
         }
     }
 }
@@ -114,8 +145,12 @@ impl Row {
                 lost_race: stats.lost_race,
                 no_waker: stats.no_waker,
             },
-            wait_ns: Percentiles::from_log2(&stats.wait_hist),
-            drift_ns: Percentiles::from_log2(&stats.drift_hist),
+            wait_ns: Percentiles::from_hist(&stats.wait_hist, stats.wait_sum_ns, stats.wait_max_ns),
+            drift_ns: Percentiles::from_hist(
+                &stats.drift_hist,
+                stats.drift_sum_ns,
+                stats.drift_max_ns,
+            ),
         }
     }
 
@@ -233,41 +268,91 @@ fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Err
 pub(crate) mod tests {
     use super::*;
 
-    fn hist(entries: &[(usize, u64)]) -> [u64; HIST_BUCKETS] {
-        let mut hist = [0; HIST_BUCKETS];
-        for &(bucket, count) in entries {
-            hist[bucket] = count;
+    use futexscope_probes_common::maps::time_bucket;
+
+    /// The distribution of `values` as the probes would book it.
+    fn booked(values: &[u64]) -> Percentiles {
+        let mut hist = [0; TIME_BUCKETS];
+        for &v in values {
+            hist[time_bucket(v)] += 1;
         }
-        hist
+        let max = values.iter().copied().max().unwrap_or(0);
+        Percentiles::from_hist(&hist, values.iter().sum(), max)
+    }
+
+    /// The value at rank `ceil(n * per_mille / 1000)` of the sorted values.
+    fn exact(values: &[u64], per_mille: usize) -> u64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        sorted[(sorted.len() * per_mille).div_ceil(1000).max(1) - 1]
     }
 
     #[test]
     fn empty_histogram_has_no_percentiles() {
-        assert_eq!(
-            Percentiles::from_log2(&[0; HIST_BUCKETS]),
-            Percentiles::default()
+        assert_eq!(booked(&[]), Percentiles::default());
+    }
+
+    #[test]
+    fn the_issue_examples_are_within_a_sixteenth() {
+        // A median wait of 1.083 ms (was shown as 2.1ms), a p99 drift of 0.73 ms (was 1.0ms),
+        // a 320 ms maximum (was 536870912).
+        let p = booked(&[1_083_000; 3]);
+        assert!(
+            p.p50.unwrap().abs_diff(1_083_000) * 16 <= 1_083_000,
+            "{p:?}"
         );
+        let p = booked(&[730_000]);
+        assert!(p.p99.unwrap().abs_diff(730_000) * 16 <= 730_000, "{p:?}");
+        let p = booked(&[1_000, 320_000_000]);
+        assert_eq!(p.max, Some(320_000_000));
+        assert_eq!(p.mean, Some(160_000_500));
+        assert_eq!((p.sum, p.count), (320_001_000, 2));
     }
 
     #[test]
-    fn percentiles_are_bucket_upper_bounds() {
-        // 98 values in [1024, 2048), one in [2^20, 2^21), one in [2^30, 2^31).
-        let p = Percentiles::from_log2(&hist(&[(10, 98), (20, 1), (30, 1)]));
-        assert_eq!(p.p50, Some(2048));
-        assert_eq!(p.p99, Some(1 << 21));
-        assert_eq!(p.max, Some(1 << 31));
+    fn percentiles_are_within_a_sixteenth_at_every_scale() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..2000 {
+            // Sets of 1 to 200 values spread over one to eight powers of two, from 1 ns to
+            // 2^40 ns (beyond, the last bucket is open-ended).
+            let n = 1 + round % 200;
+            let scale = 1u64 << (round % 32);
+            let values: Vec<u64> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    scale + (x % (scale << (round % 8)))
+                })
+                .collect();
+            let p = booked(&values);
+            for (per_mille, estimate) in [(500, p.p50), (990, p.p99)] {
+                let truth = exact(&values, per_mille);
+                let estimate = estimate.unwrap();
+                assert!(
+                    estimate.abs_diff(truth) * 16 <= truth,
+                    "p{per_mille}: {estimate} for {truth}"
+                );
+            }
+            assert_eq!(p.max, values.iter().copied().max());
+            assert_eq!(p.count, n as u64);
+        }
     }
 
     #[test]
-    fn single_value_is_every_percentile() {
-        let p = Percentiles::from_log2(&hist(&[(5, 1)]));
-        assert_eq!((p.p50, p.p99, p.max), (Some(64), Some(64), Some(64)));
+    fn small_values_are_exact() {
+        let p = booked(&[0, 3, 3, 7, 12]);
+        assert_eq!((p.p50, p.p99, p.max), (Some(3), Some(12), Some(12)));
+        assert_eq!(booked(&[0, 0]).p99, Some(0));
     }
 
     #[test]
-    fn last_bucket_saturates() {
-        let p = Percentiles::from_log2(&hist(&[(HIST_BUCKETS - 1, 3)]));
-        assert_eq!(p.max, Some(1 << HIST_BUCKETS));
+    fn the_last_bucket_reaches_the_maximum() {
+        let hour = 3_600_000_000_000;
+        let p = booked(&[hour]);
+        assert_eq!((p.p50, p.max), (Some(hour), Some(hour)));
+        let p = booked(&[1, hour, 2 * hour]);
+        assert_eq!((p.p50, p.p99), (Some(2 * hour), Some(2 * hour)));
     }
 
     /// A row of process 1 with these counts.

@@ -242,7 +242,7 @@ fn sort_column(key: SortKey) -> usize {
         SortKey::Timeouts => 8,
         SortKey::Spurious => 9,
         SortKey::WaitTime => 14,
-        SortKey::Drift => 15,
+        SortKey::Drift => 16,
     }
 }
 
@@ -295,6 +295,7 @@ fn table(rows: &[Row], sort: SortKey) -> Table<'static> {
         Constraint::Length(6),
         Constraint::Length(5),
         Constraint::Length(6),
+        Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(7),

@@ -7,13 +7,13 @@ use super::summary::{Drops, Ending, Summary};
 use crate::aggregate::table::Row;
 
 /// Column headers of the futex table, in display order.
-pub const HEADERS: [&str; 17] = [
+pub const HEADERS: [&str; 18] = [
     "PID", "FUTEX", "LABEL", "WAITERS", "MAX", "WAITS", "WAKES", "WOKEN", "TMOUT", "EINTR",
-    "EAGAIN", "LOST", "NOWAKE", "WAIT50", "WAIT99", "DRIFT99", "DRIFTMAX",
+    "EAGAIN", "LOST", "NOWAKE", "WAIT50", "WAIT99", "DRIFT50", "DRIFT99", "DRIFTMAX",
 ];
 
 /// The cells of one row, in [`HEADERS`] order.
-pub fn cells(row: &Row) -> [String; 17] {
+pub fn cells(row: &Row) -> [String; 18] {
     [
         row.tgid.to_string(),
         format!("{:#x}", row.uaddr),
@@ -34,6 +34,7 @@ pub fn cells(row: &Row) -> [String; 17] {
         row.spurious.no_waker.to_string(),
         duration(row.wait_ns.p50),
         duration(row.wait_ns.p99),
+        duration(row.drift_ns.p50),
         duration(row.drift_ns.p99),
         duration(row.drift_ns.max),
     ]
@@ -57,7 +58,7 @@ pub fn duration(ns: Option<u64>) -> String {
 /// Formats rows as an aligned table with a header line. Labels longer than 40 characters
 /// are shortened from the left (the end of a symbol says most).
 pub fn table(rows: &[Row]) -> String {
-    let mut lines: Vec<[String; 17]> = vec![HEADERS.map(str::to_owned)];
+    let mut lines: Vec<[String; 18]> = vec![HEADERS.map(str::to_owned)];
     lines.extend(rows.iter().map(|row| {
         let mut cells = cells(row);
         cells[2] = shorten(&cells[2], 40);
@@ -195,7 +196,9 @@ mod tests {
             max_waiters: 3,
             ..FutexStats::ZERO
         };
-        stats.wait_hist[10] = waits;
+        stats.wait_hist[futexscope_probes_common::maps::time_bucket(2000)] = waits;
+        stats.wait_sum_ns = 2000 * waits;
+        stats.wait_max_ns = 2000;
         Row::new(
             crate::decode::WordKey { pid: 42, uaddr },
             &stats,

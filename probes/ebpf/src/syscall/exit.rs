@@ -13,7 +13,7 @@ use futexscope_probes_common::{
 
 use super::is_futex_syscall;
 use crate::{
-    atomic::{add, hist_add, load},
+    atomic::{add, load, time_add},
     emit::emit_call,
     helpers::now_ns,
     maps::{THREAD_STATE, word_stats},
@@ -89,12 +89,26 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
     // SAFETY: `stats` points at the word's value in the map; every field is updated atomically.
     unsafe {
         let waited = now.wrapping_sub(state.start_ns);
-        hist_add(&raw mut (*stats).wait_hist, waited);
+        time_add(
+            &raw mut (*stats).wait_hist,
+            &raw mut (*stats).wait_sum_ns,
+            &raw mut (*stats).wait_max_ns,
+            waited,
+        );
         if ret == -ETIMEDOUT {
             add(&raw mut (*stats).timeouts, 1);
             if state.deadline_ns != 0 {
+                // Early only through the CLOCK_REALTIME conversion: counted, booked as 0.
+                if now < state.deadline_ns {
+                    add(&raw mut (*stats).drift_early, 1);
+                }
                 let drift = now.saturating_sub(state.deadline_ns);
-                hist_add(&raw mut (*stats).drift_hist, drift);
+                time_add(
+                    &raw mut (*stats).drift_hist,
+                    &raw mut (*stats).drift_sum_ns,
+                    &raw mut (*stats).drift_max_ns,
+                    drift,
+                );
             }
         } else if is_interrupted(ret) {
             add(&raw mut (*stats).eintr, 1);
