@@ -23,7 +23,7 @@ Exit codes:
   2    command line error
   67   attach: no such process
   69   the kernel has no BPF support or rejected the probes
-  74   an output file (--json, --export, --events) cannot be written
+  74   an output file (-o, --json, --export, --events) cannot be written
   77   not permitted: needs root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)
   126  run: the command cannot be executed
   127  run: the command was not found";
@@ -108,6 +108,10 @@ pub struct TraceArgs {
     /// Live view refresh period.
     #[arg(short, long, value_parser = parse_duration, default_value = "1s")]
     pub interval: Duration,
+    /// Write the report (plain lines each interval and the summary) to FILE instead of
+    /// stderr. futexscope never writes to stdout: it belongs to the traced command.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -153,6 +157,7 @@ impl TraceArgs {
         Options {
             duration: self.duration,
             interval: self.interval,
+            output: self.output.clone(),
             json: self.json.clone(),
             export: self.export.clone(),
             events: self.events.clone(),

@@ -49,6 +49,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Live view refresh period.
     pub interval: Duration,
+    /// Write the report (plain lines and the summary) here instead of stderr.
+    pub output: Option<PathBuf>,
     /// Write the summary as JSON here.
     pub json: Option<PathBuf>,
     /// Write a Perfetto-readable trace here.
@@ -416,6 +418,10 @@ impl Session {
                 .transpose()?,
         };
         let json_file = options.json.as_deref().map(create).transpose()?;
+        let report: Box<dyn Write> = match options.output.as_deref().map(create).transpose()? {
+            Some((_, file)) => Box::new(BufWriter::new(file)),
+            None => Box::new(io::stderr()),
+        };
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
             Target::Pid(pid) => procfs::command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
@@ -424,8 +430,9 @@ impl Session {
         let live = Live::new(
             options.view,
             options.sort,
-            io::stdout().is_terminal(),
+            io::stderr().is_terminal(),
             name.clone(),
+            report,
         )
         .map_err(TraceError::Terminal)?;
         let now = Instant::now();
@@ -537,11 +544,7 @@ impl Session {
             notes: std::mem::take(&mut self.notes),
             futexes,
         };
-        // A closed stdout (`| head`) must not lose the output files: ignore write errors here.
-        let mut stdout = io::stdout().lock();
-        let _ = stdout.write_all(text::summary(&summary).as_bytes());
-        let _ = stdout.flush();
-        drop(stdout);
+        self.live.print(&text::summary(&summary));
         self.write_files(&summary)?;
         Ok(Outcome {
             summary,

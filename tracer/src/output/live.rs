@@ -1,6 +1,8 @@
-//! The live view: what is shown each interval while tracing. On a terminal, a full-screen
-//! table (ratatui) sortable with `s`; plain text lines when stdout is not a terminal (or with
-//! `--view plain`); nothing with `--view quiet`.
+//! The live view and the report: what is shown each interval while tracing and the summary at
+//! the end. When stderr is a terminal, a full-screen table (ratatui, drawn on stderr) sortable
+//! with `s`; otherwise (or with `--view plain`) plain text lines; nothing with `--view quiet`.
+//! Plain lines and the summary go to the report's writer: stderr, or the `-o FILE`. Nothing of
+//! futexscope's ever goes to stdout, which belongs to the traced command.
 
 use std::{
     io::{self, Write},
@@ -8,8 +10,14 @@ use std::{
 };
 
 use ratatui::{
-    DefaultTerminal,
-    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{
+        cursor,
+        event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+        execute,
+        terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
+    },
     layout::{Alignment, Constraint, Layout},
     style::{Color, Modifier, Style},
     text::Line,
@@ -70,19 +78,44 @@ pub struct Live {
     title: String,
     /// Notes shown under the header of the full-screen view.
     notes: Vec<String>,
+    /// Where plain lines and the summary go: stderr or the `-o` file.
+    out: Box<dyn Write>,
 }
+
+/// A full-screen view drawn on stderr.
+type Screen = Terminal<CrosstermBackend<io::Stderr>>;
 
 enum Mode {
     Quiet,
     Plain,
-    Screen(Box<DefaultTerminal>),
+    Screen(Box<Screen>),
+}
+
+/// Puts the terminal behind stderr in raw mode on the alternate screen.
+fn enter_screen() -> io::Result<Screen> {
+    terminal::enable_raw_mode()?;
+    execute!(io::stderr(), EnterAlternateScreen)?;
+    Terminal::new(CrosstermBackend::new(io::stderr()))
+}
+
+/// Gives the terminal back as it was.
+fn leave_screen() -> io::Result<()> {
+    terminal::disable_raw_mode()?;
+    execute!(io::stderr(), LeaveAlternateScreen, cursor::Show)
 }
 
 impl Live {
-    /// A live view in style `view` titled `title`; `terminal` says whether stdout is one.
-    pub fn new(view: View, sort: SortKey, terminal: bool, title: String) -> io::Result<Live> {
+    /// A live view in style `view` titled `title`, whose plain lines and summary go to `out`;
+    /// `terminal` says whether stderr is a terminal (where the full-screen view is drawn).
+    pub fn new(
+        view: View,
+        sort: SortKey,
+        terminal: bool,
+        title: String,
+        out: Box<dyn Write>,
+    ) -> io::Result<Live> {
         let mode = match view {
-            View::Auto if terminal => Mode::Screen(Box::new(ratatui::try_init()?)),
+            View::Auto if terminal => Mode::Screen(Box::new(enter_screen()?)),
             View::Auto | View::Plain => Mode::Plain,
             View::Quiet => Mode::Quiet,
         };
@@ -92,7 +125,15 @@ impl Live {
             snapshot: Snapshot::default(),
             title,
             notes: Vec::new(),
+            out,
         })
+    }
+
+    /// Writes `text` (the summary) to the report's writer. A closed pipe (`2>&1 | head`) must
+    /// not stop tracing or lose the output files: write errors are ignored.
+    pub fn print(&mut self, text: &str) {
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
     }
 
     /// Tells the user something about the session: on stderr, or in the full-screen view.
@@ -155,8 +196,8 @@ impl Live {
         match &mut self.mode {
             Mode::Quiet => Ok(()),
             Mode::Plain => {
-                // Like the summary, plain lines never stop tracing when stdout is closed.
-                let mut out = io::stdout().lock();
+                // Like the summary, plain lines never stop tracing when their reader is gone.
+                let out = &mut self.out;
                 let text = render::interval(
                     snapshot.elapsed_s,
                     &snapshot.rows,
@@ -216,7 +257,7 @@ impl Live {
     /// updates after it go nowhere.
     pub fn close(&mut self) -> io::Result<()> {
         if let Mode::Screen(_) = std::mem::replace(&mut self.mode, Mode::Quiet) {
-            ratatui::try_restore()?;
+            leave_screen()?;
         }
         Ok(())
     }
@@ -226,7 +267,7 @@ impl Drop for Live {
     /// Restores the terminal when a session ends early on an error.
     fn drop(&mut self) {
         if let Mode::Screen(_) = self.mode {
-            let _ = ratatui::try_restore();
+            let _ = leave_screen();
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Plain-text rendering: the lines printed each interval when stdout is not a terminal, and the
+//! Plain-text rendering: the lines printed each interval when stderr is not a terminal, and the
 //! final summary table.
 
 use std::fmt::Write;
@@ -114,7 +114,7 @@ pub fn drops_line(drops: &Drops) -> Option<String> {
     ))
 }
 
-/// What is printed each interval when stdout is not a terminal: a status line, then the `top`
+/// What is printed each interval when stderr is not a terminal: a status line, then the `top`
 /// busiest rows (already sorted) as a table.
 pub fn interval(elapsed_s: f64, rows: &[Row], events: u64, drops: &Drops, top: usize) -> String {
     let waits: u64 = rows.iter().map(|r| r.waits).sum();
