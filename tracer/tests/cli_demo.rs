@@ -24,16 +24,12 @@ fn demo_traces_every_semaphore_by_name() {
         .arg(&json)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // futexscope's report (live lines, then the summary) is on stderr.
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{report}");
     // Live lines each interval, then the summary.
-    assert!(stdout.matches(" futex words, ").count() >= 3, "{stdout}");
-    assert!(stdout.contains("futexscope summary"), "{stdout}");
+    assert!(report.matches(" futex words, ").count() >= 3, "{report}");
+    assert!(report.contains("futexscope summary"), "{report}");
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -59,7 +55,7 @@ fn demo_traces_every_semaphore_by_name() {
     }
     // "demo: SCARCE: N timeouts, M acquired": every timed-out acquire on SCARCE waited at
     // least once.
-    let scarce: Vec<u64> = stdout
+    let scarce: Vec<u64> = report
         .lines()
         .find_map(|l| l.strip_prefix("demo: SCARCE: "))
         .map(|rest| {
@@ -69,9 +65,9 @@ fn demo_traces_every_semaphore_by_name() {
         })
         .unwrap_or_default();
     let [timeouts, acquired] = scarce[..] else {
-        panic!("the demo reports its SCARCE timeouts and acquires: {stdout}");
+        panic!("the demo reports its SCARCE timeouts and acquires: {report}");
     };
-    assert!(timeouts > 0, "{stdout}");
+    assert!(timeouts > 0, "{report}");
     let futex_timeouts: u64 = rows
         .iter()
         .filter(|r| {

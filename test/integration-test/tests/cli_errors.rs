@@ -81,7 +81,7 @@ fn bpf_and_perfmon_capabilities_are_enough() {
         .expect("setpriv runs");
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("futexscope summary"), "{stdout}");
+    assert!(stderr.contains("futexscope summary"), "{stderr}");
 }
 
 #[test]
@@ -257,8 +257,8 @@ fn the_commands_exit_status_is_passed_through() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
-        stdout.contains("the command exited with status 3"),
-        "{stdout}"
+        stderr.contains("the command exited with status 3"),
+        "{stderr}"
     );
 
     let output = futexscope()
@@ -267,7 +267,7 @@ fn the_commands_exit_status_is_passed_through() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(128 + 9), "{stderr}");
-    assert!(stdout.contains("killed by signal 9"), "{stdout}");
+    assert!(stderr.contains("killed by signal 9"), "{stderr}");
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn duration_ends_run_with_124_and_stops_the_command() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(124), "{stdout}\n{stderr}");
-    assert!(stdout.contains("the duration elapsed"), "{stdout}");
+    assert!(stderr.contains("the duration elapsed"), "{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "the command was not stopped"
@@ -314,8 +314,8 @@ fn ctrl_c_on_attach_prints_the_summary_and_writes_complete_files() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("futexscope summary") && stdout.contains("interrupted"),
-        "{stdout}"
+        stderr.contains("futexscope summary") && stderr.contains("interrupted"),
+        "{stderr}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -340,7 +340,7 @@ fn attach_ends_cleanly_when_the_target_exits() {
     target.wait().unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("the traced process exited"), "{stdout}");
+    assert!(stderr.contains("the traced process exited"), "{stderr}");
 }
 
 fn tracefs_mounts() -> usize {
@@ -369,10 +369,10 @@ fn tracing_needs_no_tracefs() {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout
+        stderr
             .lines()
             .any(|l| l.contains("  7  ") || l.split_whitespace().nth(5) == Some("7")),
-        "{stdout}"
+        "{stderr}"
     );
     assert_eq!(
         tracefs_mounts(),
@@ -430,8 +430,8 @@ fn a_binary_without_markers_is_traced_in_futex_only_mode_and_says_so() {
         "{stderr}"
     );
     assert!(
-        stdout.contains("note: no futexscope markers"),
-        "the summary repeats the note: {stdout}"
+        stderr.contains("note: no futexscope markers"),
+        "the summary repeats the note: {stderr}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -522,8 +522,8 @@ fn attach_to_a_thread_id_traces_its_whole_process() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains(&format!("` (pid {pid}) traced for")),
-        "traced the process: {stdout}"
+        stderr.contains(&format!("` (pid {pid}) traced for")),
+        "traced the process: {stderr}"
     );
 }
 
@@ -552,8 +552,8 @@ fn ctrl_c_on_run_stops_the_command_and_exits_130() {
         "the command was stopped"
     );
     assert!(
-        stdout.contains("futexscope summary") && stdout.contains("interrupted"),
-        "{stdout}"
+        stderr.contains("futexscope summary") && stderr.contains("interrupted"),
+        "{stderr}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -599,7 +599,7 @@ fn a_full_ring_buffer_is_counted_and_shown_never_silent() {
         "a 4 KiB buffer at up to 2,000,000 calls/s dropped nothing"
     );
     assert!(
-        stdout.contains(&format!("DROPPED: {dropped} event records")),
-        "the summary does not show the {dropped} drops:\n{stdout}"
+        stderr.contains(&format!("DROPPED: {dropped} event records")),
+        "the summary does not show the {dropped} drops:\n{stderr}"
     );
 }

@@ -21,27 +21,27 @@ fn counts_every_wait_of_a_traced_child() {
         ])
         .output()
         .expect("run futexscope");
+    // The workload's own lines on stdout; futexscope's report on stderr.
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "futexscope failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "futexscope failed: {stdout}\n{report}"
     );
     let word = stdout
         .lines()
         .find_map(|l| l.strip_prefix("word "))
         .expect("workload reports its futex word")
         .to_owned();
-    // The summary table: PID, FUTEX, LABEL, WAITERS, MAX, WAITS, ... (the workload's own
-    // `word ADDRESS` line has no PID).
-    let counted = stdout
+    // The summary table: PID, FUTEX, LABEL, WAITERS, MAX, WAITS, ...
+    let counted = report
         .lines()
         .find(|l| {
             let mut fields = l.split_whitespace();
             fields.next().is_some_and(|pid| pid.parse::<u32>().is_ok())
                 && fields.next() == Some(word.as_str())
         })
-        .unwrap_or_else(|| panic!("no line for futex word {word} in:\n{stdout}"));
+        .unwrap_or_else(|| panic!("no line for futex word {word} in:\n{report}"));
     assert_eq!(
         counted.split_whitespace().nth(5),
         Some(waits.to_string().as_str()),
