@@ -256,6 +256,7 @@ fn the_commands_exit_status_is_passed_through() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(stdout, "", "nothing of futexscope's goes to stdout");
     assert!(
         stderr.contains("the command exited with status 3"),
         "{stderr}"
@@ -267,6 +268,7 @@ fn the_commands_exit_status_is_passed_through() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(128 + 9), "{stderr}");
+    assert_eq!(stdout, "", "nothing of futexscope's goes to stdout");
     assert!(stderr.contains("killed by signal 9"), "{stderr}");
 }
 
