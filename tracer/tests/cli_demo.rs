@@ -55,7 +55,9 @@ fn demo_traces_every_semaphore_by_name() {
     }
     // "demo: SCARCE: N timeouts, M acquired": every timed-out acquire on SCARCE waited at
     // least once.
-    let scarce: Vec<u64> = report
+    // The demo's own lines are on its stdout, untouched by futexscope.
+    let own = String::from_utf8_lossy(&output.stdout);
+    let scarce: Vec<u64> = own
         .lines()
         .find_map(|l| l.strip_prefix("demo: SCARCE: "))
         .map(|rest| {
@@ -65,9 +67,9 @@ fn demo_traces_every_semaphore_by_name() {
         })
         .unwrap_or_default();
     let [timeouts, acquired] = scarce[..] else {
-        panic!("the demo reports its SCARCE timeouts and acquires: {report}");
+        panic!("the demo reports its SCARCE timeouts and acquires: {own}");
     };
-    assert!(timeouts > 0, "{report}");
+    assert!(timeouts > 0, "{own}");
     let futex_timeouts: u64 = rows
         .iter()
         .filter(|r| {
