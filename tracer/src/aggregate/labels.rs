@@ -7,8 +7,8 @@ use futexscope_probes_common::maps::{FutexKey, FutexStats};
 
 use super::symbols::Symbolizer;
 use crate::{
-    collect::procfs,
-    decode::{Record, WordKey},
+    collect::{proc_maps, procfs},
+    decode::{Record, WordKey, WordUsers},
 };
 
 /// The names of the words and processes of one session, learnt as they appear.
@@ -43,27 +43,57 @@ impl Labels {
     }
 
     /// Names the words of `stats` that have no name yet (re-reading their processes' mappings
-    /// first) and the processes that own them.
-    pub fn update(&mut self, stats: &[(FutexKey, FutexStats)]) {
-        let keys: Vec<WordKey> = stats.iter().map(|(key, _)| WordKey::from(*key)).collect();
+    /// first) and the processes that use them (`users` lists those of shared words).
+    pub fn update(&mut self, stats: &[(FutexKey, FutexStats)], users: &WordUsers) {
+        // Each word with the processes that use it and its address in each.
+        let words: Vec<(WordKey, Vec<(u32, u64)>)> = stats
+            .iter()
+            .map(|(key, _)| {
+                let key = WordKey::from(*key);
+                let users = match key {
+                    WordKey::Process { pid, uaddr } => vec![(pid, uaddr)],
+                    WordKey::Shared { .. } => users.get(&key).cloned().unwrap_or_default(),
+                };
+                (key, users)
+            })
+            .collect();
         let unnamed = |key: &WordKey| self.words.get(key).is_none_or(String::is_empty);
-        let stale: BTreeSet<u32> = keys.iter().filter(|k| unnamed(k)).map(|k| k.pid).collect();
-        for pid in stale {
+        let stale: BTreeSet<u32> = words
+            .iter()
+            .filter(|(key, _)| unnamed(key))
+            .flat_map(|(_, users)| users.iter().map(|&(pid, _)| pid))
+            .collect();
+        for &pid in &stale {
             // A process that has exited keeps the names its last mappings gave.
             let _ = self.symbolizer.refresh(pid);
         }
-        for key in keys {
+        for (key, users) in words {
             if self.words.get(&key).is_none_or(String::is_empty) {
-                let semaphore = self
-                    .semaphores
-                    .get(&key)
-                    .map(|&address| (address, self.symbolizer.resolve(key.pid, address)));
-                let label = label(self.symbolizer.resolve(key.pid, key.uaddr), semaphore);
+                let label = match key {
+                    WordKey::Process { pid, uaddr } => {
+                        let semaphore = self
+                            .semaphores
+                            .get(&key)
+                            .map(|&address| (address, self.symbolizer.resolve(pid, address)));
+                        label(self.symbolizer.resolve(pid, uaddr), semaphore)
+                    }
+                    WordKey::Shared { offset, .. } => users
+                        .iter()
+                        .find_map(|&(pid, uaddr)| self.symbolizer.resolve(pid, uaddr))
+                        .or_else(|| {
+                            users
+                                .iter()
+                                .find_map(|&(pid, uaddr)| shared_file_label(pid, uaddr, offset))
+                        })
+                        .unwrap_or_default(),
+                };
                 self.words.insert(key, label);
             }
-            if let Entry::Vacant(entry) = self.processes.entry(key.pid) {
-                let name = procfs::command_line(key.pid);
-                entry.insert(name.unwrap_or_else(|| format!("pid {}", key.pid)));
+            for (pid, _) in users {
+                if let Entry::Vacant(entry) = self.processes.entry(pid) {
+                    let name = procfs::command_line(pid);
+                    entry.insert(name.unwrap_or_else(|| format!("pid {pid}")));
+                }
             }
         }
     }
@@ -77,6 +107,17 @@ impl Labels {
     pub fn processes(&self) -> &HashMap<u32, String> {
         &self.processes
     }
+}
+
+/// The label of a shared futex at `uaddr` of process `pid` and byte `offset` of its file: the
+/// file's path and the offset (`/dev/shm/sem.x+0x10`; `/dev/zero (deleted)` for
+/// `MAP_SHARED|MAP_ANONYMOUS` memory). `None` if the process or its mapping is gone.
+fn shared_file_label(pid: u32, uaddr: u64, offset: u64) -> Option<String> {
+    let maps = proc_maps::read(pid).ok()?;
+    let mapping = maps.iter().find(|m| (m.start..m.end).contains(&uaddr))?;
+    let path = mapping.path.as_ref()?;
+    let deleted = if mapping.deleted { " (deleted)" } else { "" };
+    Some(format!("{}{deleted}+{offset:#x}", path.display()))
 }
 
 /// The label of a futex word: the symbol it lives in if any, else the semaphore the markers
@@ -122,22 +163,21 @@ mod tests {
                 ts_ns: 5,
                 marker: Some(Marker::Acquired),
                 id: Marker::Acquired as u32,
-                word: uaddr.map(|uaddr| WordKey { pid, uaddr }),
+                word: uaddr.map(|uaddr| WordKey::process(pid, uaddr)),
                 args: [0x1000, 1, 0, 0, 0, 0],
             })
         };
         labels.learn(&hit(None));
         labels.learn(&hit(Some(0x1008)));
-        let key = |uaddr| FutexKey {
-            tgid: pid,
-            pad: 0,
-            uaddr,
-        };
-        labels.update(&[
-            (key(0x1008), FutexStats::ZERO),
-            (key(0x2000), FutexStats::ZERO),
-        ]);
-        let word = |uaddr| labels.words()[&WordKey { pid, uaddr }].as_str();
+        let key = |uaddr| FutexKey::process(pid, uaddr);
+        labels.update(
+            &[
+                (key(0x1008), FutexStats::ZERO),
+                (key(0x2000), FutexStats::ZERO),
+            ],
+            &WordUsers::new(),
+        );
+        let word = |uaddr| labels.words()[&WordKey::process(pid, uaddr)].as_str();
         assert_eq!(word(0x1008), "semaphore 0x1000");
         assert_eq!(word(0x2000), "");
         assert_eq!(labels.processes()[&pid], format!("pid {pid}"));

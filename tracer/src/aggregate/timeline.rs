@@ -19,8 +19,11 @@ pub struct Call {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Futex word.
+    /// Futex word: its address in process `tgid`.
     pub uaddr: u64,
+    /// The word's key: waits and wakes pair on it (a shared futex's key is the same in every
+    /// process).
+    pub word: WordKey,
     /// When the call began, ns.
     pub start_ns: u64,
     /// When it returned, ns.
@@ -35,10 +38,7 @@ pub struct Call {
 
 impl Call {
     fn key(&self) -> WordKey {
-        WordKey {
-            pid: self.tgid,
-            uaddr: self.uaddr,
-        }
+        self.word
     }
 }
 
@@ -57,7 +57,8 @@ impl Recorder {
         let call = |call: &crate::decode::Call| Call {
             tgid: call.thread.pid,
             tid: call.thread.tid,
-            uaddr: call.word.uaddr,
+            uaddr: call.uaddr,
+            word: call.word,
             start_ns: call.start_ns,
             end_ns: call.end_ns,
             ret: call.ret,
@@ -88,7 +89,7 @@ impl Recorder {
     ) -> Timeline {
         let name_of = |key: WordKey| match labels.get(&key) {
             Some(label) if !label.is_empty() => label.clone(),
-            _ => format!("{:#x}", key.uaddr),
+            _ => key.describe(),
         };
         let mut threads: Vec<(u32, u32)> = self
             .waits
@@ -202,9 +203,13 @@ impl Recorder {
         }
         let counters = waiter_counts(&self.waits)
             .into_iter()
-            .map(|(WordKey { pid, uaddr }, values)| Counter {
-                pid,
-                name: format!("waiters {}", name_of(WordKey { pid, uaddr })),
+            .map(|(key, values)| Counter {
+                // A shared futex's counter goes with the first process that waited on it.
+                pid: key
+                    .pid()
+                    .or_else(|| self.waits.iter().find(|w| w.word == key).map(|w| w.tgid))
+                    .unwrap_or_default(),
+                name: format!("waiters {}", name_of(key)),
                 values,
             })
             .collect();
@@ -412,12 +417,39 @@ pub(crate) mod tests {
             tgid: 1,
             tid,
             uaddr,
+            word: WordKey::process(1, uaddr),
             start_ns,
             end_ns,
             ret,
             deadline_ns: 0,
             spurious: 0,
         }
+    }
+
+    #[test]
+    fn a_wake_in_one_process_is_linked_to_the_wait_it_ended_in_another() {
+        let shared = WordKey::Shared {
+            dev: 5,
+            ino: 9,
+            offset: 0,
+        };
+        let in_process = |tgid, uaddr, call: Call| Call {
+            tgid,
+            uaddr,
+            word: shared,
+            ..call
+        };
+        let waits = [in_process(10, 0x7000, call(10, 0, 0, 120, 0))];
+        let wakes = [in_process(20, 0x9000, call(20, 0, 100, 110, 1))];
+        assert_eq!(match_wakes(&waits, &wakes), [Flow { wake: 0, wait: 0 }]);
+        // The same addresses in two processes without a shared key are two words.
+        let private_waits = [call(2, 0x10, 0, 120, 0)];
+        let other_process = [Call {
+            tgid: 2,
+            word: WordKey::process(2, 0x10),
+            ..call(3, 0x10, 100, 110, 1)
+        }];
+        assert_eq!(match_wakes(&private_waits, &other_process), []);
     }
 
     #[test]
@@ -478,10 +510,7 @@ pub(crate) mod tests {
             call(4, 0x10, 100, 120, 0),
         ];
         let counts = waiter_counts(&waits);
-        let key = WordKey {
-            pid: 1,
-            uaddr: 0x10,
-        };
+        let key = WordKey::process(1, 0x10);
         // At 100 one leaves and one enters: the count stays 1.
         assert_eq!(counts[&key], [(0, 1), (10, 2), (50, 1), (100, 1), (120, 0)]);
     }
@@ -503,6 +532,7 @@ pub(crate) mod tests {
             args: [0; 6],
             spurious: 0,
             clock: futexscope_probes_common::event::NO_CLOCK,
+            ..Event::ZERO
         }
     }
 
@@ -528,13 +558,7 @@ pub(crate) mod tests {
         let mut died = event(EventKind::DiedWaiting, 5, 0x10, 32_000, 40_000, 0);
         died.deadline_ns = 0;
         recorder.push(&decoded(died));
-        let labels = HashMap::from([(
-            WordKey {
-                pid: 1,
-                uaddr: 0x10,
-            },
-            "SEM".to_owned(),
-        )]);
+        let labels = HashMap::from([(WordKey::process(1, 0x10), "SEM".to_owned())]);
         recorder.timeline(&labels, &HashMap::from([(1, "prog".into())]))
     }
 

@@ -107,10 +107,17 @@ pub fn drops_line(drops: &Drops) -> Option<String> {
     if !drops.any() {
         return None;
     }
-    Some(format!(
+    let mut line = format!(
         "DROPPED: {} event records (ring buffer full; totals stay exact), {} words or threads not recorded (map full; totals incomplete)",
         drops.ring_buffer_full, drops.map_full
-    ))
+    );
+    if drops.shared_key_fallback > 0 {
+        line.push_str(&format!(
+            ", {} non-private futex operations keyed by process (their mapping could not be looked up: wakes from other processes on them are not paired)",
+            drops.shared_key_fallback
+        ));
+    }
+    Some(line)
 }
 
 /// What is printed each interval when stdout is not a terminal: a status line, then the `top`
@@ -197,7 +204,8 @@ mod tests {
         };
         stats.wait_hist[10] = waits;
         Row::new(
-            crate::decode::WordKey { pid: 42, uaddr },
+            crate::decode::WordKey::process(42, uaddr),
+            &[],
             &stats,
             label.to_owned(),
         )
@@ -243,6 +251,7 @@ mod tests {
         let line = drops_line(&Drops {
             ring_buffer_full: 7,
             map_full: 0,
+            ..Drops::default()
         })
         .unwrap();
         assert!(line.contains("7 event records"), "{line}");
@@ -253,6 +262,7 @@ mod tests {
             &Drops {
                 ring_buffer_full: 7,
                 map_full: 1,
+                ..Drops::default()
             },
             5,
         );
