@@ -8,7 +8,7 @@ use futexscope_probes_common::maps::{FutexKey, FutexStats};
 use super::symbols::Symbolizer;
 use crate::{
     collect::{proc_maps, procfs},
-    decode::{Record, WordKey, WordUsers},
+    decode::{Record, Wait, Wake, WordKey, WordUsers},
 };
 
 /// The names of the words and processes of one session, learnt as they appear.
@@ -33,12 +33,25 @@ impl Labels {
         labels
     }
 
-    /// Learns from one record: a marker names the semaphore of the word it is booked on.
+    /// Learns from one record: a marker names the semaphore of the word it is booked on; the
+    /// first call on a shared futex names it by its file while the caller still maps it (a
+    /// short-lived process may be gone by the next refresh).
     pub fn learn(&mut self, record: &Record) {
-        if let Record::Marker(hit) = record
-            && let Some(word) = hit.word
-        {
-            self.semaphores.insert(word, hit.semaphore());
+        match record {
+            Record::Marker(hit) => {
+                if let Some(word) = hit.word {
+                    self.semaphores.insert(word, hit.semaphore());
+                }
+            }
+            Record::Wait(Wait { call, .. }) | Record::Wake(Wake { call }) => {
+                if let WordKey::Shared { offset, .. } = call.word
+                    && !self.words.contains_key(&call.word)
+                {
+                    let label = shared_file_label(call.thread.pid, call.uaddr, offset);
+                    self.words.insert(call.word, label.unwrap_or_default());
+                }
+            }
+            Record::Fork(_) | Record::DiedWaiting(_) => {}
         }
     }
 
@@ -57,10 +70,16 @@ impl Labels {
                 (key, users)
             })
             .collect();
-        let unnamed = |key: &WordKey| self.words.get(key).is_none_or(String::is_empty);
+        // A shared word named only by its device and inode is named again once a process
+        // that maps it is seen.
+        let unnamed = |words: &HashMap<WordKey, String>, key: &WordKey| {
+            words
+                .get(key)
+                .is_none_or(|label| label.is_empty() || *label == key.describe())
+        };
         let stale: BTreeSet<u32> = words
             .iter()
-            .filter(|(key, _)| unnamed(key))
+            .filter(|(key, _)| unnamed(&self.words, key))
             .flat_map(|(_, users)| users.iter().map(|&(pid, _)| pid))
             .collect();
         for &pid in &stale {
@@ -68,7 +87,7 @@ impl Labels {
             let _ = self.symbolizer.refresh(pid);
         }
         for (key, users) in words {
-            if self.words.get(&key).is_none_or(String::is_empty) {
+            if unnamed(&self.words, &key) {
                 let label = match key {
                     WordKey::Process { pid, uaddr } => {
                         let semaphore = self
@@ -85,7 +104,7 @@ impl Labels {
                                 .iter()
                                 .find_map(|&(pid, uaddr)| shared_file_label(pid, uaddr, offset))
                         })
-                        .unwrap_or_default(),
+                        .unwrap_or_else(|| key.describe()),
                 };
                 self.words.insert(key, label);
             }
