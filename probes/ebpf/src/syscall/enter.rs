@@ -16,8 +16,8 @@ use crate::{
     atomic::{add, add_i64, load, raise_max},
     helpers::now_ns,
     maps::{
-        LOST_RACE_WINDOW_NS, MAP_FULL, count_drop, is_traced, note_user, read_global,
-        thread_state, word_stats,
+        LOST_RACE_WINDOW_NS, MAP_FULL, count_drop, is_traced, note_user, read_global, thread_state,
+        word_stats,
     },
 };
 
