@@ -103,14 +103,14 @@ pub(crate) fn note_user(key: &FutexKey, tgid: u32, uaddr: u64) {
         tgid,
         pad: 0,
     };
-    if WORD_USERS.get_ptr(&user).is_some() {
+    if WORD_USERS.get_ptr(user).is_some() {
         return;
     }
     // NOEXIST: another thread of the process may have just added it, which is fine.
     if WORD_USERS
-        .insert(&user, &uaddr, u64::from(BPF_NOEXIST))
+        .insert(user, uaddr, u64::from(BPF_NOEXIST))
         .is_err()
-        && WORD_USERS.get_ptr(&user).is_none()
+        && WORD_USERS.get_ptr(user).is_none()
     {
         count_drop(DropReason::MapFull);
     }
