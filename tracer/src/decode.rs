@@ -1,29 +1,109 @@
 //! The decode boundary: raw ring-buffer [`Event`]s become typed [`Record`]s, with their futex
 //! word keys normalized once. Nothing after this module reads the wire struct.
 
+use std::collections::HashMap;
+
 use futexscope_probes_common::{
     event::{Event, EventKind, NO_CLOCK, spurious},
-    maps::FutexKey,
+    maps::{FutexKey, WordUser, key_kind},
     markers::Marker,
 };
 
-/// A futex word as futexscope tells words apart: a process and an address in it.
+/// A futex word as the kernel tells words apart (`get_futex_key`; docs/probes.md, "Keys").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WordKey {
-    /// Process id owning the word.
-    pub pid: u32,
-    /// Address of the word in that process.
-    pub uaddr: u64,
+pub enum WordKey {
+    /// A word of one process: every private operation, and non-private ones on private memory
+    /// (heap, stack, private mappings).
+    Process {
+        /// Process id owning the word.
+        pid: u32,
+        /// Address of the word in that process.
+        uaddr: u64,
+    },
+    /// A word in shared memory named by non-private operations: the same futex in every
+    /// process that maps it, at whatever address.
+    Shared {
+        /// Device of the file system holding the file (`st_dev` in the kernel's encoding:
+        /// major << 20 | minor).
+        dev: u32,
+        /// Inode number of the file (shmem for `MAP_SHARED|MAP_ANONYMOUS` and `/dev/shm`).
+        ino: u64,
+        /// Byte offset of the word in the file.
+        offset: u64,
+    },
+}
+
+impl WordKey {
+    /// The word at `uaddr` of process `pid`.
+    pub fn process(pid: u32, uaddr: u64) -> WordKey {
+        WordKey::Process { pid, uaddr }
+    }
+
+    /// The process that owns a process-local word; `None` for a shared one.
+    pub fn pid(&self) -> Option<u32> {
+        match *self {
+            WordKey::Process { pid, .. } => Some(pid),
+            WordKey::Shared { .. } => None,
+        }
+    }
+
+    /// The address of a process-local word; `None` for a shared one.
+    pub fn address(&self) -> Option<u64> {
+        match *self {
+            WordKey::Process { uaddr, .. } => Some(uaddr),
+            WordKey::Shared { .. } => None,
+        }
+    }
+
+    /// A short name when nothing better names the word: `0x…` for a process-local word,
+    /// `dev MAJ:MIN inode N+0x…` (hexadecimal device numbers, as `/proc/PID/maps`) for a shared one.
+    pub fn describe(&self) -> String {
+        match *self {
+            WordKey::Process { uaddr, .. } => format!("{uaddr:#x}"),
+            WordKey::Shared { dev, ino, offset } => {
+                format!(
+                    "dev {:02x}:{:02x} inode {ino}+{offset:#x}",
+                    dev >> 20,
+                    dev & 0xf_ffff
+                )
+            }
+        }
+    }
+
+    fn from_parts(kind: u32, pid: u32, uaddr: u64, dev: u32, ino: u64, offset: u64) -> WordKey {
+        if kind == key_kind::INODE {
+            WordKey::Shared { dev, ino, offset }
+        } else {
+            WordKey::Process { pid, uaddr }
+        }
+    }
 }
 
 impl From<FutexKey> for WordKey {
     /// The key of a statistics-map entry (its padding ignored).
     fn from(key: FutexKey) -> WordKey {
-        WordKey {
-            pid: key.tgid,
-            uaddr: key.uaddr,
-        }
+        WordKey::from_parts(key.kind, key.tgid, key.uaddr, key.dev, key.ino, key.uaddr)
     }
+}
+
+/// The processes that use each word, with the word's address in each, sorted by process id:
+/// the owner of a process-local word; every process seen using a shared one.
+pub type WordUsers = HashMap<WordKey, Vec<(u32, u64)>>;
+
+/// The users of the shared words, from the probes' `WORD_USERS` map.
+pub fn word_users(users: &[(WordUser, u64)]) -> WordUsers {
+    let mut by_word = WordUsers::new();
+    for (user, uaddr) in users {
+        by_word
+            .entry(WordKey::from(user.key))
+            .or_default()
+            .push((user.tgid, *uaddr));
+    }
+    for list in by_word.values_mut() {
+        list.sort_unstable();
+        list.dedup_by_key(|(pid, _)| *pid);
+    }
+    by_word
 }
 
 /// A thread of a traced process.
@@ -42,8 +122,10 @@ pub struct Call {
     pub thread: Thread,
     /// CPU the call returned on.
     pub cpu: u32,
-    /// The word (the first one of a multi-word call).
+    /// The word (the first one of a multi-word call), as the kernel keys it.
     pub word: WordKey,
+    /// The word's address in the calling process.
+    pub uaddr: u64,
     /// The second word (requeue, wake-op), 0 if none.
     pub uaddr2: u64,
     /// The system call number.
@@ -207,10 +289,16 @@ impl Record {
             pid: event.tgid,
             tid: event.tid,
         };
-        let word = WordKey {
-            pid: event.tgid,
-            uaddr: event.uaddr,
-        };
+        // Markers book on (process, address); calls carry their key.
+        let word = WordKey::process(event.tgid, event.uaddr);
+        let call_word = WordKey::from_parts(
+            event.key_kind,
+            event.tgid,
+            event.uaddr,
+            event.key_dev,
+            event.key_ino,
+            event.key_offset,
+        );
         let deadline = (event.deadline_ns != 0).then_some(Deadline {
             monotonic_ns: event.deadline_ns,
             clock: event.clock,
@@ -218,7 +306,8 @@ impl Record {
         let call = Call {
             thread,
             cpu: event.cpu,
-            word,
+            word: call_word,
+            uaddr: event.uaddr,
             uaddr2: event.uaddr2,
             syscall: event.syscall,
             op: event.op,
@@ -280,6 +369,7 @@ mod tests {
             args: [0x1000, 1, 0, 0, 0, 0],
             spurious: spurious::NO_WAKER,
             clock: 1,
+            ..Event::ZERO
         }
     }
 
@@ -288,13 +378,8 @@ mod tests {
         let Some(Record::Wait(wait)) = Record::decode(&event(EventKind::Wait)) else {
             panic!("a wait");
         };
-        assert_eq!(
-            wait.call.word,
-            WordKey {
-                pid: 1,
-                uaddr: 0x1008
-            }
-        );
+        assert_eq!(wait.call.word, WordKey::process(1, 0x1008));
+        assert_eq!(wait.call.uaddr, 0x1008);
         assert_eq!(wait.call.thread, Thread { pid: 1, tid: 2 });
         assert!(wait.timed_out() && !wait.woken());
         assert_eq!(wait.drift_ns(), Some(50));
@@ -321,13 +406,7 @@ mod tests {
             panic!("a marker");
         };
         assert_eq!(hit.marker, Some(Marker::Acquired));
-        assert_eq!(
-            hit.word,
-            Some(WordKey {
-                pid: 1,
-                uaddr: 0x1008
-            })
-        );
+        assert_eq!(hit.word, Some(WordKey::process(1, 0x1008)));
         assert_eq!(hit.semaphore(), 0x1000);
         raw.uaddr = 0;
         let Some(Record::Marker(hit)) = Record::decode(&raw) else {
@@ -354,16 +433,46 @@ mod tests {
     #[test]
     fn stats_keys_lose_their_padding() {
         let key = FutexKey {
-            tgid: 7,
             pad: 0xdead,
-            uaddr: 0x10,
+            ..FutexKey::process(7, 0x10)
+        };
+        assert_eq!(WordKey::from(key), WordKey::process(7, 0x10));
+        let shared = FutexKey {
+            pad: 0xdead,
+            ..FutexKey::inode(5, 77, 0x40)
         };
         assert_eq!(
-            WordKey::from(key),
-            WordKey {
-                pid: 7,
-                uaddr: 0x10
+            WordKey::from(shared),
+            WordKey::Shared {
+                dev: 5,
+                ino: 77,
+                offset: 0x40
             }
         );
+    }
+
+    #[test]
+    fn calls_on_shared_memory_are_keyed_by_file_whatever_the_process_and_address() {
+        let mut first = event(EventKind::Wait);
+        first.key_kind = key_kind::INODE;
+        (first.key_dev, first.key_ino, first.key_offset) = ((8 << 20) | 1, 4242, 0x10);
+        let mut second = first;
+        (second.tgid, second.uaddr) = (99, 0x7000_0010);
+        let word = |raw: &Event| match Record::decode(raw) {
+            Some(Record::Wait(wait)) => (wait.call.word, wait.call.uaddr),
+            _ => panic!("a wait"),
+        };
+        let (key, uaddr) = word(&first);
+        assert_eq!((word(&second).0, uaddr), (key, 0x1008));
+        assert_eq!(key.pid(), None);
+        assert_eq!(key.describe(), "dev 08:01 inode 4242+0x10");
+    }
+
+    #[test]
+    fn users_of_a_shared_word_are_listed_once_per_process() {
+        let key = FutexKey::inode(5, 77, 0);
+        let user = |tgid| WordUser { key, tgid, pad: 0 };
+        let users = word_users(&[(user(20), 0x2000), (user(10), 0x1000)]);
+        assert_eq!(users[&WordKey::from(key)], [(10, 0x1000), (20, 0x2000)]);
     }
 }

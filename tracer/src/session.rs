@@ -23,7 +23,7 @@ use crate::{
         procfs,
         spawn::{self, Exit, GatedChild, SpawnError},
     },
-    decode::Record,
+    decode::{self, Record},
     errors::{self, Chain},
     output::{
         events, export,
@@ -512,10 +512,9 @@ impl Session {
             return Err(err);
         }
         let seconds = self.started.elapsed().as_secs_f64();
-        let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
-        let drops = self.probes.drops().map_err(TraceError::Read)?;
-        self.labels.update(&stats);
-        // The export ends first, so that the summary can say what fell out of its window.
+        let (mut futexes, drops) = self.snapshot()?;
+        // The export ends now, with every label known, so that the summary can say what fell
+        // out of its window.
         if let Some(note) = self
             .records
             .finish_export(&self.labels)?
@@ -523,7 +522,6 @@ impl Session {
         {
             self.notes.push(note); // the view is closed: the summary shows it
         }
-        let mut futexes = table::rows(&stats, self.labels.words());
         table::sort_rows(&mut futexes, SortKey::Waits);
         let root = self.traced.pid;
         let others: BTreeSet<u32> = self
@@ -531,7 +529,7 @@ impl Session {
             .traced_tgids()
             .unwrap_or_default()
             .into_iter()
-            .chain(futexes.iter().map(|row| row.tgid))
+            .chain(futexes.iter().flat_map(|row| row.pids.iter().copied()))
             .filter(|&pid| pid != root)
             .collect();
         let summary = Summary {
@@ -644,6 +642,11 @@ impl Session {
                 "this kernel has no `{name}` system call: nothing can call it, so nothing is missed"
             ));
         }
+        if !self.probes.keys_shared_futexes() {
+            self.note(
+                "futexes in shared memory are keyed by process (no BTF offsets for `vm_area_struct`, or raw syscall hooks): a wake in one process is not paired with a wait in another".to_owned(),
+            );
+        }
         if !self.probes.follows_forks() {
             self.note(
                 "the kernel's BTF does not describe `task_struct`: children of the traced process are not followed".to_owned(),
@@ -734,12 +737,19 @@ impl Session {
         Ok(None)
     }
 
+    /// Reads the totals and the users of shared words, names what is new, and returns the rows
+    /// (unsorted) with the drops.
+    fn snapshot(&mut self) -> Result<(Vec<table::Row>, crate::collect::ebpf::Drops), TraceError> {
+        let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
+        let users = decode::word_users(&self.probes.word_users().map_err(TraceError::Read)?);
+        let drops = self.probes.drops().map_err(TraceError::Read)?;
+        self.labels.update(&stats, &users);
+        Ok((table::rows(&stats, &users, self.labels.words()), drops))
+    }
+
     /// Reads the totals and shows them.
     fn refresh_view(&mut self) -> Result<(), TraceError> {
-        let stats = self.probes.futex_stats().map_err(TraceError::Read)?;
-        let drops = self.probes.drops().map_err(TraceError::Read)?;
-        self.labels.update(&stats);
-        let rows = table::rows(&stats, self.labels.words());
+        let (rows, drops) = self.snapshot()?;
         self.live
             .update(
                 self.started.elapsed().as_secs_f64(),

@@ -69,6 +69,16 @@ pub struct Event {
     /// Clock the deadline was given on: `CLOCK_REALTIME` (0), `CLOCK_MONOTONIC` (1), or
     /// [`NO_CLOCK`] if untimed. `deadline_ns` is always converted to CLOCK_MONOTONIC.
     pub clock: u32,
+    /// The key of the first word (`uaddr`), a [`crate::maps::key_kind`] value: `PROCESS`
+    /// means (`tgid`, `uaddr`); `INODE` means (`key_dev`, `key_ino`, `key_offset`). Waits,
+    /// wakes and deaths in a wait only; 0 (`PROCESS`) for the rest.
+    pub key_kind: u32,
+    /// Device of the shared futex's file ([`crate::maps::key_kind::INODE`]), else 0.
+    pub key_dev: u32,
+    /// Inode number of the shared futex's file ([`crate::maps::key_kind::INODE`]), else 0.
+    pub key_ino: u64,
+    /// Byte offset of the shared futex in its file ([`crate::maps::key_kind::INODE`]), else 0.
+    pub key_offset: u64,
 }
 
 impl Event {
@@ -89,6 +99,10 @@ impl Event {
         args: [0; 6],
         spurious: 0,
         clock: NO_CLOCK,
+        key_kind: 0,
+        key_dev: 0,
+        key_ino: 0,
+        key_offset: 0,
     };
 }
 
@@ -113,5 +127,6 @@ pub mod spurious {
 // size assertion below), so every bit pattern is valid.
 unsafe impl aya::Pod for Event {}
 
-const _: () =
-    assert!(core::mem::size_of::<Event>() == 4 * 4 + 8 * 4 + 4 * 2 + 8 * 2 + 8 * 6 + 4 * 2);
+const _: () = assert!(
+    core::mem::size_of::<Event>() == 4 * 4 + 8 * 4 + 4 * 2 + 8 * 2 + 8 * 6 + 4 * 2 + 4 * 2 + 8 * 2
+);

@@ -16,6 +16,9 @@ pub const THREAD_STATE: &str = "THREAD_STATE";
 /// Array of [`MarkerSite`], indexed by the site number in the upper half of a marker uprobe's
 /// attach cookie.
 pub const MARKER_SITES: &str = "MARKER_SITES";
+/// Hash map [`WordUser`] → the word's address in that process: the processes that use each
+/// shared ([`key_kind::INODE`]) futex, filled by the non-private operations that name it.
+pub const WORD_USERS: &str = "WORD_USERS";
 
 /// Global (set at load): CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, used to convert
 /// CLOCK_REALTIME deadlines to the monotonic clock.
@@ -23,6 +26,9 @@ pub const REALTIME_OFFSET_NS: &str = "REALTIME_OFFSET_NS";
 /// Global (set at load): byte offset of `tgid` in the kernel's `struct task_struct`, read from
 /// BTF; 0 turns fork following off.
 pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+/// Global (set at load): the [`KeyOffsets`] of the kernel's structures, read from BTF, that
+/// shared futexes are keyed with; `valid == 0` keys every futex by process.
+pub const KEY_OFFSETS: &str = "KEY_OFFSETS";
 /// Global (set at load): a thread that was woken and waits again on the same word within this
 /// many ns, with no futex call in between, lost the race (for code without markers).
 pub const LOST_RACE_WINDOW_NS: &str = "LOST_RACE_WINDOW_NS";
@@ -69,22 +75,123 @@ pub enum DropReason {
     RingBufferFull = 0,
     /// A statistics map was full: a new futex word or thread could not be recorded.
     MapFull = 1,
+    /// A non-private futex operation was keyed by (process, address) although its memory may
+    /// be shared, because its mapping could not be looked up (`bpf_find_vma` busy or failed,
+    /// no BTF offsets, or the raw-tracepoint hooks): a wake from another process on that word
+    /// is not paired with its waits.
+    SharedKeyFallback = 2,
 }
 
 /// Number of [`DropReason`] slots.
-pub const DROP_REASONS: u32 = 2;
+pub const DROP_REASONS: u32 = 3;
 
-/// Identifies one futex word of one process.
+/// [`FutexKey::kind`] values: how the kernel's `get_futex_key` tells the word apart.
+pub mod key_kind {
+    /// Process-local: a private operation, or a non-private one on private memory (anonymous,
+    /// or a writable private file mapping). Keyed by (process, address).
+    pub const PROCESS: u32 = 0;
+    /// Shared memory: a `MAP_SHARED` mapping (of a file, shmem, `/dev/shm`, SysV shm or
+    /// `MAP_SHARED|MAP_ANONYMOUS`) or a read-only file mapping, used by a non-private
+    /// operation. Keyed by (device, inode, byte offset in the file), whichever process and
+    /// address use it.
+    pub const INODE: u32 = 1;
+}
+
+/// Identifies one futex word as the kernel does: by process and address, or by file.
+///
+/// | `kind` | `tgid` | `uaddr` | `dev` | `ino` |
+/// |---|---|---|---|---|
+/// | [`key_kind::PROCESS`] | process id | address | 0 | 0 |
+/// | [`key_kind::INODE`] | 0 | byte offset of the word in the file | `s_dev` of the file system (kernel encoding: major << 20 \| minor) | inode number |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FutexKey {
-    /// Process id (tgid) owning the word.
+    /// Process id (tgid) owning the word ([`key_kind::PROCESS`]), else 0.
     pub tgid: u32,
+    /// A [`key_kind`] value (0, process, is what this padding field always held before).
+    pub kind: u32,
+    /// User address of the 32-bit futex word ([`key_kind::PROCESS`]), or its byte offset in
+    /// the mapped file ([`key_kind::INODE`]).
+    pub uaddr: u64,
+    /// Device of the file's file system ([`key_kind::INODE`]), else 0.
+    pub dev: u32,
     /// Explicit padding so the key has no uninitialised bytes.
     pub pad: u32,
-    /// User address of the 32-bit futex word.
-    pub uaddr: u64,
+    /// Inode number of the file ([`key_kind::INODE`]), else 0.
+    pub ino: u64,
 }
+
+impl FutexKey {
+    /// The word at `uaddr` in process `tgid`.
+    pub const fn process(tgid: u32, uaddr: u64) -> FutexKey {
+        FutexKey {
+            tgid,
+            kind: key_kind::PROCESS,
+            uaddr,
+            dev: 0,
+            pad: 0,
+            ino: 0,
+        }
+    }
+
+    /// The word at byte `offset` of inode `ino` on device `dev`.
+    pub const fn inode(dev: u32, ino: u64, offset: u64) -> FutexKey {
+        FutexKey {
+            tgid: 0,
+            kind: key_kind::INODE,
+            uaddr: offset,
+            dev,
+            pad: 0,
+            ino,
+        }
+    }
+}
+
+/// Key of [`WORD_USERS`]: a process that used a shared futex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct WordUser {
+    /// The futex ([`key_kind::INODE`]).
+    pub key: FutexKey,
+    /// The process.
+    pub tgid: u32,
+    /// Explicit padding.
+    pub pad: u32,
+}
+
+/// Byte offsets in the kernel's structures that a shared futex's key is read from, found in
+/// the kernel's BTF at load (layouts differ between releases: `vm_start` and `vm_flags` sit in
+/// anonymous unions since 6.3/6.4). Passed as the [`KEY_OFFSETS`] global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KeyOffsets {
+    /// 1 if every offset below was found; 0 keys every futex by process.
+    pub valid: u32,
+    /// `vm_area_struct.vm_start`.
+    pub vma_start: u32,
+    /// `vm_area_struct.vm_pgoff`.
+    pub vma_pgoff: u32,
+    /// `vm_area_struct.vm_flags`.
+    pub vma_flags: u32,
+    /// `vm_area_struct.vm_file`.
+    pub vma_file: u32,
+    /// `file.f_mapping`.
+    pub file_mapping: u32,
+    /// `address_space.host`.
+    pub mapping_host: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
+}
+
+/// `VM_WRITE` in `vm_area_struct.vm_flags`.
+pub const VM_WRITE: u64 = 0x2;
+/// `VM_MAYSHARE` in `vm_area_struct.vm_flags`: the mapping was made `MAP_SHARED` (the `s` of
+/// `/proc/PID/maps`; unlike `VM_SHARED` it stays set for a file opened read-only).
+pub const VM_MAYSHARE: u64 = 0x80;
 
 /// Totals for one futex word, updated atomically by the eBPF programs.
 #[repr(C)]
@@ -216,6 +323,9 @@ pub struct ThreadState {
     /// Word of this thread's last futex wait: the word its `acquired` and `timed_out` markers
     /// are booked on.
     pub marker_word: u64,
+    /// The key of each word in `words`: (process, address), or the file for a non-private
+    /// operation on shared memory.
+    pub keys: [FutexKey; WAITV_TRACKED_WORDS],
 }
 
 impl ThreadState {
@@ -236,6 +346,7 @@ impl ThreadState {
         last_woken_ns: 0,
         marker_woken_word: 0,
         marker_word: 0,
+        keys: [FutexKey::process(0, 0); WAITV_TRACKED_WORDS],
     };
 }
 
@@ -382,13 +493,18 @@ pub const fn time_bucket_bound(i: usize) -> u64 {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `FutexKey` is `repr(C)`, made only of integers, and has no padding (explicit
-    // `pad` field), so every bit pattern is valid and it can be copied as bytes.
+    // `pad` field; size asserted below), so every bit pattern is valid and it can be copied as
+    // bytes.
     unsafe impl aya::Pod for super::FutexKey {}
+    // SAFETY: `WordUser` is `repr(C)`: a `FutexKey` then two u32, no padding (asserted below).
+    unsafe impl aya::Pod for super::WordUser {}
+    // SAFETY: `KeyOffsets` is `repr(C)` and made only of u32, so it has no padding.
+    unsafe impl aya::Pod for super::KeyOffsets {}
     // SAFETY: `FutexStats` is `repr(C)` and made only of 8-byte integers and arrays of them,
     // so it has no padding and every bit pattern is valid.
     unsafe impl aya::Pod for super::FutexStats {}
-    // SAFETY: `ThreadState` is `repr(C)`: six u32 then only u64s and arrays of them, so it has
-    // no padding and every bit pattern is valid.
+    // SAFETY: `ThreadState` is `repr(C)`: six u32 then only u64s, arrays of them and
+    // `FutexKey`s (8-aligned, no padding), so it has no padding and every bit pattern is valid.
     unsafe impl aya::Pod for super::ThreadState {}
     // SAFETY: `MarkerArg` is `repr(C)`: four u32 then one u64, no padding, any bit pattern.
     unsafe impl aya::Pod for super::MarkerArg {}
@@ -396,8 +512,13 @@ mod pod {
     unsafe impl aya::Pod for super::MarkerSite {}
 }
 
-const _: () =
-    assert!(core::mem::size_of::<ThreadState>() == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5));
+const _: () = assert!(core::mem::size_of::<FutexKey>() == 4 + 4 + 8 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<WordUser>() == 32 + 8);
+const _: () = assert!(core::mem::size_of::<KeyOffsets>() == 10 * 4);
+const _: () = assert!(
+    core::mem::size_of::<ThreadState>()
+        == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5) + 32 * WAITV_TRACKED_WORDS
+);
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
 const _: () = assert!(time_bucket_bound(TIME_BUCKETS) == 1 << TIME_RANGE_BITS);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);

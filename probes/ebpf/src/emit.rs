@@ -3,7 +3,7 @@
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use futexscope_probes_common::{
     event::{Event, EventKind, NO_CLOCK},
-    maps::{DropReason, ThreadState},
+    maps::{DropReason, ThreadState, key_kind},
 };
 
 use crate::{
@@ -11,7 +11,9 @@ use crate::{
     maps::{EVENTS, WAKEUP_BYTES, count_drop, read_global},
 };
 
-/// Puts a record of the call in `state` in the ring buffer (or counts the drop).
+/// Puts a record of the call in `state` in the ring buffer (or counts the drop). Inlined: six
+/// arguments are more than a BPF function call can pass.
+#[inline(always)]
 pub(crate) fn emit_call(
     kind: EventKind,
     state: &ThreadState,
@@ -65,6 +67,15 @@ pub(crate) fn emit_call(
             NO_CLOCK
         } else {
             state.clock
+        };
+        let key = &state.keys[0];
+        (*event).key_kind = key.kind;
+        (*event).key_dev = key.dev;
+        (*event).key_ino = key.ino;
+        (*event).key_offset = if key.kind == key_kind::INODE {
+            key.uaddr
+        } else {
+            0
         };
     }
     entry.submit(wakeup_flag());

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use futexscope_probes_common::maps::{
     DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
-    FutexStats, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_THREADS, MAX_TRACED_TGIDS, MarkerSite,
-    ThreadState,
+    FutexStats, KeyOffsets, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_THREADS, MAX_TRACED_TGIDS,
+    MarkerSite, ThreadState, WordUser,
 };
 
 use crate::atomic::add;
@@ -20,6 +20,21 @@ pub(crate) static REALTIME_OFFSET_NS: i64 = 0;
 /// Offset of `tgid` in `struct task_struct`, set by the tracer at load from BTF; 0 = unknown.
 #[unsafe(no_mangle)]
 pub(crate) static TASK_TGID_OFFSET: u32 = 0;
+/// Offsets in the kernel's structures that shared futexes are keyed with, set by the tracer at
+/// load from BTF; `valid == 0` keys every futex by process.
+#[unsafe(no_mangle)]
+pub(crate) static KEY_OFFSETS: KeyOffsets = KeyOffsets {
+    valid: 0,
+    vma_start: 0,
+    vma_pgoff: 0,
+    vma_flags: 0,
+    vma_file: 0,
+    file_mapping: 0,
+    mapping_host: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+};
 /// Re-wait window for lost races on words the markers have not named, set by the tracer at
 /// load.
 #[unsafe(no_mangle)]
@@ -35,6 +50,9 @@ pub(crate) static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX
 
 #[map(name = "FUTEX_STATS")]
 static FUTEX_STATS: HashMap<FutexKey, FutexStats> = HashMap::with_max_entries(MAX_FUTEX_WORDS, 0);
+
+#[map(name = "WORD_USERS")]
+static WORD_USERS: HashMap<WordUser, u64> = HashMap::with_max_entries(MAX_FUTEX_WORDS, 0);
 
 #[map(name = "THREAD_STATE")]
 pub(crate) static THREAD_STATE: HashMap<u32, ThreadState> =
@@ -77,14 +95,30 @@ pub(crate) fn count_drop(reason: DropReason) {
     }
 }
 
-/// The statistics of `(tgid, uaddr)`, created at zero if new; `None` (counted) if the map is
-/// full.
-pub(crate) fn word_stats(tgid: u32, uaddr: u64) -> Option<*mut FutexStats> {
-    let key = FutexKey {
+/// Records that process `tgid` uses the shared futex `key` at `uaddr` (the first address seen
+/// is kept); a full map is counted.
+pub(crate) fn note_user(key: &FutexKey, tgid: u32, uaddr: u64) {
+    let user = WordUser {
+        key: *key,
         tgid,
         pad: 0,
-        uaddr,
     };
+    if WORD_USERS.get_ptr(user).is_some() {
+        return;
+    }
+    // NOEXIST: another thread of the process may have just added it, which is fine.
+    if WORD_USERS
+        .insert(user, uaddr, u64::from(BPF_NOEXIST))
+        .is_err()
+        && WORD_USERS.get_ptr(user).is_none()
+    {
+        count_drop(DropReason::MapFull);
+    }
+}
+
+/// The statistics of the word `key`, created at zero if new; `None` (counted) if the map is
+/// full.
+pub(crate) fn word_stats(key: &FutexKey) -> Option<*mut FutexStats> {
     if let Some(stats) = FUTEX_STATS.get_ptr_mut(key) {
         return Some(stats);
     }

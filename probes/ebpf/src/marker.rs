@@ -13,7 +13,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use futexscope_probes_common::{
     event::EventKind,
-    maps::{MAX_MARKER_ARGS, MarkerSite, arg_kind, log2_bucket},
+    maps::{FutexKey, MAX_MARKER_ARGS, MarkerSite, arg_kind, log2_bucket},
     markers::Marker,
 };
 
@@ -88,6 +88,8 @@ fn marker_arg(regs: &[u64; PT_REGS_SLOTS], site: &MarkerSite, index: usize) -> u
     }
 }
 
+// The markers book on (process, address): the semaphore's futex operations are private, so
+// that is the key its waits and wakes have too.
 fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -123,7 +125,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
             let word = args[1];
             event.uaddr = word;
             event.deadline_ns = args[4];
-            if let Some(stats) = word_stats(tgid, word) {
+            if let Some(stats) = word_stats(&FutexKey::process(tgid, word)) {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe { add(&raw mut (*stats).tokens_asked, args[3]) };
             }
@@ -140,7 +142,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
         }
         Marker::Acquired => {
             if state.marker_woken_word != 0
-                && let Some(stats) = word_stats(tgid, state.marker_woken_word)
+                && let Some(stats) = word_stats(&FutexKey::process(tgid, state.marker_woken_word))
             {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe { add(&raw mut (*stats).woken_satisfied, 1) };
@@ -153,7 +155,7 @@ fn try_marker(ctx: &ProbeContext) -> Result<MarkerCheck, i64> {
             event.uaddr = state.marker_word;
             event.deadline_ns = args[2];
             if state.marker_word != 0
-                && let Some(stats) = word_stats(tgid, state.marker_word)
+                && let Some(stats) = word_stats(&FutexKey::process(tgid, state.marker_word))
             {
                 let drift = args[3].saturating_sub(args[2]);
                 // SAFETY: `stats` points at the word's value in the map.

@@ -85,7 +85,7 @@ fn try_thread_exit() -> Result<(), i64> {
             if (i as u32) >= state.word_count {
                 break;
             }
-            if let Some(stats) = word_stats(tgid, state.words[i]) {
+            if let Some(stats) = word_stats(&state.keys[i]) {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe {
                     add((&raw mut (*stats).waiters_now).cast(), (-1i64) as u64);

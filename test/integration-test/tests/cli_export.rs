@@ -33,6 +33,7 @@ fn event(kind: EventKind, tid: u32, start_ns: u64, ts_ns: u64, ret: i64) -> Reco
         args: [0; 6],
         spurious: 0,
         clock: futexscope_probes_common::event::NO_CLOCK,
+        ..Event::ZERO
     })
     .expect("a known kind")
 }
@@ -70,13 +71,7 @@ fn export_records(
 
 #[test]
 fn perfetto_protobuf_holds_the_slices_flows_instants_and_counter() {
-    let labels = HashMap::from([(
-        WordKey {
-            pid: 100,
-            uaddr: 0x5000,
-        },
-        "QUEUE".to_owned(),
-    )]);
+    let labels = HashMap::from([(WordKey::process(100, 0x5000), "QUEUE".to_owned())]);
     let processes = HashMap::from([(100, "prog".to_owned())]);
     let bytes = export_records(&labels, &processes, export::Format::Perfetto);
     let decoded = perfetto::decode(&bytes);

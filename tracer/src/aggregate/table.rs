@@ -6,16 +6,25 @@ use std::collections::HashMap;
 use futexscope_probes_common::maps::{FutexKey, FutexStats, TIME_BUCKETS, time_bucket_bound};
 use serde::Serialize;
 
-use crate::decode::WordKey;
+use crate::decode::{WordKey, WordUsers};
 
-/// One futex word of one process, as reported.
+/// One futex word, as reported: a word of one process, or a shared futex with every process
+/// that used it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {
-    /// Process id owning the word.
+    /// Process id owning the word; for a shared futex, the first (lowest) process that used it.
     pub tgid: u32,
-    /// Address of the word, as `0x…`.
+    /// Address of the word in process `tgid`, as `0x…`.
     #[serde(serialize_with = "hex")]
     pub uaddr: u64,
+    /// The processes that used the word, lowest first (one for a process-local word).
+    pub pids: Vec<u32>,
+    /// For a futex in shared memory (named by non-private operations): the file it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedFile>,
+    /// The word's key.
+    #[serde(skip)]
+    pub word: WordKey,
     /// What the word is: a symbol (`SEM+4`), the semaphore the markers name, or empty.
     pub label: String,
     /// Threads waiting on the word at the time of the snapshot.
@@ -36,6 +45,19 @@ pub struct Row {
     pub wait_ns: Percentiles,
     /// Timeout drift (return time minus deadline), in ns.
     pub drift_ns: Percentiles,
+}
+
+/// Where a shared futex is: the file (or shmem object) and the byte offset in it, the same in
+/// every process that maps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SharedFile {
+    /// Device of the file system, `MAJOR:MINOR` as in `/proc/PID/maps`.
+    pub dev: String,
+    /// Inode number.
+    pub ino: u64,
+    /// Byte offset of the word in the file, as `0x…`.
+    #[serde(serialize_with = "hex")]
+    pub offset: u64,
 }
 
 /// Spurious wakeups of one word, by kind (see docs/probes.md for the definitions).
@@ -127,11 +149,32 @@ impl Percentiles {
 }
 
 impl Row {
-    /// The row of one word, from its in-kernel totals.
-    pub fn new(key: WordKey, stats: &FutexStats, label: String) -> Row {
+    /// The row of one word, from its in-kernel totals; `users` are the processes that used it
+    /// with its address in each (for a process-local word, its owner is enough).
+    pub fn new(key: WordKey, users: &[(u32, u64)], stats: &FutexStats, label: String) -> Row {
+        let (tgid, uaddr, pids, shared) = match key {
+            WordKey::Process { pid, uaddr } => (pid, uaddr, vec![pid], None),
+            WordKey::Shared { dev, ino, offset } => {
+                let (tgid, uaddr) = users.first().copied().unwrap_or_default();
+                let shared = SharedFile {
+                    dev: format!("{:02x}:{:02x}", dev >> 20, dev & 0xf_ffff),
+                    ino,
+                    offset,
+                };
+                (
+                    tgid,
+                    uaddr,
+                    users.iter().map(|&(pid, _)| pid).collect(),
+                    Some(shared),
+                )
+            }
+        };
         Row {
-            tgid: key.pid,
-            uaddr: key.uaddr,
+            tgid,
+            uaddr,
+            pids,
+            shared,
+            word: key,
             label,
             waiters_now: stats.waiters_now,
             max_waiters: stats.max_waiters,
@@ -156,10 +199,7 @@ impl Row {
 
     /// The key of the word.
     pub fn key(&self) -> WordKey {
-        WordKey {
-            pid: self.tgid,
-            uaddr: self.uaddr,
-        }
+        self.word
     }
 }
 
@@ -248,14 +288,21 @@ pub fn sort_rows(rows: &mut [Row], key: SortKey) {
     });
 }
 
-/// Builds the rows of a statistics snapshot, labelling each word with `labels` (missing = "").
-pub fn rows(stats: &[(FutexKey, FutexStats)], labels: &HashMap<WordKey, String>) -> Vec<Row> {
+/// Builds the rows of a statistics snapshot, one per word (a shared futex is one row whatever
+/// the processes that use it), with the processes that used it (`users`) and its label
+/// (`labels`; missing = "").
+pub fn rows(
+    stats: &[(FutexKey, FutexStats)],
+    users: &WordUsers,
+    labels: &HashMap<WordKey, String>,
+) -> Vec<Row> {
     stats
         .iter()
         .map(|(key, stats)| {
             let key = WordKey::from(*key);
             let label = labels.get(&key).cloned().unwrap_or_default();
-            Row::new(key, stats, label)
+            let users = users.get(&key).map_or(&[][..], Vec::as_slice);
+            Row::new(key, users, stats, label)
         })
         .collect()
 }
@@ -362,7 +409,7 @@ pub(crate) mod tests {
             timeouts,
             ..FutexStats::ZERO
         };
-        Row::new(WordKey { pid: 1, uaddr }, &stats, String::new())
+        Row::new(WordKey::process(1, uaddr), &[], &stats, String::new())
     }
 
     #[test]
@@ -392,12 +439,30 @@ pub(crate) mod tests {
     #[test]
     fn rows_take_labels_by_key_whatever_the_padding() {
         let key = FutexKey {
-            tgid: 7,
             pad: 0xdead,
-            uaddr: 0x1000,
+            ..FutexKey::process(7, 0x1000)
         };
         let labels = HashMap::from([(WordKey::from(key), "SEM".to_owned())]);
-        let rows = rows(&[(key, FutexStats::ZERO)], &labels);
+        let rows = rows(&[(key, FutexStats::ZERO)], &WordUsers::new(), &labels);
         assert_eq!(rows[0].label, "SEM");
+        assert_eq!((rows[0].tgid, rows[0].pids.as_slice()), (7, &[7][..]));
+    }
+
+    #[test]
+    fn a_shared_futex_is_one_row_with_its_processes() {
+        let key = FutexKey::inode((8 << 20) | 3, 99, 0x10);
+        let users = WordUsers::from([(WordKey::from(key), vec![(10, 0x7000), (20, 0x9000)])]);
+        let rows = rows(&[(key, FutexStats::ZERO)], &users, &HashMap::new());
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (row.tgid, row.uaddr, row.pids.as_slice()),
+            (10, 0x7000, &[10, 20][..])
+        );
+        let json = serde_json::to_value(row).unwrap();
+        assert_eq!(json["pids"], serde_json::json!([10, 20]));
+        assert_eq!(json["shared"]["dev"], "08:03");
+        assert_eq!(json["shared"]["offset"], "0x10");
+        assert_eq!(json["uaddr"], "0x7000");
     }
 }

@@ -53,8 +53,11 @@ pub struct Call {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Futex word.
+    /// Futex word: its address in process `tgid`.
     pub uaddr: u64,
+    /// The word's key: waits and wakes pair on it (a shared futex's key is the same in every
+    /// process).
+    pub word: WordKey,
     /// When the call began, ns.
     pub start_ns: u64,
     /// When it returned, ns.
@@ -69,17 +72,15 @@ pub struct Call {
 
 impl Call {
     fn key(&self) -> WordKey {
-        WordKey {
-            pid: self.tgid,
-            uaddr: self.uaddr,
-        }
+        self.word
     }
 
     fn of(call: &crate::decode::Call) -> Call {
         Call {
             tgid: call.thread.pid,
             tid: call.thread.tid,
-            uaddr: call.word.uaddr,
+            uaddr: call.uaddr,
+            word: call.word,
             start_ns: call.start_ns,
             end_ns: call.end_ns,
             ret: call.ret,
@@ -154,6 +155,9 @@ pub struct Instant {
 pub struct CounterValue {
     /// The word (its counter track is named `waiters LABEL`).
     pub word: WordKey,
+    /// The process whose track shows it: the word's, or for a shared futex the first process
+    /// seen waiting on it.
+    pub pid: u32,
     /// When, ns.
     pub ts_ns: u64,
     /// Threads waiting on it from then on.
@@ -240,6 +244,8 @@ pub struct Timeline {
     changes: BinaryHeap<Reverse<(u64, WordKey, i64)>>,
     /// Each word's waiter count as last written.
     waiters: HashMap<WordKey, i64>,
+    /// The process whose track shows each word's counter.
+    counter_pids: HashMap<WordKey, u32>,
     /// The latest return time seen.
     newest_ns: u64,
     /// Everything that returned before this has been written.
@@ -265,6 +271,7 @@ impl Timeline {
             wakes: HashMap::new(),
             changes: BinaryHeap::new(),
             waiters: HashMap::new(),
+            counter_pids: HashMap::new(),
             newest_ns: 0,
             horizon_ns: 0,
             seq: 0,
@@ -337,6 +344,7 @@ impl Timeline {
             self.stats.long_waits += 1;
         }
         let key = wait.key();
+        self.counter_pids.entry(key).or_insert(wait.tgid);
         self.changes
             .push(Reverse((wait.start_ns.max(self.horizon_ns), key, 1)));
         self.changes.push(Reverse((wait.end_ns, key, -1)));
@@ -385,6 +393,7 @@ impl Timeline {
             self.waiters.insert(word, waiters);
             emit(Item::Counter(CounterValue {
                 word,
+                pid: self.counter_pids.get(&word).copied().unwrap_or_default(),
                 ts_ns,
                 waiters,
             }));
@@ -580,6 +589,7 @@ pub(crate) mod tests {
             tgid: 1,
             tid,
             uaddr,
+            word: WordKey::process(1, uaddr),
             start_ns,
             end_ns,
             ret,
@@ -657,6 +667,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_wake_in_one_process_is_linked_to_the_wait_it_ended_in_another() {
+        let shared = WordKey::Shared {
+            dev: 5,
+            ino: 9,
+            offset: 0,
+        };
+        let in_process = |tgid, uaddr, call: Call| Call {
+            tgid,
+            uaddr,
+            word: shared,
+            ..call
+        };
+        let waits = [in_process(10, 0x7000, call(10, 0, 0, 120, 0))];
+        let wakes = [in_process(20, 0x9000, call(20, 0, 100, 110, 1))];
+        assert_eq!(match_wakes(&waits, &wakes), [Flow { wake: 0, wait: 0 }]);
+        // The same address in two processes without a shared key is two words.
+        let private_waits = [call(2, 0x10, 0, 120, 0)];
+        let other_process = [Call {
+            tgid: 2,
+            word: WordKey::process(2, 0x10),
+            ..call(3, 0x10, 100, 110, 1)
+        }];
+        assert_eq!(match_wakes(&private_waits, &other_process), []);
+    }
+
+    #[test]
     fn one_wake_of_two_wakes_both_waiters() {
         let waits = [call(2, 0x10, 0, 120, 0), call(3, 0x10, 10, 130, 0)];
         let wakes = [call(4, 0x10, 100, 110, 2)];
@@ -714,10 +750,7 @@ pub(crate) mod tests {
             call(4, 0x10, 100, 120, 0),
         ];
         let counts = waiter_counts(&waits);
-        let key = WordKey {
-            pid: 1,
-            uaddr: 0x10,
-        };
+        let key = WordKey::process(1, 0x10);
         // At 100 one leaves and one enters: the count stays 1.
         assert_eq!(counts[&key], [(0, 1), (10, 2), (50, 1), (100, 1), (120, 0)]);
     }
@@ -842,6 +875,7 @@ pub(crate) mod tests {
             args: [0; 6],
             spurious: 0,
             clock: futexscope_probes_common::event::NO_CLOCK,
+            ..Event::ZERO
         }
     }
 

@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use super::btf::KernelBtf;
 use crate::{errors, sys};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -36,7 +37,7 @@ use futexscope_probes_common::{
     event::Event,
     maps::{
         self, DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DropReason, FutexKey,
-        FutexStats, MAX_MARKER_SITES, MarkerArg, MarkerSite, marker_cookie,
+        FutexStats, KeyOffsets, MAX_MARKER_SITES, MarkerArg, MarkerSite, WordUser, marker_cookie,
     },
     markers::Marker,
 };
@@ -155,12 +156,15 @@ pub struct Drops {
     pub ring_buffer_full: u64,
     /// Words, threads or processes not recorded because a map was full (totals incomplete).
     pub map_full: u64,
+    /// Words of non-private futex operations keyed by (process, address) because their
+    /// mapping could not be looked up: a wake from another process on them is not paired.
+    pub shared_key_fallback: u64,
 }
 
 impl Drops {
     /// Whether anything was dropped.
     pub fn any(&self) -> bool {
-        self.ring_buffer_full + self.map_full > 0
+        self.ring_buffer_full + self.map_full + self.shared_key_fallback > 0
     }
 }
 
@@ -184,6 +188,7 @@ pub struct Probes {
     wakeups: OwnedFd,
     syscalls: Vec<SyscallSupport>,
     follows_forks: bool,
+    keys_shared_futexes: bool,
     btf_syscall_hooks: bool,
     marker_sites: u32,
     log: Option<aya_log::EbpfLogger<StderrLog>>,
@@ -262,11 +267,17 @@ impl Probes {
         let realtime_offset = options
             .realtime_offset_ns
             .unwrap_or_else(sys::realtime_offset_ns);
-        // Without BTF fork following is off; the rest works. The fork program follows nothing
-        // while the offset is 0.
-        let tgid_offset =
-            super::btf::member_offset(Path::new("/sys/kernel/btf/vmlinux"), "task_struct", "tgid")
-                .unwrap_or(0);
+        // Without BTF fork following is off and shared futexes are keyed by process; the rest
+        // works.
+        let kernel_btf = KernelBtf::read(Path::new("/sys/kernel/btf/vmlinux")).ok();
+        let tgid_offset = kernel_btf
+            .as_ref()
+            .and_then(|btf| btf.member_offset("task_struct", "tgid").ok())
+            .unwrap_or(0);
+        let key_offsets = kernel_btf
+            .as_ref()
+            .and_then(|btf| key_offsets(btf).ok())
+            .unwrap_or_default();
         let follows_forks = tgid_offset != 0;
         let tgid_offset = if options.follow_forks { tgid_offset } else { 0 };
         // Level 0 turns every log site off, and the verifier then drops them.
@@ -276,6 +287,7 @@ impl Probes {
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
             .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
+            .override_global(maps::KEY_OFFSETS, &key_offsets, true)
             .override_global(
                 maps::LOST_RACE_WINDOW_NS,
                 &options.lost_race_window_ns,
@@ -336,6 +348,7 @@ impl Probes {
             wakeups,
             syscalls: detect_syscalls(),
             follows_forks,
+            keys_shared_futexes: key_offsets.valid != 0 && btf_syscall_hooks,
             btf_syscall_hooks,
             marker_sites: 0,
             log,
@@ -351,6 +364,14 @@ impl Probes {
     /// they do unless [`ProbeOptions::follow_forks`] was off.
     pub fn follows_forks(&self) -> bool {
         self.follows_forks
+    }
+
+    /// Whether non-private futex operations on shared memory are keyed by the shared file
+    /// (device, inode, offset), so waits and wakes pair across processes: needs the kernel's
+    /// BTF offsets and the BTF syscall hooks (`bpf_find_vma`). Without, they are keyed by
+    /// (process, address) and counted in [`Drops::shared_key_fallback`].
+    pub fn keys_shared_futexes(&self) -> bool {
+        self.keys_shared_futexes
     }
 
     /// Whether the system calls are hooked by BTF tracepoint (the kernel has BTF and took the
@@ -409,6 +430,19 @@ impl Probes {
             .map_err(|source| LoadError::Map { name, source })
     }
 
+    /// The processes that used each shared futex (keyed by file), with the word's address in
+    /// each.
+    pub fn word_users(&self) -> Result<Vec<(WordUser, u64)>, LoadError> {
+        let name = maps::WORD_USERS;
+        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
+        let users: HashMap<&MapData, WordUser, u64> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+        users
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| LoadError::Map { name, source })
+    }
+
     /// Records and map entries lost so far.
     pub fn drops(&self) -> Result<Drops, LoadError> {
         let name = maps::DROPS;
@@ -424,6 +458,7 @@ impl Probes {
         Ok(Drops {
             ring_buffer_full: sum(DropReason::RingBufferFull)?,
             map_full: sum(DropReason::MapFull)?,
+            shared_key_fallback: sum(DropReason::SharedKeyFallback)?,
         })
     }
 
@@ -540,6 +575,23 @@ impl Probes {
         let map = self.ebpf.map_mut(name).ok_or_else(|| missing(name))?;
         HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })
     }
+}
+
+/// The offsets shared futex keys are read with (see `probes/ebpf/src/syscall/key.rs`), from
+/// the kernel's BTF.
+fn key_offsets(btf: &KernelBtf) -> Result<KeyOffsets, super::btf::BtfError> {
+    Ok(KeyOffsets {
+        valid: 1,
+        vma_start: btf.member_offset("vm_area_struct", "vm_start")?,
+        vma_pgoff: btf.member_offset("vm_area_struct", "vm_pgoff")?,
+        vma_flags: btf.member_offset("vm_area_struct", "vm_flags")?,
+        vma_file: btf.member_offset("vm_area_struct", "vm_file")?,
+        file_mapping: btf.member_offset("file", "f_mapping")?,
+        mapping_host: btf.member_offset("address_space", "host")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+    })
 }
 
 /// Loads raw tracepoint program `name` and attaches it to `hook`.

@@ -312,8 +312,8 @@ pub fn contended(
     let (mut wakes, mut no_waker) = (Vec::new(), Vec::new());
     let mut tally = |probes: &mut Probes| {
         probes.read_events(|event| {
-            let on_semaphore = |call: &decode::Call| range.contains(&call.word.uaddr);
-            let times = |call: &decode::Call| (call.word.uaddr, call.start_ns, call.end_ns);
+            let on_semaphore = |call: &decode::Call| range.contains(&call.uaddr);
+            let times = |call: &decode::Call| (call.uaddr, call.start_ns, call.end_ns);
             match Record::decode(event) {
                 // A marker record of this semaphore (every marker's first argument is `sem`).
                 Some(Record::Marker(hit)) if hit.semaphore() == range.start => match hit.marker {

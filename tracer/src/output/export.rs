@@ -61,7 +61,7 @@ impl Names<'_> {
     fn word(&self, key: WordKey) -> String {
         match self.words.get(&key) {
             Some(label) if !label.is_empty() => label.clone(),
-            _ => format!("{:#x}", key.uaddr),
+            _ => key.describe(),
         }
     }
 
@@ -304,7 +304,7 @@ impl<W: Write> ChromeJson<W> {
                 write!(
                     self.out,
                     r#"{{"ph":"C","name":{name},"pid":{},"ts":{},"args":{{"waiters":{}}}}}"#,
-                    value.word.pid,
+                    value.pid,
                     us(value.ts_ns),
                     value.waiters
                 )
@@ -579,7 +579,7 @@ impl<W: Write> Perfetto<W> {
             Item::Counter(value) => {
                 let uuid = match self.tracks.counters.get(&value.word) {
                     Some(&(index, _)) => counter_uuid(index),
-                    None => self.counter_track(value.word, names)?,
+                    None => self.counter_track(value.word, value.pid, names)?,
                 };
                 let mut event = Message::default();
                 event
@@ -592,20 +592,18 @@ impl<W: Write> Perfetto<W> {
     }
 
     /// Describes the counter track of a word (under its process) and returns its uuid.
-    fn counter_track(&mut self, word: WordKey, names: Names<'_>) -> io::Result<u64> {
-        if let std::collections::hash_map::Entry::Vacant(entry) =
-            self.tracks.processes.entry(word.pid)
-        {
-            let name = names.process(word.pid);
+    fn counter_track(&mut self, word: WordKey, pid: u32, names: Names<'_>) -> io::Result<u64> {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.tracks.processes.entry(pid) {
+            let name = names.process(pid);
             entry.insert(name.is_some());
-            self.process(word.pid, name, None)?;
+            self.process(pid, name, None)?;
         }
         let index = self.tracks.counters.len() as u64;
         let name = format!("waiters {}", names.word(word));
         let mut track = protobuf::Message::default();
         track
             .uint(1, counter_uuid(index))
-            .uint(5, process_uuid(word.pid))
+            .uint(5, process_uuid(pid))
             .text(2, &name)
             .message(8, &protobuf::Message::default());
         self.descriptor(&track, None)?;
@@ -694,10 +692,7 @@ mod tests {
     use crate::aggregate::timeline::tests::sample_records;
 
     fn sample_names() -> (HashMap<WordKey, String>, HashMap<u32, String>) {
-        let key = WordKey {
-            pid: 1,
-            uaddr: 0x10,
-        };
+        let key = WordKey::process(1, 0x10);
         (
             HashMap::from([(key, "SEM".to_owned())]),
             HashMap::from([(1, "prog".to_owned())]),

@@ -108,10 +108,17 @@ pub fn drops_line(drops: &Drops) -> Option<String> {
     if !drops.any() {
         return None;
     }
-    Some(format!(
+    let mut line = format!(
         "DROPPED: {} event records (ring buffer full; totals stay exact), {} words or threads not recorded (map full; totals incomplete)",
         drops.ring_buffer_full, drops.map_full
-    ))
+    );
+    if drops.shared_key_fallback > 0 {
+        line.push_str(&format!(
+            ", {} non-private futex operations keyed by process (their mapping could not be looked up: wakes from other processes on them are not paired)",
+            drops.shared_key_fallback
+        ));
+    }
+    Some(line)
 }
 
 /// What is printed each interval when stderr is not a terminal: a status line, then the `top`
@@ -200,7 +207,8 @@ mod tests {
         stats.wait_sum_ns = 2000 * waits;
         stats.wait_max_ns = 2000;
         Row::new(
-            crate::decode::WordKey { pid: 42, uaddr },
+            crate::decode::WordKey::process(42, uaddr),
+            &[],
             &stats,
             label.to_owned(),
         )
@@ -246,6 +254,7 @@ mod tests {
         let line = drops_line(&Drops {
             ring_buffer_full: 7,
             map_full: 0,
+            ..Drops::default()
         })
         .unwrap();
         assert!(line.contains("7 event records"), "{line}");
@@ -256,6 +265,7 @@ mod tests {
             &Drops {
                 ring_buffer_full: 7,
                 map_full: 1,
+                ..Drops::default()
             },
             5,
         );

@@ -5,9 +5,9 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use futexscope_probes_common::{
     abi::{
         CLOCK_MONOTONIC, CLOCK_REALTIME, FUTEX_CLOCK_REALTIME, FUTEX_CMD_MASK, FUTEX_CMP_REQUEUE,
-        FUTEX_CMP_REQUEUE_PI, FUTEX_LOCK_PI, FUTEX_LOCK_PI2, FUTEX_REQUEUE, FUTEX_UNLOCK_PI,
-        FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_WAKE, FUTEX_WAKE_BITSET,
-        FUTEX_WAKE_OP, FutexWaitv, syscalls,
+        FUTEX_CMP_REQUEUE_PI, FUTEX_LOCK_PI, FUTEX_LOCK_PI2, FUTEX_PRIVATE_FLAG, FUTEX_REQUEUE,
+        FUTEX_UNLOCK_PI, FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_WAKE,
+        FUTEX_WAKE_BITSET, FUTEX_WAKE_OP, FUTEX2_PRIVATE, FutexWaitv, syscalls,
     },
     maps::{WAITV_TRACKED_WORDS, active},
 };
@@ -38,6 +38,19 @@ pub(super) struct Call {
     pub(super) wakeable: bool,
     pub(super) words: [u64; WAITV_TRACKED_WORDS],
     pub(super) word_count: u32,
+    /// Bit `i` set: word `i` is named by a non-private operation (keyed by its memory, see
+    /// `super::key`).
+    pub(super) shared: u32,
+}
+
+/// All tracked words of a call whose flags say "not private" (`private_flag` is
+/// `FUTEX_PRIVATE_FLAG` or `FUTEX2_PRIVATE`, the same bit).
+fn shared_if_not(flags: u32, private_flag: u32) -> u32 {
+    if flags & private_flag == 0 {
+        (1 << WAITV_TRACKED_WORDS) - 1
+    } else {
+        0
+    }
 }
 
 fn read_waitv(array: u64, index: u64) -> Result<FutexWaitv, i64> {
@@ -60,12 +73,14 @@ pub(super) fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
         wakeable: true,
         words: [args[0], 0, 0, 0],
         word_count: 1,
+        shared: 0,
     };
     if id == i64::from(syscalls::FUTEX) {
         let op = args[1] as u32;
         let cmd = op & FUTEX_CMD_MASK;
         call.op = op;
         call.val = u64::from(args[2] as u32);
+        call.shared = shared_if_not(op, FUTEX_PRIVATE_FLAG);
         if op & FUTEX_CLOCK_REALTIME != 0 {
             call.clock = CLOCK_REALTIME;
         }
@@ -102,6 +117,7 @@ pub(super) fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
         call.kind = active::WAIT;
         call.val = args[1];
         call.op = args[3] as u32;
+        call.shared = shared_if_not(call.op, FUTEX2_PRIVATE);
         call.timeout = args[4];
         call.clock = args[5] as u32;
     } else if id == i64::from(syscalls::FUTEX_WAKE) {
@@ -109,6 +125,7 @@ pub(super) fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
         call.kind = active::WAKE;
         call.val = args[2];
         call.op = args[3] as u32;
+        call.shared = shared_if_not(call.op, FUTEX2_PRIVATE);
     } else if id == i64::from(syscalls::FUTEX_WAITV) {
         // futex_waitv(waiters, nr_futexes, flags, timeout, clockid): absolute deadline.
         call.kind = active::WAIT;
@@ -121,6 +138,9 @@ pub(super) fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
             if (i as u64) < count {
                 let entry = read_waitv(args[0], i as u64).ok()?;
                 call.words[i] = entry.uaddr;
+                if entry.flags & FUTEX2_PRIVATE == 0 {
+                    call.shared |= 1 << i;
+                }
                 if i == 0 {
                     call.val = entry.val;
                 }
@@ -136,8 +156,11 @@ pub(super) fn decode(id: i64, args: &[u64; 6]) -> Option<Call> {
         call.kind = active::WAKE;
         call.op = args[1] as u32;
         call.val = args[2];
-        call.words[0] = read_waitv(args[0], 0).ok()?.uaddr;
-        call.words[1] = read_waitv(args[0], 1).ok()?.uaddr;
+        let (first, second) = (read_waitv(args[0], 0).ok()?, read_waitv(args[0], 1).ok()?);
+        call.words[0] = first.uaddr;
+        call.words[1] = second.uaddr;
+        call.shared = shared_if_not(first.flags, FUTEX2_PRIVATE) & 1
+            | shared_if_not(second.flags, FUTEX2_PRIVATE) & 2;
         call.word_count = 2;
     } else {
         return None;

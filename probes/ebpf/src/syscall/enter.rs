@@ -4,22 +4,28 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use futexscope_probes_common::{
     event::{NO_CLOCK, spurious},
-    maps::{FutexStats, ThreadState, WAITV_TRACKED_WORDS, active},
+    maps::{DropReason, FutexKey, FutexStats, ThreadState, WAITV_TRACKED_WORDS, active, key_kind},
 };
 
 use super::{
-    decode::{deadline_of, decode},
+    decode::{Call, deadline_of, decode},
     is_futex_syscall,
+    key::shared_key,
 };
 use crate::{
     atomic::{add, add_i64, load, raise_max},
     helpers::now_ns,
-    maps::{LOST_RACE_WINDOW_NS, MAP_FULL, is_traced, read_global, thread_state, word_stats},
+    maps::{
+        LOST_RACE_WINDOW_NS, MAP_FULL, count_drop, is_traced, note_user, read_global, thread_state,
+        word_stats,
+    },
 };
 
 /// Books the start of system call `id` if it is a futex call of a traced process; `args`
-/// reads its six arguments.
-pub(super) fn try_futex_enter(
+/// reads its six arguments. `FIND_VMA`: key the words of non-private operations by their
+/// memory (`bpf_find_vma`, BTF tracepoints only); without it they are keyed by process and
+/// counted as fallbacks.
+pub(super) fn try_futex_enter<const FIND_VMA: bool>(
     id: i64,
     args: impl FnOnce() -> Result<[u64; 6], i64>,
 ) -> Result<(), i64> {
@@ -49,11 +55,12 @@ pub(super) fn try_futex_enter(
     state.word_count = call.word_count;
     state.words = call.words;
     state.spurious = 0;
+    set_keys::<FIND_VMA>(state, &call, tgid);
     if call.kind == active::WAKE {
         state.last_woken_word = 0;
         for i in 0..2 {
             if (i as u32) < call.word_count
-                && let Some(stats) = word_stats(tgid, call.words[i])
+                && let Some(stats) = word_stats(&state.keys[i])
             {
                 // SAFETY: `stats` points at the word's value in the map.
                 unsafe { add(&raw mut (*stats).wake_calls, 1) };
@@ -67,7 +74,7 @@ pub(super) fn try_futex_enter(
     } else {
         call.clock
     };
-    let first_stats = word_stats(tgid, call.words[0]);
+    let first_stats = word_stats(&state.keys[0]);
     // PI lock waits are not classified: a 0 result means "lock taken", not a wakeup.
     if call.wakeable
         && let Some(stats) = first_stats
@@ -88,7 +95,7 @@ pub(super) fn try_futex_enter(
         let stats = if i == 0 {
             first_stats
         } else {
-            word_stats(tgid, call.words[i])
+            word_stats(&state.keys[i])
         };
         let Some(stats) = stats else {
             continue;
@@ -104,6 +111,31 @@ pub(super) fn try_futex_enter(
         }
     }
     Ok(())
+}
+
+/// Keys the words of `call` (see `super::key`) into `state.keys`: by (process, address), or for
+/// a non-private operation by the memory that holds the word; a shared futex also records its
+/// user.
+#[inline(always)]
+fn set_keys<const FIND_VMA: bool>(state: &mut ThreadState, call: &Call, tgid: u32) {
+    for i in 0..WAITV_TRACKED_WORDS {
+        if (i as u32) >= call.word_count {
+            break;
+        }
+        let uaddr = call.words[i];
+        let key = if call.shared & (1 << i) == 0 {
+            FutexKey::process(tgid, uaddr)
+        } else if FIND_VMA {
+            shared_key(tgid, uaddr)
+        } else {
+            count_drop(DropReason::SharedKeyFallback);
+            FutexKey::process(tgid, uaddr)
+        };
+        if key.kind == key_kind::INODE {
+            note_user(&key, tgid, uaddr);
+        }
+        state.keys[i] = key;
+    }
 }
 
 /// Whether a wait on `word` (its statistics `stats`) starting at `now` follows a wakeup whose

@@ -19,7 +19,10 @@ use crate::{
     maps::{THREAD_STATE, word_stats},
 };
 
-/// Books the end of system call `id` with result `ret` if its start was booked.
+/// Books the end of system call `id` with result `ret` if its start was booked. Inlined into
+/// each program: as one shared subprogram, LLVM's BPF backend reads an argument register
+/// after a helper call has clobbered it, which the verifier rejects.
+#[inline(always)]
 pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
@@ -40,7 +43,7 @@ pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
     state.active = active::NONE;
     if kind == active::WAKE {
         if ret > 0
-            && let Some(stats) = word_stats(tgid, state.words[0])
+            && let Some(stats) = word_stats(&state.keys[0])
         {
             // SAFETY: `stats` points at the word's value in the map.
             unsafe { add(&raw mut (*stats).woken, ret as u64) };
@@ -48,7 +51,7 @@ pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
         emit_call(EventKind::Wake, state, tid, tgid, now, ret);
         return Ok(());
     }
-    finish_wait(state, tgid, now, ret);
+    finish_wait(state, now, ret);
     emit_call(EventKind::Wait, state, tid, tgid, now, ret);
     Ok(())
 }
@@ -62,7 +65,7 @@ fn is_interrupted(ret: i64) -> bool {
 }
 
 /// Books the end of the wait in `state` with result `ret` at `now`.
-fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
+fn finish_wait(state: &mut ThreadState, now: u64, ret: i64) {
     // The word the outcome belongs to: the one futex_waitv reports woken, else the first. Its
     // statistics are kept from the loop, so no word is looked up twice.
     let mut primary = 0usize;
@@ -71,7 +74,7 @@ fn finish_wait(state: &mut ThreadState, tgid: u32, now: u64, ret: i64) {
         if (i as u32) >= state.word_count {
             break;
         }
-        let stats = word_stats(tgid, state.words[i]);
+        let stats = word_stats(&state.keys[i]);
         if let Some(stats) = stats {
             // SAFETY: `stats` points at the word's value in the map.
             unsafe { add((&raw mut (*stats).waiters_now).cast(), (-1i64) as u64) };

@@ -10,6 +10,7 @@
 mod decode;
 mod enter;
 mod exit;
+mod key;
 
 use aya_ebpf::{
     EbpfContext,
@@ -38,7 +39,7 @@ pub fn futex_enter(ctx: BtfTracePointContext) -> i32 {
         let regs = unsafe { &*regs };
         Ok([regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9])
     };
-    warn_if_full(&ctx, try_futex_enter(id, args));
+    warn_if_full(&ctx, try_futex_enter::<true>(id, args));
     0
 }
 
@@ -56,7 +57,12 @@ pub fn futex_exit(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn futex_enter_raw(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
-    warn_if_full(&ctx, try_futex_enter(id, || syscall_args(ctx.arg(0))));
+    // No BTF task pointer here for `bpf_find_vma`: non-private operations are keyed by
+    // process and counted.
+    warn_if_full(
+        &ctx,
+        try_futex_enter::<false>(id, || syscall_args(ctx.arg(0))),
+    );
     0
 }
 
