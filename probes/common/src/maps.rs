@@ -59,10 +59,12 @@ pub enum DropReason {
     RingBufferFull = 0,
     /// A statistics map was full: a new futex word or thread could not be recorded.
     MapFull = 1,
+    /// The stack ring buffer (`crate::stack::STACKS`) had no room for a stack record.
+    StackRingFull = 2,
 }
 
 /// Number of [`DropReason`] slots.
-pub const DROP_REASONS: u32 = 2;
+pub const DROP_REASONS: u32 = 3;
 
 /// Identifies one futex word of one process.
 #[repr(C)]

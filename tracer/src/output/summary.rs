@@ -72,6 +72,7 @@ mod tests {
             drops: Drops {
                 ring_buffer_full: 2,
                 map_full: 0,
+                stack_ring_full: 0,
             },
             notes: vec![],
             futexes: vec![row(0xabc, 4, 1)],

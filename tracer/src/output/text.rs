@@ -107,10 +107,17 @@ pub fn drops_line(drops: &Drops) -> Option<String> {
     if !drops.any() {
         return None;
     }
-    Some(format!(
+    let mut line = format!(
         "DROPPED: {} event records (ring buffer full; totals stay exact), {} words or threads not recorded (map full; totals incomplete)",
         drops.ring_buffer_full, drops.map_full
-    ))
+    );
+    if drops.stack_ring_full > 0 {
+        line += &format!(
+            ", {} stacks (stack ring buffer full; those calls have no stack)",
+            drops.stack_ring_full
+        );
+    }
+    Some(line)
 }
 
 /// What is printed each interval when stdout is not a terminal: a status line, then the `top`
@@ -123,7 +130,7 @@ pub fn interval(elapsed_s: f64, rows: &[Row], events: u64, drops: &Drops, top: u
     let mut out = format!(
         "[{elapsed_s:7.1}s] {} futex words, {waits} waits, {wakes} wake calls, {timeouts} timeouts, {spurious} spurious, {events} events, {} dropped\n",
         rows.len(),
-        drops.ring_buffer_full + drops.map_full,
+        drops.ring_buffer_full + drops.map_full + drops.stack_ring_full,
     );
     if !rows.is_empty() {
         out.push_str(&table(&rows[..rows.len().min(top)]));
@@ -243,6 +250,7 @@ mod tests {
         let line = drops_line(&Drops {
             ring_buffer_full: 7,
             map_full: 0,
+            stack_ring_full: 0,
         })
         .unwrap();
         assert!(line.contains("7 event records"), "{line}");
@@ -253,6 +261,7 @@ mod tests {
             &Drops {
                 ring_buffer_full: 7,
                 map_full: 1,
+                stack_ring_full: 0,
             },
             5,
         );

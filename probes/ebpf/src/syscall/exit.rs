@@ -17,10 +17,18 @@ use crate::{
     emit::emit_call,
     helpers::now_ns,
     maps::{THREAD_STATE, word_stats},
+    stack::{self, StackCall, UserRegs},
 };
 
-/// Books the end of system call `id` with result `ret` if its start was booked.
-pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
+/// Books the end of system call `id` with result `ret` if its start was booked; with
+/// `--stacks`, captures the user stack (registers from `regs`) of a wait that slept or a wake
+/// that woke.
+#[inline(always)]
+pub(super) fn try_futex_exit(
+    id: i64,
+    ret: i64,
+    regs: impl FnOnce() -> Option<UserRegs>,
+) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
     }
@@ -46,10 +54,27 @@ pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
             unsafe { add(&raw mut (*stats).woken, ret as u64) };
         }
         emit_call(EventKind::Wake, state, tid, tgid, now, ret);
-        return Ok(());
+    } else {
+        finish_wait(state, tgid, now, ret);
+        emit_call(EventKind::Wait, state, tid, tgid, now, ret);
     }
-    finish_wait(state, tgid, now, ret);
-    emit_call(EventKind::Wait, state, tid, tgid, now, ret);
+    let kind = if kind == active::WAKE {
+        EventKind::Wake
+    } else {
+        EventKind::Wait
+    };
+    if stack::wanted(kind, ret) {
+        let call = StackCall {
+            kind,
+            tid,
+            tgid,
+            start_ns: state.start_ns,
+            ts_ns: now,
+            uaddr: state.words[0],
+            ret,
+        };
+        stack::capture(&call, regs);
+    }
     Ok(())
 }
 
