@@ -149,6 +149,17 @@ pub struct TraceArgs {
     /// processes it starts (by default the whole tree is traced).
     #[arg(long)]
     pub no_children: bool,
+    /// Capture the call stack of every wait that slept and every wake that woke: the summary
+    /// shows each busy word's top waiter and waker call sites, `--json` every word's stacks.
+    #[arg(long)]
+    pub stacks: bool,
+    /// Write folded stacks of blocked time (waiter stacks, wait ns) to FILE, for flame graph
+    /// tools and speedscope. Implies `--stacks`.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write a flame graph of blocked time by waiter stack to FILE (SVG). Implies `--stacks`.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
 }
 
 impl TraceArgs {
@@ -171,6 +182,9 @@ impl TraceArgs {
             },
             buffer_size: self.buffer_size,
             children: !self.no_children,
+            stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
+            folded: self.folded.clone(),
+            flamegraph: self.flamegraph.clone(),
         }
     }
 }

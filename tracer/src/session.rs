@@ -14,6 +14,7 @@ use std::{
 use crate::{
     aggregate::{
         labels::Labels,
+        stacks::{StackBook, StackReport},
         table::{self, SortKey},
         timeline::{WINDOW_NS, WindowStats},
     },
@@ -23,11 +24,12 @@ use crate::{
         procfs,
         spawn::{self, Exit, GatedChild, SpawnError},
     },
-    decode::{self, Record},
+    decode::{self, Record, WordKey},
     errors::{self, Chain},
     output::{
         events, export,
         live::{Live, View},
+        stacks as stack_output,
         summary::{Ending, Summary},
         text,
     },
@@ -70,6 +72,12 @@ pub struct Options {
     /// Trace the children of the target too: those `attach` finds running and those the
     /// target starts later.
     pub children: bool,
+    /// Capture the call stacks of waits and wakes (`--stacks`).
+    pub stacks: bool,
+    /// Write folded stacks of blocked time here (needs `stacks`).
+    pub folded: Option<PathBuf>,
+    /// Write a flame graph of blocked time here (needs `stacks`).
+    pub flamegraph: Option<PathBuf>,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -234,6 +242,7 @@ fn load_probes(options: &Options) -> Result<Probes, TraceError> {
         ring_buffer_bytes: options.buffer_size,
         follow_forks: options.children,
         verbose: options.verbose,
+        stacks: options.stacks,
         ..ProbeOptions::default()
     };
     Probes::load_with(&probe_options).map_err(|err| match err {
@@ -376,6 +385,11 @@ pub struct Session {
     record_error: Option<TraceError>,
     labels: Labels,
     json_file: Option<(PathBuf, File)>,
+    /// The call stacks (`--stacks`).
+    stacks: Option<StackBook>,
+    /// `--folded` and `--flamegraph`, created at start.
+    folded_file: Option<(PathBuf, File)>,
+    flamegraph_file: Option<(PathBuf, File)>,
     started: Instant,
     next_tick: Instant,
 }
@@ -422,6 +436,9 @@ impl Session {
             Some((_, file)) => Box::new(BufWriter::new(file)),
             None => Box::new(io::stderr()),
         };
+        let folded_file = options.folded.as_deref().map(create).transpose()?;
+        let flamegraph_file = options.flamegraph.as_deref().map(create).transpose()?;
+        let stacks = options.stacks.then(StackBook::default);
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
             Target::Pid(pid) => procfs::command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
@@ -450,6 +467,9 @@ impl Session {
             record_error: None,
             labels: Labels::default(),
             json_file,
+            stacks,
+            folded_file,
+            flamegraph_file,
             started: now,
             next_tick: now,
         };
@@ -532,6 +552,10 @@ impl Session {
             .chain(futexes.iter().flat_map(|row| row.pids.iter().copied()))
             .filter(|&pid| pid != root)
             .collect();
+        let stack_report = self.stacks.take().map(StackBook::report);
+        if let Some(report) = &stack_report {
+            label_by_site(&mut futexes, report);
+        }
         let summary = Summary {
             target: self.traced.name.clone(),
             pids: std::iter::once(root).chain(others).collect(),
@@ -542,8 +566,12 @@ impl Session {
             notes: std::mem::take(&mut self.notes),
             futexes,
         };
-        self.live.print(&text::summary(&summary));
-        self.write_files(&summary)?;
+        let mut report = text::summary(&summary);
+        if let Some(stacks) = &stack_report {
+            report += &stack_output::summary(stacks, word_label(&summary));
+        }
+        self.live.print(&report);
+        self.write_files(&summary, stack_report.as_ref())?;
         Ok(Outcome {
             summary,
             attached: self.traced.child.is_none(),
@@ -695,13 +723,22 @@ impl Session {
             records,
             labels,
             record_error,
+            stacks,
             ..
         } = self;
+        // Stacks first: the pairing finds a call's stack when the call's record comes out of
+        // its window.
+        if let Some(book) = stacks {
+            probes.read_stacks(|record| book.push_stack(record));
+        }
         probes.read_events(|event| {
             let Some(record) = Record::decode(event) else {
                 return;
             };
             labels.learn(&record);
+            if let Some(book) = stacks {
+                book.push_record(&record);
+            }
             if let Err(err) = records.push(&record) {
                 record_error.get_or_insert(err);
             }
@@ -760,11 +797,38 @@ impl Session {
             .map_err(TraceError::Terminal)
     }
 
-    /// Writes the JSON summary and the rest of the event lines.
-    fn write_files(&mut self, summary: &Summary) -> Result<(), TraceError> {
+    /// Writes the JSON summary (with the stacks, if captured), the rest of the event lines and
+    /// the stack files.
+    fn write_files(
+        &mut self,
+        summary: &Summary,
+        stacks: Option<&StackReport>,
+    ) -> Result<(), TraceError> {
         self.records.flush()?;
         if let Some((path, mut file)) = self.json_file.take() {
-            file.write_all((summary.to_json() + "\n").as_bytes())
+            let json = match stacks {
+                Some(report) => {
+                    let mut value =
+                        serde_json::to_value(summary).expect("a summary always serializes");
+                    stack_output::add_to_json(&mut value, &summary.futexes, report);
+                    serde_json::to_string_pretty(&value).expect("JSON values serialize")
+                }
+                None => summary.to_json(),
+            };
+            file.write_all((json + "\n").as_bytes())
+                .map_err(|source| TraceError::Output { path, source })?;
+        }
+        let Some(report) = stacks else {
+            return Ok(());
+        };
+        let lines = stack_output::folded(report, word_label(summary));
+        if let Some((path, mut file)) = self.folded_file.take() {
+            let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+            file.write_all(text.as_bytes())
+                .map_err(|source| TraceError::Output { path, source })?;
+        }
+        if let Some((path, file)) = self.flamegraph_file.take() {
+            stack_output::flamegraph(&lines, BufWriter::new(file))
                 .map_err(|source| TraceError::Output { path, source })?;
         }
         Ok(())
@@ -786,4 +850,32 @@ fn split<E: std::error::Error + 'static>(
 /// the summary and writes the requested files.
 pub fn trace(target: &Target, options: Options) -> Result<Outcome, TraceError> {
     Session::start(target, options)?.run()
+}
+
+/// The label of a word in the summary's rows, for the stack outputs.
+fn word_label(summary: &Summary) -> impl Fn(&crate::aggregate::stacks::WordStacks) -> String {
+    let labels: std::collections::HashMap<WordKey, String> = summary
+        .futexes
+        .iter()
+        .map(|row| (row.word, row.label.clone()))
+        .collect();
+    move |word| labels.get(&word.word).cloned().unwrap_or_default()
+}
+
+/// Names the words that have no label of their own by their dominant waiter call site (the
+/// waiter stack with the most wait time).
+fn label_by_site(rows: &mut [table::Row], report: &StackReport) {
+    let sites: std::collections::HashMap<WordKey, &str> = report
+        .words
+        .iter()
+        .filter_map(|word| {
+            let top = word.waiter_stacks.first()?;
+            Some((word.word, top.stack.site.as_str()))
+        })
+        .collect();
+    for row in rows.iter_mut().filter(|row| row.label.is_empty()) {
+        if let Some(site) = sites.get(&row.word) {
+            row.label = format!("waited at {site}");
+        }
+    }
 }

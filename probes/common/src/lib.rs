@@ -6,6 +6,7 @@
 //! - [`abi`]: the kernel's futex ABI: operations, flags and the syscall numbers of the traced
 //!   architecture.
 //! - [`maps`]: map names and the key/value layouts of the in-kernel statistics.
+//! - [`stack`]: the user call stacks captured with `--stacks`.
 //!
 //! This crate is `#![no_std]` and has no dependencies unless the `user` feature is on (then it
 //! implements `aya::Pod` for the map and event types).
@@ -15,3 +16,4 @@ pub mod abi;
 pub mod event;
 pub mod maps;
 pub mod markers;
+pub mod stack;

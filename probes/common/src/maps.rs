@@ -80,10 +80,12 @@ pub enum DropReason {
     /// no BTF offsets, or the raw-tracepoint hooks): a wake from another process on that word
     /// is not paired with its waits.
     SharedKeyFallback = 2,
+    /// The stack ring buffer (`crate::stack::STACKS`) had no room for a stack record.
+    StackRingFull = 3,
 }
 
 /// Number of [`DropReason`] slots.
-pub const DROP_REASONS: u32 = 3;
+pub const DROP_REASONS: u32 = 4;
 
 /// [`FutexKey::kind`] values: how the kernel's `get_futex_key` tells the word apart.
 pub mod key_kind {

@@ -13,6 +13,9 @@
 //! - `futexscope_marker` (uprobe, one attachment per marker site): the semaphore's markers. In
 //!   [`marker`].
 //!
+//! With `--stacks`, `futex_exit` also copies the user stack of each wait that slept and each
+//! wake that woke into `STACKS`. In [`stack`].
+//!
 //! Totals go to `FUTEX_STATS` with atomic updates ([`atomic`]), so they stay exact when
 //! ring-buffer records are dropped; records go to `EVENTS` ([`emit`]); every lost record or map
 //! entry is counted in `DROPS`. The maps and the globals the tracer sets at load are in
@@ -33,6 +36,7 @@ mod helpers;
 mod maps;
 mod marker;
 mod sched;
+mod stack;
 mod syscall;
 
 #[cfg(not(test))]

@@ -2,6 +2,7 @@
 //! pairs wakes with the waits they ended.
 
 pub mod labels;
+pub mod stacks;
 pub mod symbols;
 pub mod table;
 pub mod timeline;

@@ -40,6 +40,7 @@ use futexscope_probes_common::{
         FutexStats, KeyOffsets, MAX_MARKER_SITES, MarkerArg, MarkerSite, WordUser, marker_cookie,
     },
     markers::Marker,
+    stack::{self, DEFAULT_STACK_RING_BYTES, StackRecord},
 };
 
 /// The eBPF object built by `build.rs`, embedded so the binary is one file.
@@ -123,6 +124,9 @@ pub struct ProbeOptions {
     pub raw_syscall_hooks: bool,
     /// Trace the processes a traced process forks, from their first instruction on.
     pub follow_forks: bool,
+    /// Capture the user stack of each wait that slept and each wake that woke
+    /// ([`Probes::read_stacks`]); off, the programs skip it at the cost of one branch.
+    pub stacks: bool,
 }
 
 impl Default for ProbeOptions {
@@ -134,6 +138,7 @@ impl Default for ProbeOptions {
             verbose: false,
             raw_syscall_hooks: false,
             follow_forks: true,
+            stacks: false,
         }
     }
 }
@@ -159,12 +164,15 @@ pub struct Drops {
     /// Words of non-private futex operations keyed by (process, address) because their
     /// mapping could not be looked up: a wake from another process on them is not paired.
     pub shared_key_fallback: u64,
+    /// Stack records lost because the stack ring buffer was full (`--stacks`): those calls
+    /// have no stack.
+    pub stack_ring_full: u64,
 }
 
 impl Drops {
     /// Whether anything was dropped.
     pub fn any(&self) -> bool {
-        self.ring_buffer_full + self.map_full + self.shared_key_fallback > 0
+        self.ring_buffer_full + self.map_full + self.shared_key_fallback + self.stack_ring_full > 0
     }
 }
 
@@ -183,6 +191,8 @@ pub struct MarkerSiteSpec {
 pub struct Probes {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
+    /// The stack records (`--stacks`).
+    stacks: RingBuf<MapData>,
     /// An epoll instance watching `events` edge-triggered: it reports the wakeups the probes
     /// send once the ring buffer is a quarter full, not every record that arrives.
     wakeups: OwnedFd,
@@ -222,6 +232,27 @@ fn edge_triggered_epoll(events: &RingBuf<MapData>) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(epoll)
+}
+
+/// Adds `ring` to the edge-triggered `epoll`: its forced wakeups end a wait too.
+fn watch_edge_triggered(epoll: &OwnedFd, ring: &RingBuf<MapData>) -> std::io::Result<()> {
+    let mut interest = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: 1,
+    };
+    // SAFETY: both fds are open for the call; `interest` is a valid epoll_event.
+    let ret = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            ring.as_raw_fd(),
+            &mut interest,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A wait cut short by a signal ends like a timeout; other errors are errors.
@@ -284,6 +315,15 @@ impl Probes {
         let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, ring)
+            .map_max_entries(
+                stack::STACKS,
+                if options.stacks {
+                    DEFAULT_STACK_RING_BYTES
+                } else {
+                    4096
+                },
+            )
+            .override_global(stack::STACK_CAPTURE, &u32::from(options.stacks), true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
             .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
@@ -335,7 +375,17 @@ impl Probes {
                     source,
                 })
             })?;
+        let stacks = ebpf
+            .take_map(stack::STACKS)
+            .ok_or_else(|| missing(stack::STACKS))
+            .and_then(|map| {
+                RingBuf::try_from(map).map_err(|source| LoadError::Map {
+                    name: stack::STACKS,
+                    source,
+                })
+            })?;
         let wakeups = edge_triggered_epoll(&events).map_err(LoadError::Wakeups)?;
+        watch_edge_triggered(&wakeups, &stacks).map_err(LoadError::Wakeups)?;
         let log = if options.verbose {
             // Without the log map (an object built without log sites) there is nothing to show.
             aya_log::EbpfLogger::init_with_logger(&mut ebpf, StderrLog).ok()
@@ -345,6 +395,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             events,
+            stacks,
             wakeups,
             syscalls: detect_syscalls(),
             follows_forks,
@@ -459,6 +510,7 @@ impl Probes {
             ring_buffer_full: sum(DropReason::RingBufferFull)?,
             map_full: sum(DropReason::MapFull)?,
             shared_key_fallback: sum(DropReason::SharedKeyFallback)?,
+            stack_ring_full: sum(DropReason::StackRingFull)?,
         })
     }
 
@@ -473,6 +525,24 @@ impl Probes {
                 // read_unaligned copes with the ring buffer's 8-byte alignment.
                 let event = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
                 each(&event);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Hands every stack record waiting in the stack ring buffer to `each`, oldest first;
+    /// returns how many. Never blocks. Empty unless loaded with [`ProbeOptions::stacks`].
+    pub fn read_stacks(&mut self, mut each: impl FnMut(&StackRecord)) -> usize {
+        let mut count = 0;
+        while let Some(item) = self.stacks.next() {
+            if item.len() >= size_of::<StackRecord>() {
+                // SAFETY: the record holds a `StackRecord`'s bytes, written by the eBPF side as
+                // one; it is plain integers and bytes, so any bytes are valid, and
+                // read_unaligned copes with the ring buffer's 8-byte alignment. Boxed: 8 KiB.
+                let record =
+                    Box::new(unsafe { item.as_ptr().cast::<StackRecord>().read_unaligned() });
+                each(&record);
                 count += 1;
             }
         }

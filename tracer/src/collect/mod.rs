@@ -8,4 +8,5 @@ pub mod markers;
 pub mod proc_maps;
 pub mod procfs;
 pub mod spawn;
+pub mod unwind;
 pub mod usdt;

@@ -4,5 +4,6 @@
 pub mod events;
 pub mod export;
 pub mod live;
+pub mod stacks;
 pub mod summary;
 pub mod text;

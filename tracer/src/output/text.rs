@@ -118,6 +118,12 @@ pub fn drops_line(drops: &Drops) -> Option<String> {
             drops.shared_key_fallback
         ));
     }
+    if drops.stack_ring_full > 0 {
+        line += &format!(
+            ", {} stacks (stack ring buffer full; those calls have no stack)",
+            drops.stack_ring_full
+        );
+    }
     Some(line)
 }
 
@@ -131,7 +137,7 @@ pub fn interval(elapsed_s: f64, rows: &[Row], events: u64, drops: &Drops, top: u
     let mut out = format!(
         "[{elapsed_s:7.1}s] {} futex words, {waits} waits, {wakes} wake calls, {timeouts} timeouts, {spurious} spurious, {events} events, {} dropped\n",
         rows.len(),
-        drops.ring_buffer_full + drops.map_full,
+        drops.ring_buffer_full + drops.map_full + drops.stack_ring_full,
     );
     if !rows.is_empty() {
         out.push_str(&table(&rows[..rows.len().min(top)]));

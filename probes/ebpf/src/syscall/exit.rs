@@ -17,13 +17,19 @@ use crate::{
     emit::emit_call,
     helpers::now_ns,
     maps::{THREAD_STATE, word_stats},
+    stack::{self, StackCall, UserRegs},
 };
 
-/// Books the end of system call `id` with result `ret` if its start was booked. Inlined into
-/// each program: as one shared subprogram, LLVM's BPF backend reads an argument register
-/// after a helper call has clobbered it, which the verifier rejects.
+/// Books the end of system call `id` with result `ret` if its start was booked; with
+/// `--stacks`, captures the user stack (registers from `regs`) of a wait that slept or a wake
+/// that woke. Inlined into each program: as one shared subprogram, LLVM's BPF backend reads an
+/// argument register after a helper call has clobbered it, which the verifier rejects.
 #[inline(always)]
-pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
+pub(super) fn try_futex_exit(
+    id: i64,
+    ret: i64,
+    regs: impl FnOnce() -> Option<UserRegs>,
+) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
     }
@@ -49,10 +55,28 @@ pub(super) fn try_futex_exit(id: i64, ret: i64) -> Result<(), i64> {
             unsafe { add(&raw mut (*stats).woken, ret as u64) };
         }
         emit_call(EventKind::Wake, state, tid, tgid, now, ret);
-        return Ok(());
+    } else {
+        finish_wait(state, now, ret);
+        emit_call(EventKind::Wait, state, tid, tgid, now, ret);
     }
-    finish_wait(state, now, ret);
-    emit_call(EventKind::Wait, state, tid, tgid, now, ret);
+    let kind = if kind == active::WAKE {
+        EventKind::Wake
+    } else {
+        EventKind::Wait
+    };
+    if stack::wanted(kind, ret) {
+        let call = StackCall {
+            kind,
+            tid,
+            tgid,
+            start_ns: state.start_ns,
+            ts_ns: now,
+            uaddr: state.words[0],
+            key: state.keys[0],
+            ret,
+        };
+        stack::capture(&call, regs);
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use aya_log_ebpf::warn;
 use futexscope_probes_common::abi::syscalls;
 
 use self::{enter::try_futex_enter, exit::try_futex_exit};
-use crate::maps::MAP_FULL;
+use crate::{maps::MAP_FULL, stack::UserRegs};
 
 // The syscall hooks run at every system call on the machine, so the syscall number is the
 // first thing they check. With BTF the registers are read in place; on raw tracepoints each
@@ -50,7 +50,16 @@ pub fn futex_exit(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: `regs` is a BTF pointer to the registers saved at entry: the verifier turns the
     // load into a checked one.
     let id = unsafe { (*regs).orig_rax } as i64;
-    let _ = try_futex_exit(id, ret);
+    let user_regs = || {
+        // SAFETY: as above, checked BTF loads of the saved user registers.
+        let regs = unsafe { &*regs };
+        Some(UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        })
+    };
+    let _ = try_futex_exit(id, ret, user_regs);
     0
 }
 
@@ -71,7 +80,7 @@ pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the helper checks the read.
     if let Ok(id) = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) } {
-        let _ = try_futex_exit(id as i64, ctx.arg(1));
+        let _ = try_futex_exit(id as i64, ctx.arg(1), || user_regs(regs));
     }
     0
 }
@@ -109,4 +118,17 @@ fn syscall_args(regs: *const pt_regs) -> Result<[u64; 6], i64> {
         unsafe { bpf_probe_read_kernel((&raw const (*regs).r10).cast::<[u64; 8]>()) }
             .map_err(i64::from)?;
     Ok([rdi, rsi, rdx, r10, r8, r9])
+}
+
+/// The user instruction, stack and frame pointers saved at entry, read through helpers (raw
+/// tracepoints).
+fn user_regs(regs: *const pt_regs) -> Option<UserRegs> {
+    // SAFETY (each read): `regs` is the tracepoint's `struct pt_regs *`; bpf_probe_read_kernel
+    // checks the read and fails cleanly on a bad pointer.
+    let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.ok()?;
+    // SAFETY: as above.
+    let sp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rsp) }.ok()?;
+    // SAFETY: as above.
+    let bp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rbp) }.ok()?;
+    Some(UserRegs { ip, sp, bp })
 }
