@@ -29,7 +29,7 @@ fn build() -> PathBuf {
 }
 
 /// Runs futexscope's subcommand `args[0]` with `--json JSON` and the rest of `args`, then
-/// returns its stdout and the summary.
+/// returns its report (stderr) and the summary.
 fn trace(args: &[&str], json: &std::path::Path) -> (String, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
         .arg(args[0])
@@ -38,14 +38,10 @@ fn trace(args: &[&str], json: &std::path::Path) -> (String, Value) {
         .args(&args[1..])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{report}");
     let summary = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    (stdout, summary)
+    (report, summary)
 }
 
 fn frames(stack: &Value) -> Vec<String> {
@@ -72,7 +68,7 @@ fn condvar_waiters_and_wakers_are_named_without_frame_pointers_and_paired() {
     let json = dir.join("summary.json");
     let folded = dir.join("blocked.folded");
     let svg = dir.join("blocked.svg");
-    let (stdout, summary) = trace(
+    let (report, summary) = trace(
         &[
             "run",
             "--view",
@@ -90,7 +86,7 @@ fn condvar_waiters_and_wakers_are_named_without_frame_pointers_and_paired() {
     let folded = std::fs::read_to_string(&folded).unwrap();
     let svg = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(stdout.contains("call sites ("), "{stdout}");
+    assert!(report.contains("call sites ("), "{report}");
     let rows = summary["futexes"].as_array().unwrap();
     // glibc's condvar waits on the words inside `ready`: 40 waits over its two words.
     let cond_rows: Vec<&Value> = rows
