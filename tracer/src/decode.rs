@@ -1,5 +1,6 @@
-//! The decode boundary: raw ring-buffer [`Event`]s become typed [`Record`]s, with their futex
-//! word keys normalized once. Nothing after this module reads the wire struct.
+//! The decode boundary: raw ring-buffer [`Event`]s become typed [`Record`]s, and stack records
+//! [`CallStack`]s, with their futex word keys normalized once. Nothing after this module reads
+//! the wire structs.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,10 @@ use futexscope_probes_common::{
     event::{Event, EventKind, NO_CLOCK, spurious},
     maps::{FutexKey, WordUser, key_kind},
     markers::Marker,
+    stack::StackRecord,
 };
+
+use crate::collect::unwind::RawStack;
 
 /// A futex word as the kernel tells words apart (`get_futex_key`; docs/probes.md, "Keys").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -265,6 +269,44 @@ pub struct DiedWaiting {
     pub call: Call,
     /// The wait's deadline, if timed.
     pub deadline: Option<Deadline>,
+}
+
+/// A futex call's user call stack (`--stacks`): the call, as its stack record names it, and
+/// the frames [`crate::collect::unwind`] walked from the record's registers and stack bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallStack {
+    /// A wait that slept (`false`: a wake that woke a thread).
+    pub wait: bool,
+    /// The calling thread.
+    pub thread: Thread,
+    /// The word the call named (its canonical key).
+    pub word: WordKey,
+    /// When the call began, CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    /// When it returned: with the thread, the link to the call's [`Wait`] or [`Wake`].
+    pub end_ns: u64,
+    /// Its result: a wake's number of threads woken, a wait's 0 or -errno.
+    pub ret: i64,
+    /// The walked stack, leaf first.
+    pub stack: RawStack,
+}
+
+impl CallStack {
+    /// Decodes a stack record whose stack `unwind` walked.
+    pub fn decode(record: &StackRecord, stack: RawStack) -> CallStack {
+        CallStack {
+            wait: record.kind == EventKind::Wait as u32,
+            thread: Thread {
+                pid: record.tgid,
+                tid: record.tid,
+            },
+            word: WordKey::from(record.key),
+            start_ns: record.start_ns,
+            end_ns: record.ts_ns,
+            ret: record.ret,
+            stack,
+        }
+    }
 }
 
 /// One record of the probes, decoded.

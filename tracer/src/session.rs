@@ -23,8 +23,9 @@ use crate::{
         markers::{self, Attached, MarkerSet},
         procfs,
         spawn::{self, Exit, GatedChild, SpawnError},
+        unwind::Unwinders,
     },
-    decode::{self, Record, WordKey},
+    decode::{self, CallStack, Record, WordKey},
     errors::{self, Chain},
     output::{
         events, export,
@@ -385,8 +386,8 @@ pub struct Session {
     record_error: Option<TraceError>,
     labels: Labels,
     json_file: Option<(PathBuf, File)>,
-    /// The call stacks (`--stacks`).
-    stacks: Option<StackBook>,
+    /// The call stacks (`--stacks`): walked, then booked.
+    stacks: Option<(Unwinders, StackBook)>,
     /// `--folded` and `--flamegraph`, created at start.
     folded_file: Option<(PathBuf, File)>,
     flamegraph_file: Option<(PathBuf, File)>,
@@ -438,7 +439,9 @@ impl Session {
         };
         let folded_file = options.folded.as_deref().map(create).transpose()?;
         let flamegraph_file = options.flamegraph.as_deref().map(create).transpose()?;
-        let stacks = options.stacks.then(StackBook::default);
+        let stacks = options
+            .stacks
+            .then(|| (Unwinders::default(), StackBook::default()));
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
             Target::Pid(pid) => procfs::command_line(*pid).unwrap_or_else(|| format!("pid {pid}")),
@@ -552,7 +555,10 @@ impl Session {
             .chain(futexes.iter().flat_map(|row| row.pids.iter().copied()))
             .filter(|&pid| pid != root)
             .collect();
-        let stack_report = self.stacks.take().map(StackBook::report);
+        let stack_report = self
+            .stacks
+            .take()
+            .map(|(unwinders, book)| book.report(unwinders.modules()));
         if let Some(report) = &stack_report {
             label_by_site(&mut futexes, report);
         }
@@ -728,15 +734,17 @@ impl Session {
         } = self;
         // Stacks first: the pairing finds a call's stack when the call's record comes out of
         // its window.
-        if let Some(book) = stacks {
-            probes.read_stacks(|record| book.push_stack(record));
+        if let Some((unwinders, book)) = stacks {
+            probes.read_stacks(|record| {
+                book.push_stack(CallStack::decode(record, unwinders.unwind(record)));
+            });
         }
         probes.read_events(|event| {
             let Some(record) = Record::decode(event) else {
                 return;
             };
             labels.learn(&record);
-            if let Some(book) = stacks {
+            if let Some((_, book)) = stacks {
                 book.push_record(&record);
             }
             if let Err(err) = records.push(&record) {

@@ -1,8 +1,8 @@
 //! Call stacks per futex word (`--stacks`): the stacks that wait on a word and the stacks that
 //! wake it, and which waker stacks ended which waiter stacks' waits.
 //!
-//! Stack records ([`StackRecord`]) are unwound and normalized as they arrive
-//! ([`crate::collect::unwind`]), interned (one id per distinct stack), and booked on their
+//! Call stacks ([`CallStack`], unwound and normalized as they arrive by
+//! [`crate::collect::unwind`]) are interned (one id per distinct stack), and booked on their
 //! word: a waiter stack with its waits and wait times, a waker stack with its wakes and the
 //! threads they woke. The pairing comes from a [`Timeline`] of the same calls: when it pairs a
 //! woken wait with the wake that ended it, the two calls' stacks (found by thread and return
@@ -14,19 +14,19 @@ use std::{
     collections::{BTreeMap, HashMap},
     ffi::OsStr,
     path::Path,
+    sync::Arc,
 };
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
     source::{Elf, Source},
 };
-use futexscope_probes_common::{event::EventKind, stack::StackRecord};
 use serde::Serialize;
 
 use super::timeline::{CallKind, Item, Timeline};
 use crate::{
-    collect::unwind::{ModuleFile, RawFrame, RawStack, Unwinders},
-    decode::{Record, WordKey},
+    collect::unwind::{ModuleFile, RawFrame, RawStack},
+    decode::{CallStack, Record, WordKey},
 };
 
 /// Waiter stacks of one word: waits and their times.
@@ -71,7 +71,6 @@ enum FlowEnd {
 /// Collects stacks through a session and reports them at its end.
 #[derive(Default)]
 pub struct StackBook {
-    unwinders: Unwinders,
     ids: HashMap<RawStack, u32>,
     stacks: Vec<RawStack>,
     /// The stack of each call not yet passed by the timeline, by (thread id, return time).
@@ -84,32 +83,30 @@ pub struct StackBook {
 }
 
 impl StackBook {
-    /// Unwinds, interns and books one stack record.
-    pub fn push_stack(&mut self, record: &StackRecord) {
-        let raw = self.unwinders.unwind(record);
+    /// Interns and books one call stack.
+    pub fn push_stack(&mut self, call: CallStack) {
         self.captured += 1;
-        if raw.truncated.is_some() {
+        if call.stack.truncated.is_some() {
             self.truncated += 1;
         }
         let next = self.stacks.len() as u32;
-        let id = *self.ids.entry(raw.clone()).or_insert(next);
+        let id = *self.ids.entry(call.stack.clone()).or_insert(next);
         if id == next {
-            self.stacks.push(raw);
+            self.stacks.push(call.stack);
         }
-        let word = WordKey::from(record.key);
-        let tally = self.words.entry(word).or_default();
-        if record.kind == EventKind::Wait as u32 {
+        let tally = self.words.entry(call.word).or_default();
+        if call.wait {
             let waiter = tally.waiters.entry(id).or_default();
             waiter.waits += 1;
             waiter
                 .wait_ns
-                .push(record.ts_ns.saturating_sub(record.start_ns));
+                .push(call.end_ns.saturating_sub(call.start_ns));
         } else {
             let waker = tally.wakers.entry(id).or_default();
             waker.wakes += 1;
-            waker.woken += record.ret.max(0) as u64;
+            waker.woken += call.ret.max(0) as u64;
         }
-        self.by_call.insert((record.tid, record.ts_ns), id);
+        self.by_call.insert((call.thread.tid, call.end_ns), id);
     }
 
     /// Takes a decoded record into the pairing.
@@ -120,11 +117,6 @@ impl StackBook {
             self.timeline.release(&mut |item| items.push(item));
             self.pair(items);
         }
-    }
-
-    /// Forgets process `pid`'s mappings (it exited); its stacks stay named.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.unwinders.forget(pid);
     }
 
     fn pair(&mut self, items: Vec<Item>) {
@@ -178,12 +170,12 @@ impl StackBook {
 
     /// Ends the pairing, looks the symbols up and reports every word's stacks, the words with
     /// the most waits first.
-    pub fn report(mut self) -> StackReport {
+    pub fn report(mut self, modules: &[Arc<ModuleFile>]) -> StackReport {
         let timeline = std::mem::take(&mut self.timeline);
         let mut items = Vec::new();
         timeline.finish(&mut |item| items.push(item));
         self.pair(items);
-        let names = symbolize(&self.stacks, self.unwinders.modules());
+        let names = symbolize(&self.stacks, modules);
         let shown = |id: u32| {
             let raw = &self.stacks[id as usize];
             ShownStack {

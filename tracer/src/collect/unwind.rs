@@ -155,11 +155,6 @@ impl Unwinders {
         RawStack { frames, truncated }
     }
 
-    /// Forgets process `pid` (it exited): its stacks stay named, by file and offset.
-    pub fn forget(&mut self, pid: u32) {
-        self.processes.remove(&pid);
-    }
-
     fn load_process(&mut self, pid: u32) {
         let Ok(maps) = proc_maps::read(pid) else {
             self.processes.remove(&pid);
