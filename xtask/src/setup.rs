@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 /// Debian packages: LLVM 22 (bpf-linker links against it; it must match rustc's LLVM), what
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
-/// `gcc` builds the C pthread test program, `valgrind` counts instructions for the benchmarks.
+/// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
+/// `python3` and `xz-utils` are real programs the tests trace.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +21,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "util-linux",
     "gcc",
     "python3",
+    "xz-utils",
     "valgrind",
 ];
 
