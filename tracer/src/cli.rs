@@ -23,7 +23,7 @@ Exit codes:
   2    command line error
   67   attach: no such process
   69   the kernel has no BPF support or rejected the probes
-  74   an output file (-o, --json, --export, --events) cannot be written
+  74   an output file (-o, --json, --export, --events, --folded, --flamegraph) cannot be written
   77   not permitted: needs root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)
   126  run: the command cannot be executed
   127  run: the command was not found";

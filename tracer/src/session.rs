@@ -131,7 +131,7 @@ pub mod exit_code {
     pub const USAGE: u8 = 2;
     /// `list`: the file or process cannot be read.
     pub const CANNOT_READ: u8 = 66;
-    /// An output file (`--json`, `--export`, `--events`) could not be written.
+    /// An output file (`-o`, `--json`, `--export`, `--events`, `--folded`, `--flamegraph`) could not be written.
     pub const OUTPUT: u8 = 74;
     /// Not root and missing CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN.
     pub const NOT_PERMITTED: u8 = 77;
