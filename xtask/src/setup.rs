@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 /// Debian packages: LLVM 22 (bpf-linker links against it; it must match rustc's LLVM), what
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
-/// `gcc` builds the C pthread test program, `valgrind` counts instructions for the benchmarks.
+/// `gcc` builds the C pthread test program, `valgrind` counts instructions for the benchmarks,
+/// `prometheus` scrapes `futexscope agent` in its tests.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -21,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "python3",
     "valgrind",
+    "prometheus",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.
