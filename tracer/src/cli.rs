@@ -94,6 +94,10 @@ pub enum Command {
         #[arg(required = true, num_args = 2..)]
         reports: Vec<PathBuf>,
     },
+    /// Serve futex metrics of every process (or those selected) to Prometheus until SIGTERM
+    /// or SIGINT: `/metrics` (OpenMetrics text) and `/healthz`. See docs/agent.md.
+    #[command(after_help = EXIT_CODES)]
+    Agent(AgentArgs),
     /// Run the demo's workload untraced until SIGINT/SIGTERM (what `demo` traces).
     #[command(hide = true)]
     DemoWorkload,
@@ -286,5 +290,57 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// The options of `futexscope agent`.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Address to serve `/metrics` and `/healthz` on (labels name processes and locks: keep
+    /// it on loopback or a private network).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Trace this process and its children (repeatable). Without --pid, --comm and --cgroup
+    /// every process is traced.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Trace processes with this name (`comm`, 15 bytes), also those that start later
+    /// (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Trace the processes of this cgroup v2 directory and the cgroups below it (a container,
+    /// a systemd unit: `system.slice/nginx.service`).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// How long an exited process's final counts are still served.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub grace: Duration,
+    /// Locks per process with a series of their own (by wait time; the rest are `other`).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Futex words tracked at most (the least waited-on are evicted, and counted).
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub max_words: usize,
+    /// Hook every system call (`sys_enter`/`sys_exit`) instead of the futex syscalls' own
+    /// tracepoints (which need tracefs; used by default, mounted if missing).
+    #[arg(long)]
+    pub sys_enter_exit: bool,
+}
+
+impl AgentArgs {
+    /// The agent's options.
+    pub fn options(&self) -> futexscope::agent::AgentOptions {
+        futexscope::agent::AgentOptions {
+            listen: self.listen,
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            cgroup: self.cgroup.clone(),
+            limits: futexscope::agent::model::Limits {
+                top_words: self.top,
+                max_words: self.max_words,
+                grace: self.grace,
+            },
+            sys_enter_exit: self.sys_enter_exit,
+        }
     }
 }

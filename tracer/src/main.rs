@@ -26,6 +26,13 @@ fn main() -> ExitCode {
             }
             Err(err) => report_any_error(&err),
         },
+        Command::Agent(args) => match futexscope::agent::run(args.options()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                errors::print(&err);
+                ExitCode::from(err.exit_code())
+            }
+        },
         Command::DemoWorkload => {
             let counts = demo::run();
             println!("{counts}");

@@ -218,7 +218,7 @@ fn install_interrupt_handler() {
 }
 
 /// Checks the effective capabilities before trying: a clear message naming what is missing.
-fn check_privileges() -> Result<(), TraceError> {
+pub(crate) fn check_privileges() -> Result<(), TraceError> {
     use procfs::capability::{BPF, PERFMON, SYS_ADMIN};
     let Some(effective) = procfs::effective_capabilities() else {
         return Ok(());

@@ -339,3 +339,29 @@ pub fn realtime_offset_ns() -> i64 {
     }
     best.1
 }
+
+/// Where tracefs is mounted; mounts it at `/sys/kernel/tracing` if it is mounted nowhere (needs
+/// CAP_SYS_ADMIN).
+pub fn ensure_tracefs() -> std::io::Result<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mounted = |dir: &str| std::path::Path::new(dir).join("events").is_dir();
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if mounted(dir) {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    // SAFETY: every pointer is a NUL-terminated string literal, live for the call; no data.
+    let ret = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(PathBuf::from("/sys/kernel/tracing"))
+}

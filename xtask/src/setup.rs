@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
 /// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
-/// `python3` and `xz-utils` are real programs the tests trace.
+/// `python3` and `xz-utils` are real programs the tests trace; `prometheus` scrapes
+/// `futexscope agent` in its tests.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -23,6 +24,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "xz-utils",
     "valgrind",
+    "prometheus",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.

@@ -37,6 +37,30 @@ pub const LOST_RACE_WINDOW_NS: &str = "LOST_RACE_WINDOW_NS";
 /// tracer. Below it records wake nobody and the tracer drains on its own timer.
 pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 
+/// Global (set at load): nonzero traces every process on the host (the agent's default), so the
+/// syscall hooks skip the [`TRACED_TGIDS`] lookup.
+pub const TRACE_ALL: &str = "TRACE_ALL";
+/// Global (set at load): the id of a cgroup (v2) whose processes, and those of the cgroups
+/// below it, are traced besides [`TRACED_TGIDS`]; 0 = none.
+pub const TRACED_CGROUP: &str = "TRACED_CGROUP";
+/// Global (set at load): the level of [`TRACED_CGROUP`] in the cgroup hierarchy (the root is
+/// level 0), for `bpf_get_current_ancestor_cgroup_id`.
+pub const TRACED_CGROUP_LEVEL: &str = "TRACED_CGROUP_LEVEL";
+/// Global (set at load): nonzero stops the programs from writing [`EVENTS`] records (the agent
+/// reads only the totals).
+pub const NO_RECORDS: &str = "NO_RECORDS";
+/// Hash set of process names (`comm`, 16 bytes, zero-padded): a process whose `exec` gives it
+/// one of these names is added to [`TRACED_TGIDS`] (the `process_exec` program).
+pub const TRACED_COMMS: &str = "TRACED_COMMS";
+/// LRU hash map process id → the name (`comm`, 16 bytes) of the thread that first used a futex
+/// word of that process; kept only with [`NO_RECORDS`] (the agent), which has no fork/exec
+/// records to learn the names of processes that exit before it looks.
+pub const PROCESS_COMMS: &str = "PROCESS_COMMS";
+/// Capacity of [`PROCESS_COMMS`].
+pub const MAX_PROCESS_COMMS: u32 = 8192;
+/// Capacity of [`TRACED_COMMS`].
+pub const MAX_TRACED_COMMS: u32 = 64;
+
 /// Default for [`LOST_RACE_WINDOW_NS`]: 1 ms.
 pub const DEFAULT_LOST_RACE_WINDOW_NS: u64 = 1_000_000;
 /// Default byte size of the [`EVENTS`] ring buffer (a power of two, at least a page).

@@ -8,7 +8,7 @@ use futexscope_probes_common::{
 
 use crate::{
     helpers::current_cpu,
-    maps::{EVENTS, WAKEUP_BYTES, count_drop, read_global},
+    maps::{EVENTS, NO_RECORDS, WAKEUP_BYTES, count_drop, read_global},
 };
 
 /// Puts a record of the call in `state` in the ring buffer (or counts the drop). Inlined: six
@@ -22,6 +22,9 @@ pub(crate) fn emit_call(
     now: u64,
     ret: i64,
 ) {
+    if read_global(&NO_RECORDS) != 0 {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop(DropReason::RingBufferFull);
         return;
@@ -94,6 +97,9 @@ fn wakeup_flag() -> u64 {
 }
 
 pub(crate) fn emit(event: &Event) {
+    if read_global(&NO_RECORDS) != 0 {
+        return;
+    }
     if EVENTS.output::<Event>(event, wakeup_flag()).is_err() {
         count_drop(DropReason::RingBufferFull);
     }

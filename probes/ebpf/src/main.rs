@@ -5,7 +5,11 @@
 //!   `futex_wait`, `futex_wake` and `futex_requeue` made by a traced process. On a kernel
 //!   without BTF (or one that refuses these) the tracer loads `futex_enter_raw` /
 //!   `futex_exit_raw` instead: the same on raw tracepoints, which read the registers through a
-//!   helper call. In [`syscall`].
+//!   helper call. The agent can load `futex_enter_tp` / `futex_exit_tp` instead, attached to
+//!   the per-syscall tracepoints `syscalls:sys_{enter,exit}_futex*`, which run only for futex
+//!   calls. In [`syscall`].
+//! - `process_exec` (raw tracepoint `sched_process_exec`): a process that execs into a name
+//!   in `TRACED_COMMS` is traced (the agent's `--comm`). In [`sched`].
 //! - `process_fork` (raw tracepoint `sched_process_fork`): children of traced processes are
 //!   traced too. In [`sched`].
 //! - `thread_exit` (raw tracepoint `sched_process_exit`): a thread that dies inside a wait is

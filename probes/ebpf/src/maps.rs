@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use futexscope_probes_common::maps::{
     DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
-    FutexStats, KeyOffsets, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_THREADS, MAX_TRACED_TGIDS,
-    MarkerSite, ThreadState, WordUser,
+    FutexStats, KeyOffsets, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_PROCESS_COMMS, MAX_THREADS,
+    MAX_TRACED_COMMS, MAX_TRACED_TGIDS, MarkerSite, ThreadState, WordUser,
 };
 
 use crate::atomic::add;
@@ -45,6 +46,27 @@ pub(crate) static LOST_RACE_WINDOW_NS: u64 = DEFAULT_LOST_RACE_WINDOW_NS;
 #[unsafe(no_mangle)]
 pub(crate) static WAKEUP_BYTES: u64 = DEFAULT_RING_BUFFER_BYTES as u64 / 4;
 
+/// Nonzero: every process is traced (the agent), set by the tracer at load.
+#[unsafe(no_mangle)]
+pub(crate) static TRACE_ALL: u32 = 0;
+/// Id of a cgroup whose processes are traced too (0 = none), set by the tracer at load.
+#[unsafe(no_mangle)]
+pub(crate) static TRACED_CGROUP: u64 = 0;
+/// Level of `TRACED_CGROUP` in the hierarchy, set by the tracer at load.
+#[unsafe(no_mangle)]
+pub(crate) static TRACED_CGROUP_LEVEL: u32 = 0;
+/// Nonzero: no `EVENTS` records are written (the agent reads only the totals).
+#[unsafe(no_mangle)]
+pub(crate) static NO_RECORDS: u32 = 0;
+
+#[map(name = "TRACED_COMMS")]
+pub(crate) static TRACED_COMMS: HashMap<[u8; 16], u8> =
+    HashMap::with_max_entries(MAX_TRACED_COMMS, 0);
+
+#[map(name = "PROCESS_COMMS")]
+static PROCESS_COMMS: LruHashMap<u32, [u8; 16]> =
+    LruHashMap::with_max_entries(MAX_PROCESS_COMMS, 0);
+
 #[map(name = "TRACED_TGIDS")]
 pub(crate) static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_TGIDS, 0);
 
@@ -74,9 +96,17 @@ static ZERO_THREAD: ThreadState = ThreadState::ZERO;
 /// which only a bad user pointer causes and which are not worth a log line).
 pub(crate) const MAP_FULL: i64 = -28;
 
-/// Whether process `tgid` is traced.
+/// Whether process `tgid` is traced: every process with `TRACE_ALL` (one load, no lookup),
+/// else those in `TRACED_TGIDS`, and those in `TRACED_CGROUP` or below it.
 pub(crate) fn is_traced(tgid: u32) -> bool {
-    TRACED_TGIDS.get_ptr(tgid).is_some()
+    if read_global(&TRACE_ALL) != 0 || TRACED_TGIDS.get_ptr(tgid).is_some() {
+        return true;
+    }
+    let cgroup = read_global(&TRACED_CGROUP);
+    // SAFETY: the helper has no preconditions; a level deeper than the task's cgroup gives 0.
+    cgroup != 0
+        && unsafe { bpf_get_current_ancestor_cgroup_id(read_global(&TRACED_CGROUP_LEVEL) as i32) }
+            == cgroup
 }
 
 /// The value of a global the tracer may have set at load.
@@ -132,8 +162,20 @@ pub(crate) fn word_stats(key: &FutexKey) -> Option<*mut FutexStats> {
     let stats = FUTEX_STATS.get_ptr_mut(key);
     if stats.is_none() {
         count_drop(DropReason::MapFull);
+    } else if read_global(&NO_RECORDS) != 0 {
+        note_comm(key.tgid);
     }
     stats
+}
+
+/// Keeps the name of process `tgid` (the calling thread's, at its first word) in
+/// `PROCESS_COMMS`, for the agent.
+fn note_comm(tgid: u32) {
+    if tgid != 0
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        let _ = PROCESS_COMMS.insert(tgid, comm, u64::from(BPF_NOEXIST));
+    }
 }
 
 /// This thread's state, created if new; `None` (counted) if the map is full.

@@ -1,10 +1,11 @@
 //! The scheduler hooks: `process_fork` (`sched_process_fork`) traces the children of traced
-//! processes too; `thread_exit` (`sched_process_exit`) takes a thread that dies inside a wait
+//! processes too; `process_exec` (`sched_process_exec`, attached only when names are asked
+//! for) traces a process that execs into a traced name; `thread_exit` (`sched_process_exit`) takes a thread that dies inside a wait
 //! off its words.
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -19,8 +20,8 @@ use crate::{
     emit::{blank_event, emit, emit_call},
     helpers::now_ns,
     maps::{
-        MAP_FULL, TASK_TGID_OFFSET, THREAD_STATE, TRACED_TGIDS, count_drop, is_traced, read_global,
-        word_stats,
+        MAP_FULL, TASK_TGID_OFFSET, THREAD_STATE, TRACED_COMMS, TRACED_TGIDS, count_drop,
+        is_traced, read_global, word_stats,
     },
 };
 
@@ -32,6 +33,12 @@ pub fn process_fork(ctx: RawTracePointContext) -> i32 {
             "futexscope: the traced-process map is full: a child is not traced"
         );
     }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
+    let _ = try_process_exec();
     0
 }
 
@@ -67,6 +74,20 @@ fn try_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let mut event = blank_event(EventKind::Fork, pid_tgid as u32, parent, now_ns());
     event.args[0] = u64::from(child);
     emit(&event);
+    Ok(())
+}
+
+/// Traces a process whose `exec` gave it one of the names in `TRACED_COMMS`.
+fn try_process_exec() -> Result<(), i64> {
+    let comm = bpf_get_current_comm()?;
+    if TRACED_COMMS.get_ptr(comm).is_none() {
+        return Ok(());
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if TRACED_TGIDS.insert(tgid, 1, u64::from(BPF_ANY)).is_err() {
+        count_drop(DropReason::MapFull);
+        return Err(MAP_FULL);
+    }
     Ok(())
 }
 

@@ -115,6 +115,14 @@ impl Symbolizer {
         Ok(())
     }
 
+    /// Forgets process `pid`'s mappings, and the symbol tables no remembered process maps (a
+    /// long-running caller, the agent, stays bounded as processes come and go).
+    pub fn forget(&mut self, pid: u32) {
+        self.modules.remove(&pid);
+        self.tables
+            .retain(|_, table| table.as_ref().is_some_and(|t| Arc::strong_count(t) > 1));
+    }
+
     /// The symbol at `address` in process `pid`, if one covers it.
     pub fn resolve(&self, pid: u32, address: u64) -> Option<String> {
         let module = self

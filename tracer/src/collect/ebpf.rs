@@ -28,7 +28,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, ProgramError, RawTracePoint, UProbe,
+        BtfTracePoint, ProgramError, RawTracePoint, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
@@ -58,6 +58,11 @@ const RAW_TRACEPOINTS: [(&str, &str); 2] = [
     ("process_fork", "sched_process_fork"),
     ("thread_exit", "sched_process_exit"),
 ];
+/// The per-syscall tracepoint programs (enter, exit) and the futex syscalls they attach to, as
+/// `syscalls:sys_enter_NAME` / `syscalls:sys_exit_NAME`.
+const SYSCALL_TRACEPOINT_PROGRAMS: (&str, &str) = ("futex_enter_tp", "futex_exit_tp");
+/// The program that traces a process that execs into a name of [`ProbeOptions::comms`].
+const EXEC_PROGRAM: (&str, &str) = ("process_exec", "sched_process_exec");
 /// The marker uprobe program.
 const MARKER_PROGRAM: &str = "futexscope_marker";
 
@@ -100,6 +105,16 @@ pub enum LoadError {
     /// The ring buffer size is not a power of two of at least one page.
     #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
     RingBufferSize(u32),
+    /// tracefs is not mounted and could not be mounted (the per-syscall tracepoints need it).
+    #[error(
+        "tracefs is not mounted and could not be mounted at /sys/kernel/tracing (needs CAP_SYS_ADMIN): mount it, or use the sys_enter/sys_exit hooks"
+    )]
+    Tracefs(#[source] std::io::Error),
+    /// The kernel has no `syscalls:` tracepoints (built without `CONFIG_FTRACE_SYSCALLS`).
+    #[error(
+        "this kernel has no syscalls:sys_enter_futex tracepoints (CONFIG_FTRACE_SYSCALLS is off): use the sys_enter/sys_exit hooks"
+    )]
+    NoSyscallTracepoints,
     /// More marker sites than the probes can hold.
     #[error("too many marker sites: at most {MAX_MARKER_SITES} can be attached")]
     TooManySites,
@@ -127,6 +142,28 @@ pub struct ProbeOptions {
     /// Capture the user stack of each wait that slept and each wake that woke
     /// ([`Probes::read_stacks`]); off, the programs skip it at the cost of one branch.
     pub stacks: bool,
+    /// Trace every process on the host (no [`Probes::trace_tgid`] needed).
+    pub trace_all: bool,
+    /// Also trace the processes of this cgroup and of the cgroups below it.
+    pub cgroup: Option<CgroupFilter>,
+    /// Also trace processes that exec into one of these names (`comm`, at most 15 bytes each).
+    pub comms: Vec<String>,
+    /// Write event records to the ring buffer; off, only the totals are kept.
+    pub records: bool,
+    /// Hook the futex system calls by their own tracepoints (`syscalls:sys_enter_futex` and
+    /// friends, which need tracefs; mounted if missing) instead of `sys_enter`/`sys_exit`:
+    /// other system calls then run no program. No user stacks.
+    pub syscall_tracepoints: bool,
+}
+
+/// A cgroup (v2) whose processes are traced: its id (the inode number of its directory) and
+/// its depth below the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupFilter {
+    /// The cgroup id.
+    pub id: u64,
+    /// Its level: 0 is the root, 1 a directory in it, …
+    pub level: u32,
 }
 
 impl Default for ProbeOptions {
@@ -139,6 +176,11 @@ impl Default for ProbeOptions {
             raw_syscall_hooks: false,
             follow_forks: true,
             stacks: false,
+            trace_all: false,
+            cgroup: None,
+            comms: Vec::new(),
+            records: true,
+            syscall_tracepoints: false,
         }
     }
 }
@@ -334,6 +376,18 @@ impl Probes {
                 true,
             )
             .override_global(maps::WAKEUP_BYTES, &u64::from(ring / 4), true)
+            .override_global(maps::TRACE_ALL, &u32::from(options.trace_all), true)
+            .override_global(maps::NO_RECORDS, &u32::from(!options.records), true)
+            .override_global(
+                maps::TRACED_CGROUP,
+                &options.cgroup.map_or(0, |cgroup| cgroup.id),
+                true,
+            )
+            .override_global(
+                maps::TRACED_CGROUP_LEVEL,
+                &options.cgroup.map_or(0, |cgroup| cgroup.level),
+                true,
+            )
             .load(PROBES_OBJECT)
             .map_err(|err| {
                 if errors::is_permission_denied(&err) {
@@ -348,7 +402,14 @@ impl Probes {
             Btf::from_sys_fs().ok()
         };
         let mut btf_syscall_hooks = true;
-        for (hook, btf_program, raw_program) in SYSCALL_HOOKS {
+        let hooks = if options.syscall_tracepoints {
+            attach_syscall_tracepoints(&mut ebpf)?;
+            btf_syscall_hooks = false;
+            &[][..]
+        } else {
+            &SYSCALL_HOOKS[..]
+        };
+        for &(hook, btf_program, raw_program) in hooks {
             // A kernel with BTF that still refuses the BTF tracepoint gets the raw one, which
             // does the same at a little more cost.
             let attached = btf.as_ref().is_some_and(|btf| {
@@ -361,6 +422,9 @@ impl Probes {
         }
         for (name, hook) in RAW_TRACEPOINTS {
             attach_raw_tracepoint(&mut ebpf, name, hook)?;
+        }
+        if !options.comms.is_empty() {
+            trace_comms(&mut ebpf, &options.comms)?;
         }
         let marker: &mut UProbe = program(&mut ebpf, MARKER_PROGRAM, "uprobe")?;
         marker
@@ -399,7 +463,8 @@ impl Probes {
             wakeups,
             syscalls: detect_syscalls(),
             follows_forks,
-            keys_shared_futexes: key_offsets.valid != 0 && btf_syscall_hooks,
+            keys_shared_futexes: key_offsets.valid != 0
+                && (btf_syscall_hooks || options.syscall_tracepoints),
             btf_syscall_hooks,
             marker_sites: 0,
             log,
@@ -638,6 +703,33 @@ impl Probes {
         Ok(sites.len())
     }
 
+    /// The name of process `tgid` as the probes kept it (agent mode, [`ProbeOptions::records`]
+    /// off): the thread that first used one of its futex words.
+    pub fn process_comm(&self, tgid: u32) -> Option<String> {
+        let map = self.ebpf.map(maps::PROCESS_COMMS)?;
+        let comms: HashMap<&MapData, u32, [u8; 16]> = HashMap::try_from(map).ok()?;
+        let comm = comms.get(&tgid, 0).ok()?;
+        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        Some(String::from_utf8_lossy(&comm[..len]).into_owned())
+    }
+
+    /// Forgets the totals of the words `keys` (words of processes gone, or evicted by a cap);
+    /// words already gone are not an error. Returns how many were removed.
+    pub fn remove_words(&mut self, keys: &[FutexKey]) -> Result<usize, LoadError> {
+        let name = maps::FUTEX_STATS;
+        let mut stats: HashMap<&mut MapData, FutexKey, FutexStats> = self.hash_map_mut(name)?;
+        let mut removed = 0;
+        for key in keys {
+            match stats.remove(key) {
+                Ok(()) => removed += 1,
+                Err(aya::maps::MapError::SyscallError(err))
+                    if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => return Err(LoadError::Map { name, source }),
+            }
+        }
+        Ok(removed)
+    }
+
     fn hash_map_mut<'a, K: aya::Pod, V: aya::Pod>(
         &'a mut self,
         name: &'static str,
@@ -662,6 +754,56 @@ fn key_offsets(btf: &KernelBtf) -> Result<KeyOffsets, super::btf::BtfError> {
         inode_sb: btf.member_offset("inode", "i_sb")?,
         sb_dev: btf.member_offset("super_block", "s_dev")?,
     })
+}
+
+/// Loads the per-syscall tracepoint programs and attaches them to the `syscalls:` tracepoints
+/// of every futex syscall this kernel has; mounts tracefs first if it is not mounted.
+fn attach_syscall_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let tracefs = sys::ensure_tracefs().map_err(LoadError::Tracefs)?;
+    let (enter, exit) = SYSCALL_TRACEPOINT_PROGRAMS;
+    for (name, direction) in [(enter, "enter"), (exit, "exit")] {
+        let hook = format!("syscalls:sys_{direction}_futex*");
+        let program: &mut TracePoint = program(ebpf, name, &hook)?;
+        program.load().map_err(program_error(name, &hook))?;
+        for syscall in detect_syscalls().iter().filter(|s| s.present) {
+            let event = format!("sys_{direction}_{}", syscall.name);
+            // A kernel built without CONFIG_FTRACE_SYSCALLS has no such events.
+            if !tracefs.join("events/syscalls").join(&event).exists() {
+                return Err(LoadError::NoSyscallTracepoints);
+            }
+            program
+                .attach("syscalls", &event)
+                .map_err(program_error(name, &format!("syscalls:{event}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `TRACED_COMMS` with `comms` and attaches the program that traces a process that
+/// execs into one of them.
+fn trace_comms(ebpf: &mut Ebpf, comms: &[String]) -> Result<(), LoadError> {
+    let name = maps::TRACED_COMMS;
+    {
+        let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+        let mut table: HashMap<&mut MapData, [u8; 16], u8> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+        for comm in comms {
+            table
+                .insert(comm_key(comm), 1, 0)
+                .map_err(|source| LoadError::Map { name, source })?;
+        }
+    }
+    let (program, hook) = EXEC_PROGRAM;
+    attach_raw_tracepoint(ebpf, program, hook)
+}
+
+/// A process name as the kernel keeps it: at most 15 bytes, zero-padded to 16.
+pub fn comm_key(comm: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = comm.as_bytes();
+    let len = bytes.len().min(15);
+    key[..len].copy_from_slice(&bytes[..len]);
+    key
 }
 
 /// Loads raw tracepoint program `name` and attaches it to `hook`.

@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::bpf_probe_read_kernel,
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use futexscope_probes_common::abi::syscalls;
@@ -82,6 +82,47 @@ pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
     if let Ok(id) = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) } {
         let _ = try_futex_exit(id as i64, ctx.arg(1), || user_regs(regs));
     }
+    0
+}
+
+// The per-syscall tracepoints (`syscalls:sys_enter_futex`, `…_futex_waitv`, `…_futex_wait`,
+// `…_futex_wake`, `…_futex_requeue` and their `sys_exit_` twins; one program attached to each):
+// they run only for futex calls, so other system calls run no program at all. Their records
+// (tracefs `format` files) hold `int __syscall_nr` at byte 8, then the six arguments as 8-byte
+// slots from byte 16 (enter) or `long ret` at byte 16 (exit). No user stacks here.
+
+/// Offset of `__syscall_nr` in a `syscalls:` tracepoint record.
+const TP_SYSCALL_NR: usize = 8;
+/// Offset of the arguments (enter) or the result (exit) in a `syscalls:` tracepoint record.
+const TP_ARGS: usize = 16;
+
+#[tracepoint]
+pub fn futex_enter_tp(ctx: TracePointContext) -> i32 {
+    // SAFETY: every `syscalls:sys_enter_*` record has `int __syscall_nr` at this offset; the
+    // read is checked.
+    let Ok(id) = (unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }) else {
+        return 0;
+    };
+    // SAFETY: the six 8-byte argument slots follow at `TP_ARGS`; the read is checked.
+    let args = || unsafe { ctx.read_at::<[u64; 6]>(TP_ARGS) }.map_err(i64::from);
+    warn_if_full(&ctx, try_futex_enter::<true>(i64::from(id), args));
+    0
+}
+
+#[tracepoint]
+pub fn futex_exit_tp(ctx: TracePointContext) -> i32 {
+    // SAFETY: every `syscalls:sys_exit_*` record has `int __syscall_nr` then `long ret` at
+    // these offsets; the reads are checked.
+    let read = unsafe {
+        (
+            ctx.read_at::<i32>(TP_SYSCALL_NR),
+            ctx.read_at::<i64>(TP_ARGS),
+        )
+    };
+    let (Ok(id), Ok(ret)) = read else {
+        return 0;
+    };
+    let _ = try_futex_exit(i64::from(id), ret, || None);
     0
 }
 
