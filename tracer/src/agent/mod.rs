@@ -232,6 +232,21 @@ impl Agent {
             self.calls_per_second = refresh.calls as f64 / now.duration_since(last).as_secs_f64();
         }
         self.last_refresh = Some(now);
+        self.untrace_exited()
+    }
+
+    /// Takes the processes that have exited out of the traced set (`--pid`, `--comm`,
+    /// `--cgroup` select by it), so that it never fills however many come and go.
+    fn untrace_exited(&mut self) -> Result<(), AgentError> {
+        let traced = self
+            .probes
+            .traced_tgids()
+            .map_err(|err| AgentError::Read(Box::new(err)))?;
+        for tgid in traced.into_iter().filter(|&t| !procfs::process_alive(t)) {
+            self.probes
+                .untrace_tgid(tgid)
+                .map_err(|err| AgentError::Read(Box::new(err)))?;
+        }
         Ok(())
     }
 
