@@ -10,6 +10,11 @@
 //!   waiters up to the number of permits released, multi waiters all (when at least 2 permits
 //!   are there). The wake is skipped when every registered waiter of that kind has already been
 //!   woken and has yet to re-check the state (it will see the new permits).
+//! - eventual fairness: a multi waiter that has waited `RESERVE_AFTER_NS` and been woken in
+//!   vain sets the `reserved` flag; then nobody else takes permits (fast path, spinners and
+//!   other waiters alike) and releases wake only multi waiters, until the holder takes its
+//!   permits or times out. In the CAS that ends its wait it clears the flag, and then wakes
+//!   the waiters the permits left can serve, as a release would.
 
 use crate::futex::{FutexWord, WaitOutcome, monotonic_now_ns};
 use crate::state::{State, WaiterKind};
@@ -102,15 +107,25 @@ impl RawSemaphore {
         if self.register_or_take(n, kind)? {
             return Ok(());
         }
-        // Deregisters if a futex call panics, so the state stays consistent.
-        let registration = Registration {
+        // Deregisters (and gives up a reservation) if a futex call panics, so the state stays
+        // consistent.
+        let mut registration = Registration {
             semaphore: self,
             kind,
+            holds_reservation: false,
+        };
+        // Only multi waiters reserve, so only they read the clock for it.
+        let fairness = match kind {
+            WaiterKind::Single => Fairness::Never,
+            WaiterKind::Multi => {
+                Fairness::After(monotonic_now_ns().saturating_add(RESERVE_AFTER_NS))
+            }
         };
         let word = self.wake_word(kind);
         // The first attempt is apart from the loop, so only an acquire that slept reaches the
-        // `acquired` marker.
-        let (mut expected, mut state) = match self.attempt(n, kind, word, false, deadline_ns) {
+        // `acquired` marker; and only one that slept may reserve.
+        let first = self.attempt(n, &mut registration, false, deadline_ns, Fairness::Never);
+        let (mut expected, mut state) = match first {
             Attempt::Sleep { expected, state } => (expected, state),
             Attempt::Taken => {
                 std::mem::forget(registration);
@@ -119,10 +134,26 @@ impl RawSemaphore {
             Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
         };
         loop {
-            let outcome = word.wait(expected, deadline_ns, self.addr(), n, state.0);
-            // The kernel reports ETIMEDOUT only once the deadline has passed.
-            let timed_out = outcome == WaitOutcome::TimedOut;
-            match self.attempt(n, kind, word, timed_out, deadline_ns) {
+            // A multi waiter not holding the reservation also wakes at its fairness point
+            // (and every `RESERVE_AFTER_NS` after it), to reserve: releases that leave fewer
+            // than 2 permits free never wake it.
+            let wait_until = match fairness {
+                Fairness::After(at) if !registration.holds_reservation && !cfg!(loom) => {
+                    let now = monotonic_now_ns();
+                    let at = if now >= at {
+                        now.saturating_add(RESERVE_AFTER_NS)
+                    } else {
+                        at
+                    };
+                    Some(deadline_ns.map_or(at, |deadline| deadline.min(at)))
+                }
+                _ => deadline_ns,
+            };
+            let outcome = word.wait(expected, wait_until, self.addr(), n, state.0);
+            // The kernel reports ETIMEDOUT only once the deadline it was given has passed;
+            // that was the acquire's own deadline only if it came first.
+            let timed_out = outcome == WaitOutcome::TimedOut && wait_until == deadline_ns;
+            match self.attempt(n, &mut registration, timed_out, deadline_ns, fairness) {
                 Attempt::Sleep {
                     expected: now_expected,
                     state: now_state,
@@ -138,28 +169,39 @@ impl RawSemaphore {
     }
 
     /// One look by a registered waiter: takes the permits and deregisters if they are there,
-    /// deregisters if it `timed_out` or its deadline has passed, or else says what to sleep on.
+    /// deregisters if it `timed_out` or its deadline has passed, reserves the permits if
+    /// `fairness` says it has waited long enough, or else says what to sleep on. A holder of
+    /// the reservation that leaves (with or without permits) clears it and wakes the waiters
+    /// the permits left can serve.
     #[inline(always)]
     fn attempt(
         &self,
         n: u32,
-        kind: WaiterKind,
-        word: &FutexWord,
+        registration: &mut Registration<'_>,
         timed_out: bool,
         deadline_ns: Option<u64>,
+        fairness: Fairness,
     ) -> Attempt {
-        // Acquire: pairs with the Release `bump` in `wake`. If this load sees a release's
-        // bump, that release's state CAS happens-before the state load below, which then
+        let kind = registration.kind;
+        // Acquire: pairs with the Release `bump` in `wake_kind`. If this load sees a waker's
+        // bump, that waker's state CAS happens-before the state load below, which then
         // sees its permits. If it does not, the futex wait that follows sees the bump (EAGAIN)
         // or is queued before the wake and woken by it.
-        let expected = word.load(Ordering::Acquire);
+        let expected = self.wake_word(kind).load(Ordering::Acquire);
         // Relaxed: a first guess for the CASes, which check it; the Acquire above (and, after
         // a wake, the Acquire decrement in `FutexWord::wait`) give the visibility the
         // protocol needs.
         let mut current = self.state.load(Ordering::Relaxed);
+        let mut may_reserve = None;
         loop {
             let state = State(current);
-            if let Some(next) = state.take(n) {
+            let holder = registration.holds_reservation;
+            let taken = if holder {
+                state.take_reserved(n)
+            } else {
+                state.take(n)
+            };
+            if let Some(next) = taken {
                 let next = next.deregister(kind);
                 // Acquire on success: pairs with the Release CAS in `release` (the permits
                 // carry happens-before). Relaxed on failure: only the next guess.
@@ -169,26 +211,76 @@ impl RawSemaphore {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Attempt::Taken,
+                    Ok(_) => {
+                        registration.holds_reservation = false;
+                        if holder {
+                            self.wake_after_reservation(next);
+                        }
+                        return Attempt::Taken;
+                    }
                     Err(actual) => current = actual,
                 }
                 continue;
             }
             if timed_out || passed(deadline_ns) {
+                let next = state.deregister(kind);
+                let next = if holder { next.unreserve() } else { next };
                 // Relaxed: giving up transfers no data; the CAS only has to see the latest
-                // state, which every CAS does.
+                // state, which every CAS does. A holder's wake below orders itself (its bump
+                // is Release, sequenced after this CAS).
                 match self.state.compare_exchange_weak(
                     current,
-                    state.deregister(kind).0,
+                    next.0,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Attempt::GaveUp,
+                    Ok(_) => {
+                        registration.holds_reservation = false;
+                        if holder {
+                            self.wake_after_reservation(next);
+                        }
+                        return Attempt::GaveUp;
+                    }
+                    Err(actual) => current = actual,
+                }
+                continue;
+            }
+            if !holder
+                && let Some(reserved) = state.reserve()
+                && *may_reserve.get_or_insert_with(|| fairness.due())
+            {
+                // Relaxed: reserving transfers no data. Releasers and takers see the flag by
+                // the modification order of this one word.
+                match self.state.compare_exchange_weak(
+                    current,
+                    reserved.0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        registration.holds_reservation = true;
+                        current = reserved.0;
+                    }
                     Err(actual) => current = actual,
                 }
                 continue;
             }
             return Attempt::Sleep { expected, state };
+        }
+    }
+
+    /// Wakes, after a reservation holder cleared the reservation into state `now`, the waiters
+    /// its permits can serve: releases made while the permits were reserved woke no single
+    /// waiter, and multi waiters they woke went back to sleep.
+    fn wake_after_reservation(&self, now: State) {
+        let tokens = now.tokens();
+        let singles = now.waiters(WaiterKind::Single);
+        if singles > 0 && tokens > 0 {
+            self.wake_kind(WaiterKind::Single, tokens.min(singles), singles);
+        }
+        let multis = now.waiters(WaiterKind::Multi);
+        if multis > 0 && tokens >= 2 {
+            self.wake_kind(WaiterKind::Multi, i32::MAX as u32, multis);
         }
     }
 
@@ -312,7 +404,13 @@ impl RawSemaphore {
     /// added) that can make progress.
     #[cold]
     fn wake(&self, old: State, released: u32) {
-        let singles = old.waiters(WaiterKind::Single);
+        // While the permits are reserved no single waiter may take them: the holder wakes
+        // single waiters when it clears the reservation (`wake_after_reservation`).
+        let singles = if old.reserved() {
+            0
+        } else {
+            old.waiters(WaiterKind::Single)
+        };
         // A multi waiter needs at least 2 permits; which of them can proceed is unknown, so all
         // are woken and re-check. Decided before the first wake, so the wake's system call
         // need not keep `old` and `released` alive.
@@ -380,6 +478,8 @@ enum Attempt {
 struct Registration<'a> {
     semaphore: &'a RawSemaphore,
     kind: WaiterKind,
+    /// This waiter set the `reserved` flag and must clear it when it leaves.
+    holds_reservation: bool,
 }
 
 impl Drop for Registration<'_> {
@@ -389,11 +489,44 @@ impl Drop for Registration<'_> {
         let mut current = state.load(Ordering::Relaxed);
         loop {
             let next = State(current).deregister(self.kind);
+            let next = if self.holds_reservation {
+                next.unreserve()
+            } else {
+                next
+            };
             match state.compare_exchange_weak(current, next.0, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => {
+                    if self.holds_reservation {
+                        self.semaphore.wake_after_reservation(next);
+                    }
+                    return;
+                }
                 Err(actual) => current = actual,
             }
+        }
+    }
+}
+
+/// How long a multi waiter waits before it reserves the permits (eventual fairness; see
+/// `docs/semaphore.md`, "Eventual fairness"). Loom's clock stands still at 0, so in models
+/// every multi waiter that slept once may reserve.
+const RESERVE_AFTER_NS: u64 = if cfg!(loom) { 0 } else { 1_000_000 };
+
+/// Whether a registered waiter may reserve the permits.
+#[derive(Clone, Copy)]
+enum Fairness {
+    /// Not this waiter, or not yet (single waiters, and every first attempt).
+    Never,
+    /// Once CLOCK_MONOTONIC reaches this many nanoseconds.
+    After(u64),
+}
+
+impl Fairness {
+    fn due(self) -> bool {
+        match self {
+            Fairness::Never => false,
+            Fairness::After(ns) => monotonic_now_ns() >= ns,
         }
     }
 }
