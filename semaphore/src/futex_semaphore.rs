@@ -442,6 +442,29 @@ impl RawSemaphore {
         word.wake(count, self.addr(), waiters);
     }
 
+    /// Takes away up to `n` (at least 1) available permits, reserved or not; returns how many.
+    pub(crate) fn forget(&self, n: u32) -> u32 {
+        // Relaxed: a guess, checked by the CAS.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (next, removed) = State(current).remove(n);
+            if removed == 0 {
+                return 0;
+            }
+            // Acquire on success: the permits' releases happen-before, as for any take
+            // (pairs with the Release CAS in `release`). Relaxed on failure: a guess.
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return removed,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Permits available now (a snapshot).
     pub(crate) fn available(&self) -> u32 {
         // Relaxed: a snapshot for information; it orders nothing.

@@ -106,6 +106,14 @@ impl RawSemaphore {
         Ok(())
     }
 
+    /// Takes away up to `n` (at least 1) available permits; returns how many.
+    pub(crate) fn forget(&self, n: u32) -> u32 {
+        let mut counts = self.lock();
+        let removed = counts.tokens.min(n);
+        counts.tokens -= removed;
+        removed
+    }
+
     /// Permits available now (a snapshot).
     pub(crate) fn available(&self) -> u32 {
         self.lock().tokens

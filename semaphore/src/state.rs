@@ -120,6 +120,12 @@ impl State {
         State(self.0 & !RESERVED)
     }
 
+    /// The state after removing up to `n` permits, whether reserved or not, and how many.
+    pub(crate) fn remove(self, n: u32) -> (State, u32) {
+        let removed = self.tokens().min(n);
+        (State(self.0 - u64::from(removed)), removed)
+    }
+
     /// The state after adding `n` permits, or `None` if the count would pass `MAX_PERMITS`.
     pub(crate) fn give(self, n: u32) -> Option<State> {
         let tokens = self.tokens().checked_add(n)?;
@@ -230,6 +236,14 @@ mod tests {
                 .unwrap()
                 .has_waiters()
         );
+    }
+
+    #[test]
+    fn remove_takes_what_is_there() {
+        let s = State::with_tokens(5).reserve().unwrap();
+        assert_eq!(s.remove(3), (State::with_tokens(2).reserve().unwrap(), 3));
+        assert_eq!(s.remove(9), (State::with_tokens(0).reserve().unwrap(), 5));
+        assert_eq!(State::with_tokens(0).remove(1), (State(0), 0));
     }
 
     #[test]
