@@ -133,18 +133,17 @@ impl RawSemaphore {
             }
             Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
         };
+        // A multi waiter also wakes once at its fairness point, to reserve: releases that leave
+        // fewer than 2 permits free would never wake it. After that it relies on wakes alone
+        // (the holder's exit wakes multi waiters, so one of them takes the reservation over).
+        // Loom models have no timer: there a multi waiter may reserve after any wake.
+        let mut fairness_timer = match fairness {
+            Fairness::After(at) if !cfg!(loom) => Some(at),
+            _ => None,
+        };
         loop {
-            // A multi waiter not holding the reservation also wakes at its fairness point
-            // (and every `RESERVE_AFTER_NS` after it), to reserve: releases that leave fewer
-            // than 2 permits free never wake it.
-            let wait_until = match fairness {
-                Fairness::After(at) if !registration.holds_reservation && !cfg!(loom) => {
-                    let now = monotonic_now_ns();
-                    let at = if now >= at {
-                        now.saturating_add(RESERVE_AFTER_NS)
-                    } else {
-                        at
-                    };
+            let wait_until = match fairness_timer {
+                Some(at) if !registration.holds_reservation => {
                     Some(deadline_ns.map_or(at, |deadline| deadline.min(at)))
                 }
                 _ => deadline_ns,
@@ -153,6 +152,9 @@ impl RawSemaphore {
             // The kernel reports ETIMEDOUT only once the deadline it was given has passed;
             // that was the acquire's own deadline only if it came first.
             let timed_out = outcome == WaitOutcome::TimedOut && wait_until == deadline_ns;
+            if outcome == WaitOutcome::TimedOut {
+                fairness_timer = None;
+            }
             match self.attempt(n, &mut registration, timed_out, deadline_ns, fairness) {
                 Attempt::Sleep {
                     expected: now_expected,
@@ -270,16 +272,19 @@ impl RawSemaphore {
     }
 
     /// Wakes, after a reservation holder cleared the reservation into state `now`, the waiters
-    /// its permits can serve: releases made while the permits were reserved woke no single
-    /// waiter, and multi waiters they woke went back to sleep.
+    /// the permits left can serve: releases made while the permits were reserved woke no
+    /// single waiter, and multi waiters they woke went back to sleep.
     fn wake_after_reservation(&self, now: State) {
         let tokens = now.tokens();
         let singles = now.waiters(WaiterKind::Single);
         if singles > 0 && tokens > 0 {
             self.wake_kind(WaiterKind::Single, tokens.min(singles), singles);
         }
+        // Multi waiters even when fewer than 2 permits are left: one that has waited past its
+        // fairness point takes the reservation over, instead of waiting for a release that
+        // happens to leave 2 free.
         let multis = now.waiters(WaiterKind::Multi);
-        if multis > 0 && tokens >= 2 {
+        if multis > 0 {
             self.wake_kind(WaiterKind::Multi, i32::MAX as u32, multis);
         }
     }
