@@ -24,8 +24,9 @@ const SINGLE_SHIFT: u32 = 32;
 const MULTI_SHIFT: u32 = 48;
 const WAITER_FIELD_MASK: u64 = 0xffff;
 
-/// Most threads that can be registered as waiting at once for one kind of request.
-pub(crate) const MAX_WAITERS: u32 = 0xffff;
+/// Most threads that can be registered as waiting at once for one kind of request. Loom
+/// models use 2, so that a model with three threads can reach the limit.
+pub(crate) const MAX_WAITERS: u32 = if cfg!(loom) { 2 } else { 0xffff };
 
 /// Which queue a waiter registers in: single-permit waiters can always use a woken wake-up,
 /// multi-permit waiters may not, so they are woken separately (see `docs/semaphore.md`).
