@@ -2,6 +2,8 @@
 //! releasers built from a count: the conveniences tokio's and Qt's semaphores offer.
 #![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
+mod common;
+
 use futexscope_semaphore::{AcquireError, MAX_PERMITS, Semaphore};
 use std::sync::Arc;
 use std::thread;
@@ -145,13 +147,13 @@ fn releasers_give_back_a_count_on_drop() {
     assert_eq!(sem.available(), 4);
     // A releaser wakes a waiter like any release.
     sem.acquire(4).unwrap().forget();
-    thread::scope(|s| {
-        let waiter = s.spawn(|| sem.acquire(2).unwrap().forget());
-        while sem.waiters() == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
-        drop(sem.releaser(2));
-        waiter.join().unwrap();
+    common::within(&sem, || {
+        thread::scope(|s| {
+            let waiter = s.spawn(|| sem.acquire(2).unwrap().forget());
+            common::wait_for_waiters(&sem, 1);
+            drop(sem.releaser(2));
+            waiter.join().unwrap();
+        });
     });
     let sem = Arc::new(sem);
     drop(Arc::clone(&sem).releaser_owned(1));

@@ -2,8 +2,8 @@
 //! deadline and, past it, fails with the semaphore's state instead of hanging CI.
 //!
 //! The deadline is a hang bound, not a timing check: 30 s by default (generous on a loaded
-//! machine, where a healthy test takes milliseconds to seconds), `FUTEXSCOPE_HANG_SECS` to
-//! change it. A test whose threads are stuck cannot unwind (a scope joins its threads, and a
+//! machine, where a healthy test takes milliseconds to seconds), 900 s with
+//! `FUTEXSCOPE_THOROUGH=1`, `FUTEXSCOPE_HANG_SECS` to set it. A test whose threads are stuck cannot unwind (a scope joins its threads, and a
 //! lost wake-up never ends), so a hung test prints its name and the state straight to stderr
 //! (past the harness's output capture) and ends the test process with status 101.
 #![allow(dead_code)] // each test binary uses part of it
@@ -19,7 +19,13 @@ pub fn hang_limit() -> Duration {
     let secs = std::env::var("FUTEXSCOPE_HANG_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(
+            if std::env::var_os("FUTEXSCOPE_THOROUGH").is_some_and(|v| v != "0") {
+                900
+            } else {
+                30
+            },
+        );
     Duration::from_secs(secs)
 }
 
