@@ -470,6 +470,29 @@ impl RawSemaphore {
         }
     }
 
+    /// Clears the waiter counts and the reservation, keeping the permits, and resets the
+    /// futex words' woken counts (phantom woken waiters would make releases skip their
+    /// wakes). Only with no thread using the semaphore (`Semaphore::forget_waiters_after_fork`).
+    pub(crate) fn forget_waiters(&self) {
+        // Relaxed (all three): no other thread uses the semaphore (the caller's contract), so
+        // there is nothing to order against.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = State::with_tokens(State(current).tokens());
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.single_wake.forget_woken();
+        self.multi_wake.forget_woken();
+    }
+
     /// Permits available now (a snapshot).
     pub(crate) fn available(&self) -> u32 {
         // Relaxed: a snapshot for information; it orders nothing.

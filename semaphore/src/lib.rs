@@ -339,6 +339,23 @@ impl Semaphore {
         self.raw.waiters()
     }
 
+    /// Forgets every waiter registered on the semaphore, for the child of a `fork`: only the
+    /// forking thread exists in the child, so threads that were waiting in the parent are
+    /// phantoms there (still counted by [`Semaphore::waiters`], and a phantom multi waiter
+    /// may hold the reservation that keeps every other acquire waiting). Permits are kept.
+    ///
+    /// # Safety
+    /// No thread may be using the semaphore (waiting in it, or inside any call on it): call it
+    /// in the child right after `fork`, before it starts threads. Otherwise a live waiter is
+    /// forgotten and may never be woken.
+    ///
+    /// # Panics
+    /// Portable build: if the semaphore's mutex was held at the fork (by a thread that does
+    /// not exist in the child); the semaphore is then unusable in the child.
+    pub unsafe fn forget_waiters_after_fork(&self) {
+        self.raw.forget_waiters();
+    }
+
     /// Wakes every sleeping waiter without releasing anything: a spurious wake-up, for loom
     /// models of the algorithm.
     #[cfg(loom)]

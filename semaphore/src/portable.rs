@@ -139,6 +139,22 @@ impl RawSemaphore {
         removed
     }
 
+    /// Sets the waiter count to 0, for a child after `fork`.
+    ///
+    /// # Panics
+    /// If the mutex is held (by a thread of the parent, which does not exist here).
+    pub(crate) fn forget_waiters(&self) {
+        let mut counts = match self.counts.try_lock() {
+            Ok(counts) => counts,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => panic!(
+                "the portable semaphore's mutex was held when the process forked; the semaphore \
+                 is unusable in the child"
+            ),
+        };
+        counts.waiters = 0;
+    }
+
     /// Permits available now (a snapshot).
     pub(crate) fn available(&self) -> u32 {
         self.lock().tokens
