@@ -184,3 +184,32 @@ fn large_request_gets_in_under_a_stream_of_small_ones() {
     });
     assert_eq!((sem.available(), sem.waiters()), (4, 0));
 }
+
+/// The fairness timer (futex build only): a multi waiter that no release wakes still reserves
+/// the permits once it has waited 1 ms. Observable because a reservation makes
+/// `try_acquire(1)` fail although a permit is available; giving a polled permit back leaves
+/// fewer than 2 free, which wakes no multi waiter, so only the timer can get it there.
+#[cfg(not(feature = "portable"))]
+#[test]
+fn unwoken_multi_waiter_reserves_by_itself() {
+    let sem = Semaphore::new(1);
+    common::within(&sem, || {
+        thread::scope(|s| {
+            let big = s.spawn(|| sem.acquire(2).unwrap().forget());
+            wait_for_waiters(&sem, 1);
+            common::wait_until("the multi waiter's reservation", &sem, |sem| {
+                match sem.try_acquire(1) {
+                    Ok(permit) => {
+                        drop(permit);
+                        thread::sleep(Duration::from_millis(1));
+                        false
+                    }
+                    Err(_) => sem.available() == 1,
+                }
+            });
+            sem.release(1).unwrap();
+            big.join().unwrap();
+        });
+    });
+    assert_eq!((sem.available(), sem.waiters()), (0, 0));
+}
