@@ -57,9 +57,21 @@
 //! Before sleeping, an acquire spins briefly (an adaptive budget, at most about 64 µs, that
 //! shrinks to nothing where spinning does not pay): a hand-off between threads on two CPUs then
 //! needs no system call. Permits go to whichever thread takes them first: a thread that arrives
-//! while others sleep may take them ("barging"), so there is no FIFO order, and a steady stream
-//! of small requests can starve a large one (`docs/semaphore.md`, "Wake policy", measures how
-//! much); bound such waits with `try_acquire_for`.
+//! while others sleep may take them ("barging"), so there is no FIFO order.
+//!
+//! So that a steady stream of small requests cannot starve a large one, a request for 2 or
+//! more permits that has waited 1 ms *reserves* the permits (eventual fairness, as in
+//! parking_lot): until it has taken them or reached its deadline, nobody else takes any
+//! (`try_acquire` fails although [`Semaphore::available`] may show enough). A request that can
+//! never be satisfied therefore holds up everyone else until its deadline; make requests that
+//! may be unsatisfiable with `try_acquire_for`. The portable build has no reservation.
+//!
+//! # Signal handlers and `fork`
+//! In the futex build, [`Semaphore::release`] (and dropping a permit), `try_acquire`,
+//! `available`, `waiters` and `forget_permits` are async-signal-safe. The portable build's are
+//! not: called from a handler that interrupted the same thread inside a semaphore call, they
+//! abort with a message instead of deadlocking. After `fork`, see
+//! [`Semaphore::forget_waiters_after_fork`].
 //!
 //! # Implementations
 //! On Linux the semaphore waits on futexes (`FUTEX_WAIT_BITSET`, `FUTEX_WAKE`, both private;
