@@ -692,3 +692,143 @@ fn deadline_ns(timeout: Timeout) -> Option<u64> {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The futex words' values: a waker bumps a word right before it wakes on it.
+    fn bumps(sem: &RawSemaphore) -> (u32, u32) {
+        (
+            sem.single_wake.load(Ordering::Relaxed),
+            sem.multi_wake.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A semaphore with `singles` and `multis` registered waiters that are not asleep (so a
+    /// wake finds nobody), and `tokens` permits.
+    fn with_waiters(tokens: u32, singles: u32, multis: u32) -> RawSemaphore {
+        let sem = RawSemaphore::new(0);
+        for _ in 0..singles {
+            assert!(!sem.register_or_take(1, WaiterKind::Single).unwrap());
+        }
+        for _ in 0..multis {
+            assert!(!sem.register_or_take(2, WaiterKind::Multi).unwrap());
+        }
+        if tokens > 0 {
+            let state = State(sem.state.load(Ordering::Relaxed));
+            sem.state
+                .store(state.give(tokens).unwrap().0, Ordering::Relaxed);
+        }
+        sem
+    }
+
+    /// Forgets the registrations so the drop check passes.
+    fn unregister(sem: RawSemaphore) {
+        sem.forget_waiters();
+    }
+
+    #[test]
+    fn release_bumps_only_the_words_that_can_progress() {
+        // One permit: no multi waiter can proceed, so its word is left alone.
+        let sem = with_waiters(0, 0, 1);
+        sem.release(1).unwrap();
+        assert_eq!(bumps(&sem), (0, 0));
+        sem.release(1).unwrap();
+        assert_eq!(bumps(&sem), (0, 1), "2 permits: multi waiters are woken");
+        unregister(sem);
+        // No single waiter: its word is left alone.
+        let sem = with_waiters(0, 0, 1);
+        sem.release(3).unwrap();
+        assert_eq!(bumps(&sem), (0, 1));
+        unregister(sem);
+        let sem = with_waiters(0, 1, 0);
+        sem.release(3).unwrap();
+        assert_eq!(bumps(&sem), (1, 0));
+        unregister(sem);
+    }
+
+    #[test]
+    fn a_leaving_holder_wakes_what_the_permits_left_can_serve() {
+        let sem = with_waiters(0, 1, 0);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(
+            bumps(&sem),
+            (0, 0),
+            "no permit left, no single waiter woken"
+        );
+        unregister(sem);
+        let sem = with_waiters(3, 0, 0);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(bumps(&sem), (0, 0), "nobody waits, nobody woken");
+        unregister(sem);
+        let sem = with_waiters(1, 1, 1);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(bumps(&sem), (1, 1), "multi waiters even with 1 permit");
+        unregister(sem);
+    }
+
+    #[test]
+    #[should_panic(expected = "semaphore dropped while threads wait on it")]
+    fn dropping_with_a_registered_waiter_panics() {
+        drop(with_waiters(0, 0, 1));
+    }
+
+    #[test]
+    fn spinning_takes_permits_that_are_there() {
+        let sem = RawSemaphore::new(2);
+        assert!(sem.spin_then_take(2, None));
+        assert_eq!(sem.available(), 0);
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::LEAST
+        );
+        // None there and no deadline: spins the whole budget in vain, which halves it.
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::LEAST / 2
+        );
+        // Registered waiters stop it at once, permits or not.
+        let sem = with_waiters(2, 1, 0);
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(sem.available(), 2);
+        unregister(sem);
+    }
+
+    #[test]
+    fn spinning_stops_at_the_deadline_without_judging_the_spin() {
+        let sem = RawSemaphore::new(0);
+        assert!(!sem.spin_then_take(1, Some(0)));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::MAX,
+            "a spin cut short by the deadline says nothing about spinning"
+        );
+    }
+
+    #[test]
+    fn spin_budget_adapts() {
+        let budget = SpinBudget::new();
+        assert_eq!(budget.get(), SpinBudget::MAX);
+        budget.succeeded(5);
+        assert_eq!(budget.get(), SpinBudget::LEAST);
+        budget.succeeded(100);
+        assert_eq!(budget.get(), 200);
+        budget.succeeded(SpinBudget::MAX);
+        assert_eq!(budget.get(), SpinBudget::MAX);
+        budget.failed(SpinBudget::MAX);
+        assert_eq!(budget.get(), SpinBudget::MAX / 2);
+        budget.failed(300);
+        assert_eq!(budget.get(), 150);
+        budget.failed(1);
+        // At 0: one probe with the full budget in every `PROBE_EVERY` calls.
+        let probes = (0..2 * SpinBudget::PROBE_EVERY)
+            .map(|_| budget.get())
+            .filter(|&spins| spins == SpinBudget::MAX)
+            .count();
+        assert_eq!(probes, 2);
+        assert_eq!(budget.get(), SpinBudget::MAX, "the next probe");
+        assert_eq!(budget.get(), 0);
+    }
+}
