@@ -715,11 +715,9 @@ mod tests {
         for _ in 0..multis {
             assert!(!sem.register_or_take(2, WaiterKind::Multi).unwrap());
         }
-        if tokens > 0 {
-            let state = State(sem.state.load(Ordering::Relaxed));
-            sem.state
-                .store(state.give(tokens).unwrap().0, Ordering::Relaxed);
-        }
+        let state = State(sem.state.load(Ordering::Relaxed));
+        sem.state
+            .store(state.give(tokens).unwrap().0, Ordering::Relaxed);
         sem
     }
 
@@ -794,6 +792,16 @@ mod tests {
         assert!(!sem.spin_then_take(1, None));
         assert_eq!(sem.available(), 2);
         unregister(sem);
+    }
+
+    #[test]
+    fn a_spin_in_vain_halves_the_full_budget() {
+        let sem = RawSemaphore::new(0);
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::MAX / 2
+        );
     }
 
     #[test]
