@@ -1,9 +1,10 @@
 //! Measures whether a stream of `acquire(1)` starves an `acquire(4)` (Qt documents that it
-//! can with `QSemaphore`). THREADS threads loop { acquire(1); WORK_NS of busy work;
-//! release(1) } on a semaphore of 4; the main thread asks ATTEMPTS times for all 4 permits with
-//! a 1 s timeout and reports how long each took and how many gave up.
+//! can with `QSemaphore`). THREADS threads loop { acquire(1); busy work for WORK_NS to
+//! WORK_MAX_NS (uniformly, default WORK_NS); release(1) } on a semaphore of 4; the main thread
+//! asks ATTEMPTS times for all 4 permits with a TIMEOUT_MS timeout (default 1000; 0 = an
+//! untimed `acquire(4)`) and reports how long each took and how many gave up.
 //!
-//! `cargo run --release -p futexscope-semaphore --example sem-starvation -- [THREADS] [ATTEMPTS] [WORK_NS]`
+//! `cargo run --release -p futexscope-semaphore --example sem-starvation -- [THREADS] [ATTEMPTS] [WORK_NS] [WORK_MAX_NS] [TIMEOUT_MS]`
 
 use futexscope_semaphore::Semaphore;
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             eprintln!(
-                "sem-starvation: arguments must be non-negative integers ({error})\nusage: sem-starvation [THREADS] [ATTEMPTS] [WORK_NS]"
+                "sem-starvation: arguments must be non-negative integers ({error})\nusage: sem-starvation [THREADS] [ATTEMPTS] [WORK_NS] [WORK_MAX_NS] [TIMEOUT_MS]"
             );
             return ExitCode::from(2);
         }
@@ -31,7 +32,9 @@ fn main() -> ExitCode {
     let threads = args.first().copied().unwrap_or(4);
     let attempts = args.get(1).copied().unwrap_or(20).max(1);
     let work_ns = args.get(2).copied().unwrap_or(1000);
-    let timeout = Duration::from_secs(1);
+    let work_max_ns = args.get(3).copied().unwrap_or(work_ns).max(work_ns);
+    let timeout_ms = args.get(4).copied().unwrap_or(1000);
+    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
 
     let sem = Semaphore::new(4);
     let stop = AtomicBool::new(false);
@@ -39,11 +42,17 @@ fn main() -> ExitCode {
     let mut waits = Vec::new();
     let mut gave_up = 0u64;
     thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for id in 0..threads {
+            let (sem, stop, small_acquires) = (&sem, &stop, &small_acquires);
+            s.spawn(move || {
+                // xorshift64, seeded per thread: hold times uniform in WORK_NS..=WORK_MAX_NS.
+                let mut seed = 0x9e37_79b9_7f4a_7c15 ^ (id + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
                 while !stop.load(Ordering::Relaxed) {
                     let permit = sem.acquire(1).unwrap();
-                    busy(work_ns);
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    busy(work_ns + seed % (work_max_ns - work_ns + 1));
                     drop(permit);
                     small_acquires.fetch_add(1, Ordering::Relaxed);
                 }
@@ -52,7 +61,11 @@ fn main() -> ExitCode {
         thread::sleep(Duration::from_millis(50));
         for _ in 0..attempts {
             let start = Instant::now();
-            match sem.try_acquire_for(4, timeout) {
+            let result = match timeout {
+                Some(timeout) => sem.try_acquire_for(4, timeout),
+                None => sem.acquire(4),
+            };
+            match result {
                 Ok(permit) => {
                     waits.push(start.elapsed());
                     drop(permit);
@@ -71,8 +84,9 @@ fn main() -> ExitCode {
         })
     };
     println!(
-        r#"{{"impl":"futexscope","workload":"starvation","threads":{threads},"work_ns":{work_ns},"attempts":{attempts},"gave_up_after_1s":{gave_up},"wait_us_p50":{},"wait_us_max":{},"small_acquires":{}}}"#,
+        r#"{{"impl":"futexscope","workload":"starvation","threads":{threads},"work_ns":{work_ns},"work_max_ns":{work_max_ns},"timeout_ms":{timeout_ms},"attempts":{attempts},"gave_up":{gave_up},"wait_us_p50":{},"wait_us_p99":{},"wait_us_max":{},"small_acquires":{}}}"#,
         micros(waits.get(waits.len() / 2)),
+        micros(waits.get((waits.len() * 99).div_ceil(100).saturating_sub(1))),
         micros(waits.last()),
         small_acquires.load(Ordering::Relaxed),
     );

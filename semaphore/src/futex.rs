@@ -109,6 +109,13 @@ impl FutexWord {
         i64::from(self.woken.fetch_add(0, Ordering::Release)) >= i64::from(waiters)
     }
 
+    /// Forgets the woken threads still counted: for a child process after `fork`, where they
+    /// do not exist. Only with no thread using the word.
+    pub(crate) fn forget_woken(&self) {
+        // Relaxed: no other thread uses the word (the caller's contract).
+        self.woken.store(0, Ordering::Relaxed);
+    }
+
     /// Reads the word; a waiter passes the value to [`FutexWord::wait`].
     pub(crate) fn load(&self, order: Ordering) -> u32 {
         self.value.load(order)

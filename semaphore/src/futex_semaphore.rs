@@ -10,6 +10,11 @@
 //!   waiters up to the number of permits released, multi waiters all (when at least 2 permits
 //!   are there). The wake is skipped when every registered waiter of that kind has already been
 //!   woken and has yet to re-check the state (it will see the new permits).
+//! - eventual fairness: a multi waiter that has waited `RESERVE_AFTER_NS` and been woken in
+//!   vain sets the `reserved` flag; then nobody else takes permits (fast path, spinners and
+//!   other waiters alike) and releases wake only multi waiters, until the holder takes its
+//!   permits or times out. In the CAS that ends its wait it clears the flag, and then wakes
+//!   the waiters the permits left can serve, as a release would.
 
 use crate::futex::{FutexWord, WaitOutcome, monotonic_now_ns};
 use crate::state::{State, WaiterKind};
@@ -102,15 +107,25 @@ impl RawSemaphore {
         if self.register_or_take(n, kind)? {
             return Ok(());
         }
-        // Deregisters if a futex call panics, so the state stays consistent.
-        let registration = Registration {
+        // Deregisters (and gives up a reservation) if a futex call panics, so the state stays
+        // consistent.
+        let mut registration = Registration {
             semaphore: self,
             kind,
+            holds_reservation: false,
+        };
+        // Only multi waiters reserve, so only they read the clock for it.
+        let fairness = match kind {
+            WaiterKind::Single => Fairness::Never,
+            WaiterKind::Multi => {
+                Fairness::After(monotonic_now_ns().saturating_add(RESERVE_AFTER_NS))
+            }
         };
         let word = self.wake_word(kind);
         // The first attempt is apart from the loop, so only an acquire that slept reaches the
-        // `acquired` marker.
-        let (mut expected, mut state) = match self.attempt(n, kind, word, false, deadline_ns) {
+        // `acquired` marker; and only one that slept may reserve.
+        let first = self.attempt(n, &mut registration, false, deadline_ns, Fairness::Never);
+        let (mut expected, mut state) = match first {
             Attempt::Sleep { expected, state } => (expected, state),
             Attempt::Taken => {
                 std::mem::forget(registration);
@@ -118,11 +133,29 @@ impl RawSemaphore {
             }
             Attempt::GaveUp => return Self::give_up(registration, n, deadline_ns),
         };
+        // A multi waiter also wakes once at its fairness point, to reserve: releases that leave
+        // fewer than 2 permits free would never wake it. After that it relies on wakes alone
+        // (the holder's exit wakes multi waiters, so one of them takes the reservation over).
+        // Loom models have no timer: there a multi waiter may reserve after any wake.
+        let mut fairness_timer = match fairness {
+            Fairness::After(at) if !cfg!(loom) => Some(at),
+            _ => None,
+        };
         loop {
-            let outcome = word.wait(expected, deadline_ns, self.addr(), n, state.0);
-            // The kernel reports ETIMEDOUT only once the deadline has passed.
-            let timed_out = outcome == WaitOutcome::TimedOut;
-            match self.attempt(n, kind, word, timed_out, deadline_ns) {
+            let wait_until = match fairness_timer {
+                Some(at) if !registration.holds_reservation => {
+                    Some(deadline_ns.map_or(at, |deadline| deadline.min(at)))
+                }
+                _ => deadline_ns,
+            };
+            let outcome = word.wait(expected, wait_until, self.addr(), n, state.0);
+            // The kernel reports ETIMEDOUT only once the deadline it was given has passed;
+            // that was the acquire's own deadline only if it came first.
+            let timed_out = outcome == WaitOutcome::TimedOut && wait_until == deadline_ns;
+            if outcome == WaitOutcome::TimedOut {
+                fairness_timer = None;
+            }
+            match self.attempt(n, &mut registration, timed_out, deadline_ns, fairness) {
                 Attempt::Sleep {
                     expected: now_expected,
                     state: now_state,
@@ -138,28 +171,39 @@ impl RawSemaphore {
     }
 
     /// One look by a registered waiter: takes the permits and deregisters if they are there,
-    /// deregisters if it `timed_out` or its deadline has passed, or else says what to sleep on.
+    /// deregisters if it `timed_out` or its deadline has passed, reserves the permits if
+    /// `fairness` says it has waited long enough, or else says what to sleep on. A holder of
+    /// the reservation that leaves (with or without permits) clears it and wakes the waiters
+    /// the permits left can serve.
     #[inline(always)]
     fn attempt(
         &self,
         n: u32,
-        kind: WaiterKind,
-        word: &FutexWord,
+        registration: &mut Registration<'_>,
         timed_out: bool,
         deadline_ns: Option<u64>,
+        fairness: Fairness,
     ) -> Attempt {
-        // Acquire: pairs with the Release `bump` in `wake`. If this load sees a release's
-        // bump, that release's state CAS happens-before the state load below, which then
+        let kind = registration.kind;
+        // Acquire: pairs with the Release `bump` in `wake_kind`. If this load sees a waker's
+        // bump, that waker's state CAS happens-before the state load below, which then
         // sees its permits. If it does not, the futex wait that follows sees the bump (EAGAIN)
         // or is queued before the wake and woken by it.
-        let expected = word.load(Ordering::Acquire);
+        let expected = self.wake_word(kind).load(Ordering::Acquire);
         // Relaxed: a first guess for the CASes, which check it; the Acquire above (and, after
         // a wake, the Acquire decrement in `FutexWord::wait`) give the visibility the
         // protocol needs.
         let mut current = self.state.load(Ordering::Relaxed);
+        let mut may_reserve = None;
         loop {
             let state = State(current);
-            if let Some(next) = state.take(n) {
+            let holder = registration.holds_reservation;
+            let taken = if holder {
+                state.take_reserved(n)
+            } else {
+                state.take(n)
+            };
+            if let Some(next) = taken {
                 let next = next.deregister(kind);
                 // Acquire on success: pairs with the Release CAS in `release` (the permits
                 // carry happens-before). Relaxed on failure: only the next guess.
@@ -169,26 +213,79 @@ impl RawSemaphore {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Attempt::Taken,
+                    Ok(_) => {
+                        registration.holds_reservation = false;
+                        if holder {
+                            self.wake_after_reservation(next);
+                        }
+                        return Attempt::Taken;
+                    }
                     Err(actual) => current = actual,
                 }
                 continue;
             }
             if timed_out || passed(deadline_ns) {
+                let next = state.deregister(kind);
+                let next = if holder { next.unreserve() } else { next };
                 // Relaxed: giving up transfers no data; the CAS only has to see the latest
-                // state, which every CAS does.
+                // state, which every CAS does. A holder's wake below orders itself (its bump
+                // is Release, sequenced after this CAS).
                 match self.state.compare_exchange_weak(
                     current,
-                    state.deregister(kind).0,
+                    next.0,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Attempt::GaveUp,
+                    Ok(_) => {
+                        registration.holds_reservation = false;
+                        if holder {
+                            self.wake_after_reservation(next);
+                        }
+                        return Attempt::GaveUp;
+                    }
+                    Err(actual) => current = actual,
+                }
+                continue;
+            }
+            if !holder
+                && let Some(reserved) = state.reserve()
+                && *may_reserve.get_or_insert_with(|| fairness.due())
+            {
+                // Relaxed: reserving transfers no data. Releasers and takers see the flag by
+                // the modification order of this one word.
+                match self.state.compare_exchange_weak(
+                    current,
+                    reserved.0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        registration.holds_reservation = true;
+                        current = reserved.0;
+                    }
                     Err(actual) => current = actual,
                 }
                 continue;
             }
             return Attempt::Sleep { expected, state };
+        }
+    }
+
+    /// Wakes, after a reservation holder cleared the reservation into state `now`, the waiters
+    /// the permits left can serve: releases made while the permits were reserved woke no
+    /// single waiter, and multi waiters they woke went back to sleep.
+    fn wake_after_reservation(&self, now: State) {
+        let tokens = now.tokens();
+        let singles = now.waiters(WaiterKind::Single);
+        if singles > 0 && tokens > 0 {
+            self.wake_kind(WaiterKind::Single, tokens.min(singles), singles);
+        }
+        // Multi waiters even when fewer than 2 permits are left: one that has waited past its
+        // fairness point takes the reservation over, instead of waiting for a release that
+        // happens to leave 2 free.
+        let multis = now.waiters(WaiterKind::Multi);
+        if multis > 0 {
+            self.wake_kind(WaiterKind::Multi, i32::MAX as u32, multis);
         }
     }
 
@@ -312,7 +409,13 @@ impl RawSemaphore {
     /// added) that can make progress.
     #[cold]
     fn wake(&self, old: State, released: u32) {
-        let singles = old.waiters(WaiterKind::Single);
+        // While the permits are reserved no single waiter may take them: the holder wakes
+        // single waiters when it clears the reservation (`wake_after_reservation`).
+        let singles = if old.reserved() {
+            0
+        } else {
+            old.waiters(WaiterKind::Single)
+        };
         // A multi waiter needs at least 2 permits; which of them can proceed is unknown, so all
         // are woken and re-check. Decided before the first wake, so the wake's system call
         // need not keep `old` and `released` alive.
@@ -342,6 +445,52 @@ impl RawSemaphore {
         }
         let count = i32::try_from(count).unwrap_or(i32::MAX);
         word.wake(count, self.addr(), waiters);
+    }
+
+    /// Takes away up to `n` (at least 1) available permits, reserved or not; returns how many.
+    pub(crate) fn forget(&self, n: u32) -> u32 {
+        // Relaxed: a guess, checked by the CAS.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (next, removed) = State(current).remove(n);
+            if removed == 0 {
+                return 0;
+            }
+            // Acquire on success: the permits' releases happen-before, as for any take
+            // (pairs with the Release CAS in `release`). Relaxed on failure: a guess.
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return removed,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Clears the waiter counts and the reservation, keeping the permits, and resets the
+    /// futex words' woken counts (phantom woken waiters would make releases skip their
+    /// wakes). Only with no thread using the semaphore (`Semaphore::forget_waiters_after_fork`).
+    pub(crate) fn forget_waiters(&self) {
+        // Relaxed (all three): no other thread uses the semaphore (the caller's contract), so
+        // there is nothing to order against.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = State::with_tokens(State(current).tokens());
+            match self.state.compare_exchange_weak(
+                current,
+                next.0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.single_wake.forget_woken();
+        self.multi_wake.forget_woken();
     }
 
     /// Permits available now (a snapshot).
@@ -380,20 +529,60 @@ enum Attempt {
 struct Registration<'a> {
     semaphore: &'a RawSemaphore,
     kind: WaiterKind,
+    /// This waiter set the `reserved` flag and must clear it when it leaves.
+    holds_reservation: bool,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
+        // A loom model that failed (a deadlock report is a panic) is dead: touching its atomics
+        // while unwinding would abort the whole test binary and hide which model failed.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
         let state = &self.semaphore.state;
         // Relaxed: leaving transfers no data; the CAS only has to see the latest state.
         let mut current = state.load(Ordering::Relaxed);
         loop {
             let next = State(current).deregister(self.kind);
+            let next = if self.holds_reservation {
+                next.unreserve()
+            } else {
+                next
+            };
             match state.compare_exchange_weak(current, next.0, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => {
+                    if self.holds_reservation {
+                        self.semaphore.wake_after_reservation(next);
+                    }
+                    return;
+                }
                 Err(actual) => current = actual,
             }
+        }
+    }
+}
+
+/// How long a multi waiter waits before it reserves the permits (eventual fairness; see
+/// `docs/semaphore.md`, "Eventual fairness"). Loom's clock stands still at 0, so in models
+/// every multi waiter that slept once may reserve.
+const RESERVE_AFTER_NS: u64 = if cfg!(loom) { 0 } else { 1_000_000 };
+
+/// Whether a registered waiter may reserve the permits.
+#[derive(Clone, Copy)]
+enum Fairness {
+    /// Not this waiter, or not yet (single waiters, and every first attempt).
+    Never,
+    /// Once CLOCK_MONOTONIC reaches this many nanoseconds.
+    After(u64),
+}
+
+impl Fairness {
+    fn due(self) -> bool {
+        match self {
+            Fairness::Never => false,
+            Fairness::After(ns) => monotonic_now_ns() >= ns,
         }
     }
 }
@@ -501,5 +690,153 @@ fn deadline_ns(timeout: Timeout) -> Option<u64> {
             let remaining = u64::try_from(remaining.as_nanos()).ok()?;
             now.checked_add(remaining)
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The futex words' values: a waker bumps a word right before it wakes on it.
+    fn bumps(sem: &RawSemaphore) -> (u32, u32) {
+        (
+            sem.single_wake.load(Ordering::Relaxed),
+            sem.multi_wake.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A semaphore with `singles` and `multis` registered waiters that are not asleep (so a
+    /// wake finds nobody), and `tokens` permits.
+    fn with_waiters(tokens: u32, singles: u32, multis: u32) -> RawSemaphore {
+        let sem = RawSemaphore::new(0);
+        for _ in 0..singles {
+            assert!(!sem.register_or_take(1, WaiterKind::Single).unwrap());
+        }
+        for _ in 0..multis {
+            assert!(!sem.register_or_take(2, WaiterKind::Multi).unwrap());
+        }
+        let state = State(sem.state.load(Ordering::Relaxed));
+        sem.state
+            .store(state.give(tokens).unwrap().0, Ordering::Relaxed);
+        sem
+    }
+
+    /// Forgets the registrations so the drop check passes.
+    fn unregister(sem: RawSemaphore) {
+        sem.forget_waiters();
+    }
+
+    #[test]
+    fn release_bumps_only_the_words_that_can_progress() {
+        // One permit: no multi waiter can proceed, so its word is left alone.
+        let sem = with_waiters(0, 0, 1);
+        sem.release(1).unwrap();
+        assert_eq!(bumps(&sem), (0, 0));
+        sem.release(1).unwrap();
+        assert_eq!(bumps(&sem), (0, 1), "2 permits: multi waiters are woken");
+        unregister(sem);
+        // No single waiter: its word is left alone.
+        let sem = with_waiters(0, 0, 1);
+        sem.release(3).unwrap();
+        assert_eq!(bumps(&sem), (0, 1));
+        unregister(sem);
+        let sem = with_waiters(0, 1, 0);
+        sem.release(3).unwrap();
+        assert_eq!(bumps(&sem), (1, 0));
+        unregister(sem);
+    }
+
+    #[test]
+    fn a_leaving_holder_wakes_what_the_permits_left_can_serve() {
+        let sem = with_waiters(0, 1, 0);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(
+            bumps(&sem),
+            (0, 0),
+            "no permit left, no single waiter woken"
+        );
+        unregister(sem);
+        let sem = with_waiters(3, 0, 0);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(bumps(&sem), (0, 0), "nobody waits, nobody woken");
+        unregister(sem);
+        let sem = with_waiters(1, 1, 1);
+        sem.wake_after_reservation(State(sem.state.load(Ordering::Relaxed)));
+        assert_eq!(bumps(&sem), (1, 1), "multi waiters even with 1 permit");
+        unregister(sem);
+    }
+
+    #[test]
+    #[should_panic(expected = "semaphore dropped while threads wait on it")]
+    fn dropping_with_a_registered_waiter_panics() {
+        drop(with_waiters(0, 0, 1));
+    }
+
+    #[test]
+    fn spinning_takes_permits_that_are_there() {
+        let sem = RawSemaphore::new(2);
+        assert!(sem.spin_then_take(2, None));
+        assert_eq!(sem.available(), 0);
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::LEAST
+        );
+        // None there and no deadline: spins the whole budget in vain, which halves it.
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::LEAST / 2
+        );
+        // Registered waiters stop it at once, permits or not.
+        let sem = with_waiters(2, 1, 0);
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(sem.available(), 2);
+        unregister(sem);
+    }
+
+    #[test]
+    fn a_spin_in_vain_halves_the_full_budget() {
+        let sem = RawSemaphore::new(0);
+        assert!(!sem.spin_then_take(1, None));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::MAX / 2
+        );
+    }
+
+    #[test]
+    fn spinning_stops_at_the_deadline_without_judging_the_spin() {
+        let sem = RawSemaphore::new(0);
+        assert!(!sem.spin_then_take(1, Some(0)));
+        assert_eq!(
+            sem.spin_budget.budget.load(Ordering::Relaxed),
+            SpinBudget::MAX,
+            "a spin cut short by the deadline says nothing about spinning"
+        );
+    }
+
+    #[test]
+    fn spin_budget_adapts() {
+        let budget = SpinBudget::new();
+        assert_eq!(budget.get(), SpinBudget::MAX);
+        budget.succeeded(5);
+        assert_eq!(budget.get(), SpinBudget::LEAST);
+        budget.succeeded(100);
+        assert_eq!(budget.get(), 200);
+        budget.succeeded(SpinBudget::MAX);
+        assert_eq!(budget.get(), SpinBudget::MAX);
+        budget.failed(SpinBudget::MAX);
+        assert_eq!(budget.get(), SpinBudget::MAX / 2);
+        budget.failed(300);
+        assert_eq!(budget.get(), 150);
+        budget.failed(1);
+        // At 0: one probe with the full budget in every `PROBE_EVERY` calls.
+        let probes = (0..2 * SpinBudget::PROBE_EVERY)
+            .map(|_| budget.get())
+            .filter(|&spins| spins == SpinBudget::MAX)
+            .count();
+        assert_eq!(probes, 2);
+        assert_eq!(budget.get(), SpinBudget::MAX, "the next probe");
+        assert_eq!(budget.get(), 0);
     }
 }

@@ -57,9 +57,21 @@
 //! Before sleeping, an acquire spins briefly (an adaptive budget, at most about 64 µs, that
 //! shrinks to nothing where spinning does not pay): a hand-off between threads on two CPUs then
 //! needs no system call. Permits go to whichever thread takes them first: a thread that arrives
-//! while others sleep may take them ("barging"), so there is no FIFO order, and a steady stream
-//! of small requests can starve a large one (`docs/semaphore.md`, "Wake policy", measures how
-//! much); bound such waits with `try_acquire_for`.
+//! while others sleep may take them ("barging"), so there is no FIFO order.
+//!
+//! So that a steady stream of small requests cannot starve a large one, a request for 2 or
+//! more permits that has waited 1 ms *reserves* the permits (eventual fairness, as in
+//! parking_lot): until it has taken them or reached its deadline, nobody else takes any
+//! (`try_acquire` fails although [`Semaphore::available`] may show enough). A request that can
+//! never be satisfied therefore holds up everyone else until its deadline; make requests that
+//! may be unsatisfiable with `try_acquire_for`. The portable build has no reservation.
+//!
+//! # Signal handlers and `fork`
+//! In the futex build, [`Semaphore::release`] (and dropping a permit), `try_acquire`,
+//! `available`, `waiters` and `forget_permits` are async-signal-safe. The portable build's are
+//! not: called from a handler that interrupted the same thread inside a semaphore call, they
+//! abort with a message instead of deadlocking. After `fork`, see
+//! [`Semaphore::forget_waiters_after_fork`].
 //!
 //! # Implementations
 //! On Linux the semaphore waits on futexes (`FUTEX_WAIT_BITSET`, `FUTEX_WAKE`, both private;
@@ -67,6 +79,7 @@
 //! `Condvar`, with the same API and behaviour, minus the markers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(all(target_os = "linux", not(feature = "portable")))]
@@ -228,6 +241,105 @@ impl Semaphore {
         self.raw.release(n)
     }
 
+    /// Takes away up to `n` of the permits available now, without waiting, and returns how
+    /// many it took: the semaphore's capacity shrinks by that many (tokio's `forget_permits`).
+    /// Unlike an acquire it also takes permits reserved for a starving waiter (see
+    /// "Waiting" in the crate documentation), which then waits for more.
+    pub fn forget_permits(&self, n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        self.raw.forget(n)
+    }
+
+    /// A guard for `n` permits this code holds without a [`Permit`] (taken and forgotten, or
+    /// never released yet): dropping it releases them, like Qt's `QSemaphoreReleaser(sem, n)`.
+    /// Nothing is taken now.
+    ///
+    /// ```
+    /// # use futexscope_semaphore::Semaphore;
+    /// let sem = Semaphore::new(3);
+    /// sem.acquire(2)?.forget();
+    /// {
+    ///     let _give_back = sem.releaser(2); // released at the end of the scope, even on panic
+    ///     assert_eq!(sem.available(), 1);
+    /// }
+    /// assert_eq!(sem.available(), 3);
+    /// # Ok::<(), futexscope_semaphore::AcquireError>(())
+    /// ```
+    pub fn releaser(&self, n: u32) -> Permit<'_> {
+        Permit {
+            semaphore: self,
+            permits: n,
+        }
+    }
+
+    /// [`Semaphore::acquire`] for a semaphore in an [`Arc`]: the permit owns a reference to
+    /// it, so it can move into a `'static` thread (tokio's `acquire_many_owned`).
+    ///
+    /// # Errors
+    /// As [`Semaphore::acquire`].
+    pub fn acquire_owned(self: Arc<Self>, n: u32) -> Result<OwnedPermit, AcquireError> {
+        self.acquire(n)?.forget();
+        Ok(OwnedPermit {
+            semaphore: self,
+            permits: n,
+        })
+    }
+
+    /// [`Semaphore::try_acquire`] for a semaphore in an [`Arc`] (tokio's
+    /// `try_acquire_many_owned`).
+    ///
+    /// # Errors
+    /// As [`Semaphore::try_acquire`].
+    pub fn try_acquire_owned(self: Arc<Self>, n: u32) -> Result<OwnedPermit, AcquireError> {
+        self.try_acquire(n)?.forget();
+        Ok(OwnedPermit {
+            semaphore: self,
+            permits: n,
+        })
+    }
+
+    /// [`Semaphore::try_acquire_for`] for a semaphore in an [`Arc`].
+    ///
+    /// # Errors
+    /// As [`Semaphore::try_acquire_for`].
+    pub fn try_acquire_for_owned(
+        self: Arc<Self>,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<OwnedPermit, AcquireError> {
+        self.try_acquire_for(n, timeout)?.forget();
+        Ok(OwnedPermit {
+            semaphore: self,
+            permits: n,
+        })
+    }
+
+    /// [`Semaphore::try_acquire_until`] for a semaphore in an [`Arc`].
+    ///
+    /// # Errors
+    /// As [`Semaphore::try_acquire_until`].
+    pub fn try_acquire_until_owned(
+        self: Arc<Self>,
+        n: u32,
+        deadline: Instant,
+    ) -> Result<OwnedPermit, AcquireError> {
+        self.try_acquire_until(n, deadline)?.forget();
+        Ok(OwnedPermit {
+            semaphore: self,
+            permits: n,
+        })
+    }
+
+    /// [`Semaphore::releaser`] for a semaphore in an [`Arc`].
+    pub fn releaser_owned(self: Arc<Self>, n: u32) -> OwnedPermit {
+        OwnedPermit {
+            semaphore: self,
+            permits: n,
+        }
+    }
+
     /// Permits available now. Only a snapshot: other threads may change it at once.
     pub fn available(&self) -> u32 {
         self.raw.available()
@@ -237,6 +349,23 @@ impl Semaphore {
     /// semaphore is done.
     pub fn waiters(&self) -> u32 {
         self.raw.waiters()
+    }
+
+    /// Forgets every waiter registered on the semaphore, for the child of a `fork`: only the
+    /// forking thread exists in the child, so threads that were waiting in the parent are
+    /// phantoms there (still counted by [`Semaphore::waiters`], and a phantom multi waiter
+    /// may hold the reservation that keeps every other acquire waiting). Permits are kept.
+    ///
+    /// # Safety
+    /// No thread may be using the semaphore (waiting in it, or inside any call on it): call it
+    /// in the child right after `fork`, before it starts threads. Otherwise a live waiter is
+    /// forgotten and may never be woken.
+    ///
+    /// # Panics
+    /// Portable build: if the semaphore's mutex was held at the fork (by a thread that does
+    /// not exist in the child); the semaphore is then unusable in the child.
+    pub unsafe fn forget_waiters_after_fork(&self) {
+        self.raw.forget_waiters();
     }
 
     /// Wakes every sleeping waiter without releasing anything: a spurious wake-up, for loom
@@ -297,6 +426,32 @@ impl Permit<'_> {
     }
 }
 
+impl<'a> Permit<'a> {
+    /// Splits `n` of this guard's permits off into a guard of their own, or returns `None`
+    /// (and changes nothing) if it holds fewer than `n`.
+    pub fn split(&mut self, n: u32) -> Option<Permit<'a>> {
+        self.permits = self.permits.checked_sub(n)?;
+        Some(Permit {
+            semaphore: self.semaphore,
+            permits: n,
+        })
+    }
+
+    /// Adds the permits of `other` to this guard.
+    ///
+    /// # Panics
+    /// If `other` holds permits of another semaphore, or the sum would exceed
+    /// [`Semaphore::MAX_PERMITS`] (then neither guard changes before the panic unwinds).
+    pub fn merge(&mut self, mut other: Permit<'a>) {
+        assert!(
+            std::ptr::eq(self.semaphore, other.semaphore),
+            "merging permits of two different semaphores"
+        );
+        self.permits = merged(self.permits, other.permits);
+        other.permits = 0;
+    }
+}
+
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if let Err(error) = self.semaphore.release(self.permits)
@@ -313,6 +468,95 @@ impl fmt::Debug for Permit<'_> {
             .field("permits", &self.permits)
             .finish_non_exhaustive()
     }
+}
+
+/// Permits taken from a [`Semaphore`] in an [`Arc`]; dropping it gives them back. Unlike
+/// [`Permit`] it borrows nothing, so it can move into a `'static` thread or task.
+///
+/// # Panics
+/// Dropping panics as [`Permit`]'s does.
+#[must_use = "dropping a permit gives its permits back at once"]
+pub struct OwnedPermit {
+    semaphore: Arc<Semaphore>,
+    permits: u32,
+}
+
+impl OwnedPermit {
+    /// How many permits this guard holds.
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// The semaphore the permits belong to.
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+
+    /// Keeps the permits taken: they are not given back (a later [`Semaphore::release`] can).
+    pub fn forget(mut self) {
+        self.permits = 0;
+    }
+
+    /// Gives the permits back now.
+    ///
+    /// # Errors
+    /// [`ReleaseError`] as [`Semaphore::release`]; the permits are then neither given back
+    /// nor held.
+    pub fn release(mut self) -> Result<(), ReleaseError> {
+        let permits = std::mem::take(&mut self.permits);
+        self.semaphore.release(permits)
+    }
+
+    /// Splits `n` of this guard's permits off into a guard of their own, or returns `None`
+    /// (and changes nothing) if it holds fewer than `n`.
+    pub fn split(&mut self, n: u32) -> Option<OwnedPermit> {
+        self.permits = self.permits.checked_sub(n)?;
+        Some(OwnedPermit {
+            semaphore: Arc::clone(&self.semaphore),
+            permits: n,
+        })
+    }
+
+    /// Adds the permits of `other` to this guard.
+    ///
+    /// # Panics
+    /// As [`Permit::merge`].
+    pub fn merge(&mut self, mut other: OwnedPermit) {
+        assert!(
+            Arc::ptr_eq(&self.semaphore, &other.semaphore),
+            "merging permits of two different semaphores"
+        );
+        self.permits = merged(self.permits, other.permits);
+        other.permits = 0;
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if let Err(error) = self.semaphore.release(self.permits)
+            && !std::thread::panicking()
+        {
+            panic!("dropping an `OwnedPermit`: {error}");
+        }
+    }
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("permits", &self.permits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The permits of two merged guards.
+///
+/// # Panics
+/// Past [`MAX_PERMITS`]: no guard can hold more than a semaphore can.
+fn merged(a: u32, b: u32) -> u32 {
+    a.checked_add(b)
+        .filter(|&sum| sum <= MAX_PERMITS)
+        .expect("merged permits exceed `Semaphore::MAX_PERMITS`")
 }
 
 /// Why an acquire returned without permits.
@@ -380,6 +624,7 @@ mod tests {
         fn send_sync_unpin<T: Send + Sync + Unpin>() {}
         send_sync_unpin::<Semaphore>();
         send_sync_unpin::<Permit<'_>>();
+        send_sync_unpin::<OwnedPermit>();
         send_sync_unpin::<AcquireError>();
         send_sync_unpin::<ReleaseError>();
     }

@@ -1,24 +1,32 @@
 //! The futex implementation's 64-bit state word: token count and waiter counts, read and
 //! changed only as a whole by one atomic operation.
 //!
-//! | bits   | field     | range                         | meaning                                   |
-//! |--------|-----------|-------------------------------|-------------------------------------------|
-//! | 0..32  | `tokens`  | `0..=Semaphore::MAX_PERMITS`  | permits available now                     |
-//! | 32..48 | `singles` | `0..=MAX_WAITERS`             | threads registered to wait for 1 permit   |
-//! | 48..64 | `multis`  | `0..=MAX_WAITERS`             | threads registered to wait for 2 or more  |
+//! | bits   | field      | range                         | meaning                                   |
+//! |--------|------------|-------------------------------|-------------------------------------------|
+//! | 0..31  | `tokens`   | `0..=Semaphore::MAX_PERMITS`  | permits available now                     |
+//! | 31     | `reserved` | 0 or 1                        | a starving multi waiter has reserved the permits: nobody else takes any |
+//! | 32..48 | `singles`  | `0..=MAX_WAITERS`             | threads registered to wait for 1 permit   |
+//! | 48..64 | `multis`   | `0..=MAX_WAITERS`             | threads registered to wait for 2 or more  |
+//!
+//! `reserved` is set only by a registered multi waiter (the *holder*, counted in `multis`) and
+//! cleared only by it, in the CAS that ends its wait (see `futex_semaphore.rs`, "Eventual
+//! fairness"). `tokens + n` never reaches bit 31 (`MAX_PERMITS` is `2^31 - 1`), so adding
+//! permits never disturbs the flag.
 //!
 //! `docs/semaphore.md` lists every legal transition. The futex words that waiters sleep on are
 //! separate 32-bit atomics (see `futex.rs`), so no futex ever aliases part of this word.
 
 use crate::MAX_PERMITS;
 
-const TOKEN_MASK: u64 = 0xffff_ffff;
+const TOKEN_MASK: u64 = 0x7fff_ffff;
+const RESERVED: u64 = 1 << 31;
 const SINGLE_SHIFT: u32 = 32;
 const MULTI_SHIFT: u32 = 48;
 const WAITER_FIELD_MASK: u64 = 0xffff;
 
-/// Most threads that can be registered as waiting at once for one kind of request.
-pub(crate) const MAX_WAITERS: u32 = 0xffff;
+/// Most threads that can be registered as waiting at once for one kind of request. Loom
+/// models use 2, so that a model with three threads can reach the limit.
+pub(crate) const MAX_WAITERS: u32 = if cfg!(loom) { 2 } else { 0xffff };
 
 /// Which queue a waiter registers in: single-permit waiters can always use a woken wake-up,
 /// multi-permit waiters may not, so they are woken separately (see `docs/semaphore.md`).
@@ -75,12 +83,48 @@ impl State {
 
     /// Whether any waiter is registered (a release must then consider waking).
     pub(crate) fn has_waiters(self) -> bool {
-        self.0 > TOKEN_MASK
+        self.0 >> SINGLE_SHIFT != 0
     }
 
-    /// The state after taking `n` permits, or `None` if fewer are available.
+    /// Whether a starving multi waiter has reserved the permits.
+    pub(crate) fn reserved(self) -> bool {
+        self.0 & RESERVED != 0
+    }
+
+    /// The state after taking `n` permits, or `None` if fewer are available or they are
+    /// reserved for a starving waiter.
     pub(crate) fn take(self, n: u32) -> Option<State> {
-        (self.tokens() >= n).then(|| State(self.0 - u64::from(n)))
+        (!self.reserved() && self.tokens() >= n).then(|| State(self.0 - u64::from(n)))
+    }
+
+    /// The reservation holder's take: the state after taking `n` permits and clearing the
+    /// reservation, or `None` if fewer are available.
+    ///
+    /// # Panics
+    /// If the permits are not reserved: only the holder calls this, so this is a bug.
+    pub(crate) fn take_reserved(self, n: u32) -> Option<State> {
+        assert!(
+            self.reserved(),
+            "semaphore state {:#x}: the reservation holder finds no reservation",
+            self.0
+        );
+        (self.tokens() >= n).then(|| State(self.0 - u64::from(n) - RESERVED))
+    }
+
+    /// The state with the permits reserved, or `None` if they already are.
+    pub(crate) fn reserve(self) -> Option<State> {
+        (!self.reserved()).then_some(State(self.0 | RESERVED))
+    }
+
+    /// The state with the reservation cleared.
+    pub(crate) fn unreserve(self) -> State {
+        State(self.0 & !RESERVED)
+    }
+
+    /// The state after removing up to `n` permits, whether reserved or not, and how many.
+    pub(crate) fn remove(self, n: u32) -> (State, u32) {
+        let removed = self.tokens().min(n);
+        (State(self.0 - u64::from(removed)), removed)
     }
 
     /// The state after adding `n` permits, or `None` if the count would pass `MAX_PERMITS`.
@@ -166,6 +210,47 @@ mod tests {
     #[should_panic(expected = "not registered")]
     fn deregister_without_waiter_panics() {
         let _ = State::with_tokens(1).deregister(WaiterKind::Multi);
+    }
+
+    #[test]
+    fn reservation_blocks_takes_but_not_gives() {
+        let s = State::with_tokens(3)
+            .register(WaiterKind::Multi)
+            .unwrap()
+            .reserve()
+            .unwrap();
+        assert!(s.reserved() && s.has_waiters());
+        assert_eq!(s.tokens(), 3);
+        assert_eq!(s.reserve(), None);
+        assert_eq!(s.take(1), None);
+        assert_eq!(s.take_reserved(4), None);
+        let s = s.give(MAX_PERMITS - 3).unwrap();
+        assert_eq!((s.tokens(), s.reserved()), (MAX_PERMITS, true));
+        assert_eq!(s.give(1), None);
+        let taken = s.take_reserved(MAX_PERMITS).unwrap();
+        assert_eq!((taken.tokens(), taken.reserved()), (0, false));
+        assert_eq!(taken.waiters(WaiterKind::Multi), 1);
+        assert_eq!(s.unreserve().take(2).unwrap().tokens(), MAX_PERMITS - 2);
+        assert!(
+            !State::with_tokens(MAX_PERMITS)
+                .reserve()
+                .unwrap()
+                .has_waiters()
+        );
+    }
+
+    #[test]
+    fn remove_takes_what_is_there() {
+        let s = State::with_tokens(5).reserve().unwrap();
+        assert_eq!(s.remove(3), (State::with_tokens(2).reserve().unwrap(), 3));
+        assert_eq!(s.remove(9), (State::with_tokens(0).reserve().unwrap(), 5));
+        assert_eq!(State::with_tokens(0).remove(1), (State(0), 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "finds no reservation")]
+    fn take_reserved_without_reservation_panics() {
+        let _ = State::with_tokens(5).take_reserved(1);
     }
 
     #[test]

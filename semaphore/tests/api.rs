@@ -2,6 +2,9 @@
 //! multi-permit releases, RAII), plus overflow, zero and oversized requests.
 #![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
+mod common;
+
+use common::wait_for_waiters;
 use futexscope_semaphore::{AcquireError, MAX_PERMITS, ReleaseError, Semaphore};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -11,28 +14,32 @@ use std::time::{Duration, Instant};
 #[test]
 fn threads_take_turns() {
     let sem = Semaphore::new(1);
-    thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                for _ in 0..100 {
-                    drop(sem.acquire(1).unwrap());
-                }
-            });
-        }
+    common::within(&sem, || {
+        thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        drop(sem.acquire(1).unwrap());
+                    }
+                });
+            }
+        });
     });
     assert_eq!(sem.available(), 1);
 
     let sem = Semaphore::new(4);
-    thread::scope(|s| {
-        for n in [2, 3] {
-            let sem = &sem;
-            s.spawn(move || {
-                for _ in 0..100 {
-                    let permit = sem.acquire(n).unwrap();
-                    assert_eq!(permit.permits(), n);
-                }
-            });
-        }
+    common::within(&sem, || {
+        thread::scope(|s| {
+            for n in [2, 3] {
+                let sem = &sem;
+                s.spawn(move || {
+                    for _ in 0..100 {
+                        let permit = sem.acquire(n).unwrap();
+                        assert_eq!(permit.permits(), n);
+                    }
+                });
+            }
+        });
     });
     assert_eq!((sem.available(), sem.waiters()), (4, 0));
 }
@@ -130,22 +137,24 @@ fn timed_failures_wait_out_their_timeout() {
 fn timed_acquire_gives_up_while_others_churn() {
     let sem = Semaphore::new(1);
     let stop = AtomicU32::new(0);
-    thread::scope(|s| {
-        s.spawn(|| {
-            while stop.load(Ordering::Relaxed) == 0 {
-                if let Ok(permit) = sem.try_acquire_for(1, Duration::from_millis(100)) {
-                    drop(permit);
+    common::within(&sem, || {
+        thread::scope(|s| {
+            s.spawn(|| {
+                while stop.load(Ordering::Relaxed) == 0 {
+                    if let Ok(permit) = sem.try_acquire_for(1, Duration::from_millis(100)) {
+                        drop(permit);
+                    }
                 }
-            }
+            });
+            let start = Instant::now();
+            assert_eq!(
+                sem.try_acquire_for(2, Duration::from_millis(200))
+                    .unwrap_err(),
+                AcquireError::TimedOut
+            );
+            assert!(start.elapsed() >= Duration::from_millis(200));
+            stop.store(1, Ordering::Relaxed);
         });
-        let start = Instant::now();
-        assert_eq!(
-            sem.try_acquire_for(2, Duration::from_millis(200))
-                .unwrap_err(),
-            AcquireError::TimedOut
-        );
-        assert!(start.elapsed() >= Duration::from_millis(200));
-        stop.store(1, Ordering::Relaxed);
     });
     assert_eq!((sem.available(), sem.waiters()), (1, 0));
 }
@@ -157,14 +166,16 @@ fn duration_max_waits_forever() {
     sem.try_acquire_for(1, Duration::MAX).unwrap().forget();
     sem.try_acquire_for(10, Duration::MAX).unwrap().forget();
     let delay = Duration::from_millis(100);
-    thread::scope(|s| {
-        let start = Instant::now();
-        s.spawn(|| {
-            thread::sleep(delay);
-            sem.release(2).unwrap();
+    common::within(&sem, || {
+        thread::scope(|s| {
+            let start = Instant::now();
+            s.spawn(|| {
+                thread::sleep(delay);
+                sem.release(2).unwrap();
+            });
+            sem.try_acquire_for(1, Duration::MAX).unwrap().forget();
+            assert!(start.elapsed() >= delay);
         });
-        sem.try_acquire_for(1, Duration::MAX).unwrap().forget();
-        assert!(start.elapsed() >= delay);
     });
     assert_eq!(sem.available(), 1);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -175,12 +186,14 @@ fn duration_max_waits_forever() {
 #[test]
 fn one_release_wakes_every_waiter_it_can() {
     let sem = Semaphore::new(0);
-    thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| sem.acquire(1).unwrap().forget());
-        }
-        wait_for_waiters(&sem, 4);
-        sem.release(4).unwrap();
+    common::within(&sem, || {
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| sem.acquire(1).unwrap().forget());
+            }
+            wait_for_waiters(&sem, 4);
+            sem.release(4).unwrap();
+        });
     });
     assert_eq!((sem.available(), sem.waiters()), (0, 0));
 }
@@ -189,16 +202,19 @@ fn one_release_wakes_every_waiter_it_can() {
 #[test]
 fn release_wakes_multi_waiter_among_singles() {
     let sem = Semaphore::new(0);
-    thread::scope(|s| {
-        let big = s.spawn(|| sem.acquire(3).unwrap().forget());
-        for _ in 0..2 {
-            s.spawn(|| sem.acquire(1).unwrap().forget());
-        }
-        wait_for_waiters(&sem, 3);
-        sem.release(2).unwrap(); // both singles can go; the big one cannot yet
-        wait_for_waiters(&sem, 1);
-        sem.release(3).unwrap();
-        big.join().unwrap();
+    common::within(&sem, || {
+        thread::scope(|s| {
+            let big = s.spawn(|| sem.acquire(3).unwrap().forget());
+            for _ in 0..2 {
+                s.spawn(|| sem.acquire(1).unwrap().forget());
+            }
+            wait_for_waiters(&sem, 3);
+            // Both singles can go and the big one cannot yet; unless the big one has waited long
+            // enough to reserve the permits (eventual fairness), when the singles wait for it.
+            sem.release(2).unwrap();
+            sem.release(3).unwrap();
+            big.join().unwrap();
+        });
     });
     assert_eq!((sem.available(), sem.waiters()), (0, 0));
 }
@@ -207,12 +223,14 @@ fn release_wakes_multi_waiter_among_singles() {
 #[test]
 fn one_release_travels_through_a_chain() {
     let sem = Semaphore::new(0);
-    thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| drop(sem.acquire(1).unwrap()));
-        }
-        wait_for_waiters(&sem, 4);
-        sem.release(1).unwrap();
+    common::within(&sem, || {
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| drop(sem.acquire(1).unwrap()));
+            }
+            wait_for_waiters(&sem, 4);
+            sem.release(1).unwrap();
+        });
     });
     assert_eq!((sem.available(), sem.waiters()), (1, 0));
 }
@@ -294,23 +312,25 @@ fn release_past_max_is_refused_and_changes_nothing() {
     // A refused release changes nothing: a waiter for every permit keeps waiting.
     let sem = Semaphore::new(0);
     let woke = AtomicU32::new(0);
-    thread::scope(|s| {
-        s.spawn(|| {
-            sem.acquire(MAX_PERMITS).unwrap().forget();
-            woke.store(1, Ordering::SeqCst);
+    common::within(&sem, || {
+        thread::scope(|s| {
+            s.spawn(|| {
+                sem.acquire(MAX_PERMITS).unwrap().forget();
+                woke.store(1, Ordering::SeqCst);
+            });
+            wait_for_waiters(&sem, 1);
+            sem.release(MAX_PERMITS - 1).unwrap();
+            assert_eq!(
+                sem.release(2).unwrap_err(),
+                ReleaseError {
+                    available: MAX_PERMITS - 1,
+                    released: 2
+                }
+            );
+            assert_eq!((sem.available(), sem.waiters()), (MAX_PERMITS - 1, 1));
+            assert_eq!(woke.load(Ordering::SeqCst), 0);
+            sem.release(1).unwrap();
         });
-        wait_for_waiters(&sem, 1);
-        sem.release(MAX_PERMITS - 1).unwrap();
-        assert_eq!(
-            sem.release(2).unwrap_err(),
-            ReleaseError {
-                available: MAX_PERMITS - 1,
-                released: 2
-            }
-        );
-        assert_eq!((sem.available(), sem.waiters()), (MAX_PERMITS - 1, 1));
-        assert_eq!(woke.load(Ordering::SeqCst), 0);
-        sem.release(1).unwrap();
     });
     assert_eq!(woke.load(Ordering::SeqCst), 1);
     assert_eq!((sem.available(), sem.waiters()), (0, 0));
@@ -385,11 +405,4 @@ fn works_as_a_static() {
     drop(permit);
     assert_eq!(SEM.available(), 2);
     assert!(format!("{SEM:?}").contains("available: 2"));
-}
-
-/// Waits (without a deadline: the test harness has one) until `n` threads are registered.
-fn wait_for_waiters(sem: &Semaphore, n: u32) {
-    while sem.waiters() != n {
-        thread::sleep(Duration::from_millis(1));
-    }
 }

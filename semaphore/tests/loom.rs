@@ -204,3 +204,163 @@ fn timed_multi_waiter_and_single_waiter_share_a_release() {
         (sem, 2 - multi_took)
     });
 }
+
+#[test]
+fn one_release_of_two_wakes_two_single_sleepers() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let sem = sem.clone();
+                thread::spawn(move || sem.acquire(1).unwrap().forget())
+            })
+            .collect();
+        // One call: a release that wakes one single waiter however many permits it gives
+        // leaves the other asleep (loom reports the deadlock).
+        sem.release(2).unwrap();
+        waiters.into_iter().for_each(|w| w.join().unwrap());
+        (sem, 0)
+    });
+}
+
+#[test]
+fn two_permits_wake_a_two_permit_sleeper() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let multi = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(2).unwrap().forget())
+        };
+        // 1 there + 1 released = exactly 2: a wake policy that waits for 3 strands it.
+        sem.release(1).unwrap();
+        multi.join().unwrap();
+        (sem, 0)
+    });
+}
+
+#[test]
+fn timed_single_sleepers_share_a_release_of_two() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let sem = sem.clone();
+                thread::spawn(
+                    move || match sem.try_acquire_for(1, Duration::from_secs(1)) {
+                        Ok(permit) => {
+                            permit.forget();
+                            1
+                        }
+                        Err(error) => {
+                            assert_eq!(error, AcquireError::TimedOut);
+                            0
+                        }
+                    },
+                )
+            })
+            .collect();
+        sem.release(2).unwrap();
+        let took: u32 = waiters.into_iter().map(|w| w.join().unwrap()).sum();
+        (sem, 2 - took)
+    });
+}
+
+#[test]
+fn expired_deadlines_race_a_release_without_registering() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let zero = {
+            let sem = sem.clone();
+            thread::spawn(move || match sem.try_acquire_for(1, Duration::ZERO) {
+                Ok(permit) => {
+                    permit.forget();
+                    1
+                }
+                Err(error) => {
+                    assert_eq!(error, AcquireError::TimedOut);
+                    0
+                }
+            })
+        };
+        sem.release(1).unwrap();
+        let took = zero.join().unwrap();
+        (sem, 1 - took)
+    });
+}
+
+#[test]
+fn waiter_limit_refuses_without_changing_anything() {
+    // Loom builds allow 2 waiters of a kind (65,535 otherwise).
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let sem = sem.clone();
+                thread::spawn(move || match sem.acquire(1) {
+                    Ok(permit) => {
+                        permit.forget();
+                        1
+                    }
+                    Err(error) => {
+                        assert_eq!(error, AcquireError::TooManyWaiters);
+                        0
+                    }
+                })
+            })
+            .collect();
+        sem.release(3).unwrap();
+        let took: u32 = waiters.into_iter().map(|w| w.join().unwrap()).sum();
+        assert!(took >= 2, "a registered waiter was refused");
+        (sem, 3 - took)
+    });
+}
+
+#[test]
+fn starving_multi_waiter_gets_in() {
+    // Loom has no clock: a multi waiter may reserve after its first wake. Then the small
+    // thread cannot take, the releases accumulate for the holder, and everyone finishes.
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let small = {
+            let sem = sem.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    drop(sem.acquire(1).unwrap());
+                }
+            })
+        };
+        let big = {
+            let sem = sem.clone();
+            thread::spawn(move || drop(sem.acquire(2).unwrap()))
+        };
+        sem.release(1).unwrap();
+        small.join().unwrap();
+        big.join().unwrap();
+        (sem, 2)
+    });
+}
+
+#[test]
+fn reservation_holder_timing_out_wakes_single_sleepers() {
+    // The timed multi waiter reserves after a spurious wake, then times out (loom's timed
+    // waits time out at once); the release it made wait must then reach the single sleeper.
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let big = {
+            let sem = sem.clone();
+            thread::spawn(move || {
+                let result = sem.try_acquire_for(2, Duration::from_secs(1));
+                assert_eq!(result.unwrap_err(), AcquireError::TimedOut);
+            })
+        };
+        let single = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(1).unwrap().forget())
+        };
+        sem.wake_spuriously();
+        sem.release(1).unwrap();
+        big.join().unwrap();
+        single.join().unwrap();
+        (sem, 0)
+    });
+}

@@ -5,6 +5,8 @@
 //! Moves Qt's 860,160 items by default; `FUTEXSCOPE_THOROUGH=1` moves ten times as many.
 #![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
+mod common;
+
 use futexscope_semaphore::Semaphore;
 use std::cell::UnsafeCell;
 use std::thread;
@@ -50,31 +52,33 @@ fn run(producer_chunk: usize, consumer_chunk: usize) {
     let free = Semaphore::new(RING as u32);
     let used = Semaphore::new(0);
     let ring = Ring(UnsafeCell::new([0; RING]));
-    thread::scope(|s| {
-        s.spawn(|| {
-            for start in (0..items).step_by(producer_chunk) {
-                let permit = free
-                    .try_acquire_for(producer_chunk as u32, Duration::from_secs(60))
-                    .expect("producer starved for a minute");
-                permit.forget();
-                for i in start..start + producer_chunk {
-                    // SAFETY: we hold `free` permits for these slots.
-                    unsafe { ring.write(i, ALPHABET[i % ALPHABET.len()]) };
+    common::within(&(&free, &used), || {
+        thread::scope(|s| {
+            s.spawn(|| {
+                for start in (0..items).step_by(producer_chunk) {
+                    let permit = free
+                        .try_acquire_for(producer_chunk as u32, Duration::from_secs(60))
+                        .expect("producer starved for a minute");
+                    permit.forget();
+                    for i in start..start + producer_chunk {
+                        // SAFETY: we hold `free` permits for these slots.
+                        unsafe { ring.write(i, ALPHABET[i % ALPHABET.len()]) };
+                    }
+                    used.release(producer_chunk as u32).unwrap();
                 }
-                used.release(producer_chunk as u32).unwrap();
-            }
-        });
-        s.spawn(|| {
-            for start in (0..items).step_by(consumer_chunk) {
-                used.acquire(consumer_chunk as u32).unwrap().forget();
-                for i in start..start + consumer_chunk {
-                    // SAFETY: we hold `used` permits for these slots.
-                    let byte = unsafe { ring.read(i) };
-                    assert_eq!(byte, ALPHABET[i % ALPHABET.len()], "item {i} corrupted");
+            });
+            s.spawn(|| {
+                for start in (0..items).step_by(consumer_chunk) {
+                    used.acquire(consumer_chunk as u32).unwrap().forget();
+                    for i in start..start + consumer_chunk {
+                        // SAFETY: we hold `used` permits for these slots.
+                        let byte = unsafe { ring.read(i) };
+                        assert_eq!(byte, ALPHABET[i % ALPHABET.len()], "item {i} corrupted");
+                    }
+                    free.release(consumer_chunk as u32).unwrap();
                 }
-                free.release(consumer_chunk as u32).unwrap();
-            }
-        });
+            });
+        })
     });
     assert_eq!((free.available(), used.available()), (RING as u32, 0));
     assert_eq!((free.waiters(), used.waiters()), (0, 0));

@@ -6,6 +6,8 @@
 //! Quick by default (a few seconds); `FUTEXSCOPE_THOROUGH=1` runs for a minute per scenario.
 #![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
+mod common;
+
 use futexscope_semaphore::{AcquireError, Semaphore};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -95,10 +97,12 @@ fn stress(permits: u32, threads: u64, max_request: u32) {
         while Instant::now() < end {
             if sem.available() >= max_request && sem.waiters() > 0 {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                assert!(
-                    since.elapsed() < Duration::from_secs(10),
-                    "lost wake-up while running: {sem:?}"
-                );
+                if since.elapsed() > common::hang_limit() {
+                    common::hung(
+                        "lost wake-up while running: permits enough for any request unused",
+                        &sem,
+                    );
+                }
             } else {
                 idle_since = None;
             }
@@ -110,11 +114,15 @@ fn stress(permits: u32, threads: u64, max_request: u32) {
         // time with permits available lost its wake-up.
         let watchdog = Instant::now();
         while done.load(Ordering::SeqCst) < threads {
-            assert!(
-                watchdog.elapsed() < Duration::from_secs(60),
-                "lost wake-up: {} of {threads} workers still blocked, {sem:?}",
-                threads - done.load(Ordering::SeqCst),
-            );
+            if watchdog.elapsed() > common::hang_limit() {
+                common::hung(
+                    &format!(
+                        "lost wake-up: {} of {threads} workers still blocked",
+                        threads - done.load(Ordering::SeqCst)
+                    ),
+                    &sem,
+                );
+            }
             thread::sleep(Duration::from_millis(5));
         }
     });

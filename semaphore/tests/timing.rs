@@ -3,6 +3,8 @@
 //! lower bound is asserted; how late it returns depends on the machine.
 #![cfg(not(loom))] // loom builds run only `tests/loom.rs`
 
+mod common;
+
 use futexscope_semaphore::{AcquireError, Semaphore};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -10,19 +12,21 @@ use std::time::{Duration, Instant};
 
 /// A thread that keeps releasing and taking back 2 permits: every release wakes a waiter that
 /// wants 3 (it needs at least 2), which finds too few and waits again.
-fn with_churn(sem: &Semaphore, body: impl FnOnce()) {
+fn with_churn(sem: &Semaphore, body: impl FnOnce() + Send) {
     let stop = AtomicBool::new(false);
-    thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                sem.release(2).unwrap();
-                if let Ok(permit) = sem.try_acquire_for(2, Duration::from_secs(10)) {
-                    permit.forget();
+    common::within(sem, || {
+        thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    sem.release(2).unwrap();
+                    if let Ok(permit) = sem.try_acquire_for(2, Duration::from_secs(10)) {
+                        permit.forget();
+                    }
                 }
-            }
-        });
-        body();
-        stop.store(true, Ordering::Relaxed);
+            });
+            body();
+            stop.store(true, Ordering::Relaxed);
+        })
     });
 }
 
@@ -89,17 +93,17 @@ fn many_timed_waiters_never_fail_early() {
 #[test]
 fn timed_acquire_succeeds_when_permits_arrive_in_time() {
     let sem = Semaphore::new(0);
-    thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            sem.try_acquire_for(3, Duration::from_secs(60))
-                .map(|p| p.permits())
-        });
-        while sem.waiters() == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
-        sem.release(1).unwrap();
-        sem.release(2).unwrap();
-        assert_eq!(waiter.join().unwrap(), Ok(3));
+    common::within(&sem, || {
+        thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                sem.try_acquire_for(3, Duration::from_secs(3600))
+                    .map(|p| p.permits())
+            });
+            common::wait_for_waiters(&sem, 1);
+            sem.release(1).unwrap();
+            sem.release(2).unwrap();
+            assert_eq!(waiter.join().unwrap(), Ok(3));
+        })
     });
     assert_eq!((sem.available(), sem.waiters()), (3, 0));
 }
