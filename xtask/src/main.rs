@@ -143,7 +143,7 @@ fn test() -> anyhow::Result<()> {
         &[],
     )?;
     step("model checking the semaphore with loom");
-    // LOOM_MAX_PREEMPTIONS=2 takes about 30 s here; 3 (about 4 min) is the thorough setting.
+    // LOOM_MAX_PREEMPTIONS=2 takes about 20 s here; 3 (about 9 min) is the thorough setting.
     let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "2".into());
     totals.run(
         &[
