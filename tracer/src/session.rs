@@ -29,7 +29,7 @@ use crate::{
     output::{
         events, export,
         live::{Live, View},
-        stacks as stack_output,
+        pprof, stacks as stack_output,
         summary::{Ending, Summary},
         text,
     },
@@ -78,6 +78,10 @@ pub struct Options {
     pub folded: Option<PathBuf>,
     /// Write a flame graph of blocked time here (needs `stacks`).
     pub flamegraph: Option<PathBuf>,
+    /// Write a pprof profile of blocked time here (needs `stacks`).
+    pub pprof: Option<PathBuf>,
+    /// Bytes of the stack ring buffer (`stacks`).
+    pub stack_buffer_size: u32,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -243,6 +247,7 @@ fn load_probes(options: &Options) -> Result<Probes, TraceError> {
         follow_forks: options.children,
         verbose: options.verbose,
         stacks: options.stacks,
+        stack_ring_bytes: options.stack_buffer_size,
         ..ProbeOptions::default()
     };
     Probes::load_with(&probe_options).map_err(|err| match err {
@@ -390,6 +395,10 @@ pub struct Session {
     /// `--folded` and `--flamegraph`, created at start.
     folded_file: Option<(PathBuf, File)>,
     flamegraph_file: Option<(PathBuf, File)>,
+    /// `--pprof`, created at start.
+    pprof_file: Option<(PathBuf, File)>,
+    /// When tracing started, for the pprof profile.
+    started_unix_ns: u64,
     started: Instant,
     next_tick: Instant,
 }
@@ -438,6 +447,7 @@ impl Session {
         };
         let folded_file = options.folded.as_deref().map(create).transpose()?;
         let flamegraph_file = options.flamegraph.as_deref().map(create).transpose()?;
+        let pprof_file = options.pprof.as_deref().map(create).transpose()?;
         let stacks = options.stacks.then(StackBook::default);
         let name = match &target {
             Target::Command(argv) => argv.join(" "),
@@ -470,12 +480,15 @@ impl Session {
             stacks,
             folded_file,
             flamegraph_file,
+            pprof_file,
+            started_unix_ns: 0,
             started: now,
             next_tick: now,
         };
         session.note_missing_hooks();
         let attached = session.start_target(&target)?;
         session.started = Instant::now();
+        session.started_unix_ns = unix_now_ns();
         session.next_tick = session.started + session.options.interval;
         session.note_markers(&attached);
         session.labels = Labels::new(session.traced.pid, session.traced.name.clone());
@@ -831,6 +844,20 @@ impl Session {
             stack_output::flamegraph(&lines, BufWriter::new(file))
                 .map_err(|source| TraceError::Output { path, source })?;
         }
+        if let Some((path, file)) = self.pprof_file.take() {
+            let period = pprof::Period {
+                start_unix_ns: self.started_unix_ns,
+                duration_ns: self.started.elapsed().as_nanos() as u64,
+            };
+            pprof::write(
+                report,
+                word_label(summary),
+                period,
+                stack_output::SAMPLING,
+                BufWriter::new(file),
+            )
+            .map_err(|source| TraceError::Output { path, source })?;
+        }
         Ok(())
     }
 }
@@ -850,6 +877,13 @@ fn split<E: std::error::Error + 'static>(
 /// the summary and writes the requested files.
 pub fn trace(target: &Target, options: Options) -> Result<Outcome, TraceError> {
     Session::start(target, options)?.run()
+}
+
+/// Now, in ns since the Unix epoch.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The label of a word in the summary's rows, for the stack outputs.

@@ -191,6 +191,7 @@ impl StackBook {
                 frames: names[id as usize].iter().map(|f| f.to_string()).collect(),
                 site: site(&names[id as usize]),
                 truncated: raw.truncated.clone(),
+                symbols: names[id as usize].clone(),
             }
         };
         let mut words: Vec<WordStacks> = Vec::new();
@@ -464,6 +465,9 @@ pub struct ShownStack {
     /// Why the walk stopped before the thread's start, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
+    /// The frames as found, leaf first (`frames` is their text).
+    #[serde(skip)]
+    pub symbols: Vec<Frame>,
 }
 
 /// Total and percentiles of wait times, ns.

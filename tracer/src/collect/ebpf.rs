@@ -100,6 +100,9 @@ pub enum LoadError {
     /// The ring buffer size is not a power of two of at least one page.
     #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
     RingBufferSize(u32),
+    /// The stack ring buffer size is not a power of two that holds two stack records.
+    #[error("stack ring buffer size {0} is not a power of two of at least 32K (two stack records)")]
+    StackRingBufferSize(u32),
     /// More marker sites than the probes can hold.
     #[error("too many marker sites: at most {MAX_MARKER_SITES} can be attached")]
     TooManySites,
@@ -127,6 +130,9 @@ pub struct ProbeOptions {
     /// Capture the user stack of each wait that slept and each wake that woke
     /// ([`Probes::read_stacks`]); off, the programs skip it at the cost of one branch.
     pub stacks: bool,
+    /// Byte size of the stack ring buffer while `stacks` is on: a power of two that holds at
+    /// least two records.
+    pub stack_ring_bytes: u32,
 }
 
 impl Default for ProbeOptions {
@@ -139,6 +145,7 @@ impl Default for ProbeOptions {
             raw_syscall_hooks: false,
             follow_forks: true,
             stacks: false,
+            stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
         }
     }
 }
@@ -295,6 +302,17 @@ impl Probes {
         if !ring.is_power_of_two() || ring < 4096 {
             return Err(LoadError::RingBufferSize(ring));
         }
+        let stack_ring = if options.stacks {
+            options.stack_ring_bytes
+        } else {
+            4096
+        };
+        if options.stacks
+            && (!stack_ring.is_power_of_two()
+                || (stack_ring as usize) < 2 * size_of::<StackRecord>())
+        {
+            return Err(LoadError::StackRingBufferSize(stack_ring));
+        }
         let realtime_offset = options
             .realtime_offset_ns
             .unwrap_or_else(sys::realtime_offset_ns);
@@ -315,15 +333,9 @@ impl Probes {
         let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, ring)
-            .map_max_entries(
-                stack::STACKS,
-                if options.stacks {
-                    DEFAULT_STACK_RING_BYTES
-                } else {
-                    4096
-                },
-            )
+            .map_max_entries(stack::STACKS, stack_ring)
             .override_global(stack::STACK_CAPTURE, &u32::from(options.stacks), true)
+            .override_global(stack::STACK_WAKEUP_BYTES, &u64::from(stack_ring / 4), true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
             .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
@@ -661,6 +673,7 @@ fn key_offsets(btf: &KernelBtf) -> Result<KeyOffsets, super::btf::BtfError> {
         inode_ino: btf.member_offset("inode", "i_ino")?,
         inode_sb: btf.member_offset("inode", "i_sb")?,
         sb_dev: btf.member_offset("super_block", "s_dev")?,
+        vma_end: btf.member_offset("vm_area_struct", "vm_end")?,
     })
 }
 
