@@ -742,7 +742,13 @@ impl Session {
         // Stacks first: the pairing finds a call's stack when the call's record comes out of
         // its window.
         if let Some(book) = stacks {
-            probes.read_stacks(|record| book.push_stack(record));
+            probes.read_stacks(|record| {
+                let id = book.push_stack(record);
+                if let Some((_, export)) = &mut records.export {
+                    let frames = book.frames(id);
+                    export.add_stack(record.tid, record.ts_ns, export::CallStack { id, frames });
+                }
+            });
         }
         probes.read_events(|event| {
             let Some(record) = Record::decode(event) else {

@@ -7,13 +7,16 @@
 //! threads they woke. The pairing comes from a [`Timeline`] of the same calls: when it pairs a
 //! woken wait with the wake that ended it, the two calls' stacks (found by thread and return
 //! time, the link between a stack record and its event record) are booked as a pair, with the
-//! wait's time: the blame the waker stack bears. Symbols are looked up once, at the end
-//! ([`StackBook::report`]), by file and offset, so the processes may be gone by then.
+//! wait's time: the blame the waker stack bears. Symbols are looked up by file and offset, so
+//! the processes may be gone by then, once per distinct frame: when a report or the export
+//! first needs the frame ([`StackBook::report`], [`StackBook::snapshot`],
+//! [`StackBook::frames`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
     ffi::OsStr,
     path::Path,
+    sync::Arc,
 };
 
 use blazesym::symbolize::{
@@ -81,11 +84,15 @@ pub struct StackBook {
     words: BTreeMap<WordKey, WordTally>,
     captured: u64,
     truncated: u64,
+    /// Every frame looked up so far.
+    names: FrameNames,
+    /// Each stack's frames, once looked up.
+    shown: HashMap<u32, Arc<[Frame]>>,
 }
 
 impl StackBook {
-    /// Unwinds, interns and books one stack record.
-    pub fn push_stack(&mut self, record: &StackRecord) {
+    /// Unwinds, interns and books one stack record; returns the stack's id.
+    pub fn push_stack(&mut self, record: &StackRecord) -> u32 {
         let raw = self.unwinders.unwind(record);
         self.captured += 1;
         if raw.truncated.is_some() {
@@ -110,6 +117,21 @@ impl StackBook {
             waker.woken += record.ret.max(0) as u64;
         }
         self.by_call.insert((record.tid, record.ts_ns), id);
+        id
+    }
+
+    /// The frames of stack `id` (from [`StackBook::push_stack`]), leaf first, looked up now if
+    /// they have not been.
+    pub fn frames(&mut self, id: u32) -> Arc<[Frame]> {
+        if let Some(frames) = self.shown.get(&id) {
+            return frames.clone();
+        }
+        let raw = &self.stacks[id as usize];
+        self.names
+            .look_up(raw.frames.iter(), self.unwinders.modules());
+        let frames: Arc<[Frame]> = self.names.stack(raw).into();
+        self.shown.insert(id, frames.clone());
+        frames
     }
 
     /// Takes a decoded record into the pairing.
@@ -183,15 +205,26 @@ impl StackBook {
         let mut items = Vec::new();
         timeline.finish(&mut |item| items.push(item));
         self.pair(items);
-        let names = symbolize(&self.stacks, self.unwinders.modules());
+        self.snapshot()
+    }
+
+    /// Reports every word's stacks so far (the pairs of the calls the pairing has passed), the
+    /// words with the most waits first; looks up the frames not seen before.
+    pub fn snapshot(&mut self) -> StackReport {
+        self.names.look_up(
+            self.stacks.iter().flat_map(|s| &s.frames),
+            self.unwinders.modules(),
+        );
+        let names = &self.names;
         let shown = |id: u32| {
             let raw = &self.stacks[id as usize];
+            let frames = names.stack(raw);
             ShownStack {
                 id,
-                frames: names[id as usize].iter().map(|f| f.to_string()).collect(),
-                site: site(&names[id as usize]),
+                frames: frames.iter().map(|f| f.to_string()).collect(),
+                site: site(&frames),
                 truncated: raw.truncated.clone(),
-                symbols: names[id as usize].clone(),
+                symbols: frames,
             }
         };
         let mut words: Vec<WordStacks> = Vec::new();
@@ -289,104 +322,122 @@ impl std::fmt::Display for Frame {
     }
 }
 
-/// Looks up every frame of every stack: one batch per file.
-fn symbolize(stacks: &[RawStack], modules: &[std::sync::Arc<ModuleFile>]) -> Vec<Vec<Frame>> {
-    let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for frame in stacks.iter().flat_map(|s| &s.frames) {
-        if let Some(module) = frame.module {
-            offsets.entry(module).or_default().push(frame.offset);
+/// The names of frames, each looked up once (blazesym, by file and file offset).
+#[derive(Default)]
+struct FrameNames {
+    symbolizer: Symbolizer,
+    frames: HashMap<RawFrame, Vec<Frame>>,
+}
+
+impl FrameNames {
+    /// Looks up the `frames` not looked up before: one batch per file.
+    fn look_up<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a RawFrame>,
+        modules: &[std::sync::Arc<ModuleFile>],
+    ) {
+        let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for frame in frames.filter(|f| !self.frames.contains_key(f)) {
+            if let Some(module) = frame.module {
+                offsets.entry(module).or_default().push(frame.offset);
+            }
         }
-    }
-    let symbolizer = Symbolizer::new();
-    let mut names: HashMap<RawFrame, Vec<Frame>> = HashMap::new();
-    for (module, mut list) in offsets {
-        list.sort_unstable();
-        list.dedup();
-        let file = &modules[module as usize];
-        let short = file
-            .path
-            .file_name()
-            .unwrap_or(OsStr::new("?"))
-            .to_string_lossy()
-            .into_owned();
-        let runtime = is_runtime_file(&file.path);
-        let source = Source::Elf(Elf::new(&file.open_path));
-        let found = symbolizer
-            .symbolize(&source, Input::FileOffset(&list))
-            .unwrap_or_default();
-        for (i, &offset) in list.iter().enumerate() {
-            let module_offset = format!("{short}+{offset:#x}");
-            let frames = match found.get(i) {
-                Some(Symbolized::Sym(sym)) => {
-                    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
-                        info.map(|c| {
-                            let file = Path::new(&c.file).display().to_string();
-                            match c.line {
-                                Some(line) => format!("{file}:{line}"),
-                                None => file,
-                            }
-                        })
-                    };
-                    let runtime_fn = |name: &str| runtime || is_runtime_function(name);
-                    // blazesym lists inlined calls outermost first; frames go leaf first.
-                    let mut frames: Vec<Frame> = sym
-                        .inlined
-                        .iter()
-                        .rev()
-                        .map(|inlined| Frame {
-                            function: Some(inlined.name.to_string()),
-                            location: location(inlined.code_info.as_ref()),
-                            module_offset: module_offset.clone(),
-                            inlined: true,
-                            runtime: runtime_fn(&inlined.name),
-                        })
-                        .collect();
-                    frames.push(Frame {
-                        function: Some(sym.name.to_string()),
-                        location: location(sym.code_info.as_deref()),
-                        module_offset: module_offset.clone(),
+        for (module, mut list) in offsets {
+            list.sort_unstable();
+            list.dedup();
+            let file = &modules[module as usize];
+            let short = file
+                .path
+                .file_name()
+                .unwrap_or(OsStr::new("?"))
+                .to_string_lossy()
+                .into_owned();
+            let runtime = is_runtime_file(&file.path);
+            let source = Source::Elf(Elf::new(&file.open_path));
+            let found = self
+                .symbolizer
+                .symbolize(&source, Input::FileOffset(&list))
+                .unwrap_or_default();
+            for (i, &offset) in list.iter().enumerate() {
+                let module_offset = format!("{short}+{offset:#x}");
+                let frames = match found.get(i) {
+                    Some(Symbolized::Sym(sym)) => named_frames(sym, &module_offset, runtime),
+                    _ => vec![Frame {
+                        function: None,
+                        location: None,
+                        module_offset,
                         inlined: false,
-                        runtime: runtime_fn(&sym.name),
-                    });
-                    frames
-                }
-                _ => vec![Frame {
-                    function: None,
-                    location: None,
-                    module_offset,
-                    inlined: false,
-                    runtime,
-                }],
-            };
-            names.insert(
-                RawFrame {
+                        runtime,
+                    }],
+                };
+                let key = RawFrame {
                     module: Some(module),
                     offset,
-                },
-                frames,
-            );
+                };
+                self.frames.insert(key, frames);
+            }
         }
     }
-    stacks
-        .iter()
-        .map(|stack| {
-            stack
-                .frames
-                .iter()
-                .flat_map(|frame| {
-                    names.get(frame).cloned().unwrap_or_else(|| {
-                        vec![Frame {
-                            function: None,
-                            location: None,
-                            module_offset: format!("[unknown] {:#x}", frame.offset),
-                            inlined: false,
-                            runtime: false,
-                        }]
-                    })
+
+    /// The frames of `stack`, leaf first (inlined calls before the function they are in), as
+    /// looked up.
+    fn stack(&self, stack: &RawStack) -> Vec<Frame> {
+        stack
+            .frames
+            .iter()
+            .flat_map(|frame| {
+                self.frames.get(frame).cloned().unwrap_or_else(|| {
+                    vec![Frame {
+                        function: None,
+                        location: None,
+                        module_offset: format!("[unknown] {:#x}", frame.offset),
+                        inlined: false,
+                        runtime: false,
+                    }]
                 })
-                .collect()
+            })
+            .collect()
+    }
+}
+
+/// The frames of a symbol found at `module_offset`: the calls inlined there, innermost first,
+/// then the function itself.
+fn named_frames(
+    sym: &blazesym::symbolize::Sym<'_>,
+    module_offset: &str,
+    runtime: bool,
+) -> Vec<Frame> {
+    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        info.map(|c| {
+            let file = Path::new(&c.file).display().to_string();
+            match c.line {
+                Some(line) => format!("{file}:{line}"),
+                None => file,
+            }
         })
-        .collect()
+    };
+    let runtime_fn = |name: &str| runtime || is_runtime_function(name);
+    // blazesym lists inlined calls outermost first; frames go leaf first.
+    let mut frames: Vec<Frame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inlined| Frame {
+            function: Some(inlined.name.to_string()),
+            location: location(inlined.code_info.as_ref()),
+            module_offset: module_offset.to_owned(),
+            inlined: true,
+            runtime: runtime_fn(&inlined.name),
+        })
+        .collect();
+    frames.push(Frame {
+        function: Some(sym.name.to_string()),
+        location: location(sym.code_info.as_deref()),
+        module_offset: module_offset.to_owned(),
+        inlined: false,
+        runtime: runtime_fn(&sym.name),
+    });
+    frames
 }
 
 /// Whether `path` is the C library, the dynamic loader or the C++ runtime.
