@@ -567,7 +567,7 @@ impl Session {
             .collect();
         let stack_report = self.stacks.take().map(StackBook::report);
         if let Some(report) = &stack_report {
-            label_by_site(&mut futexes, report);
+            stack_output::label_by_site(&mut futexes, report);
         }
         let summary = Summary {
             target: self.traced.name.clone(),
@@ -805,7 +805,11 @@ impl Session {
 
     /// Reads the totals and shows them.
     fn refresh_view(&mut self) -> Result<(), TraceError> {
-        let (rows, drops) = self.snapshot()?;
+        let (mut rows, drops) = self.snapshot()?;
+        let stacks = self.stacks.as_mut().map(StackBook::snapshot);
+        if let Some(report) = &stacks {
+            stack_output::label_by_site(&mut rows, report);
+        }
         self.live
             .update(
                 self.started.elapsed().as_secs_f64(),
@@ -813,7 +817,11 @@ impl Session {
                 self.records.count,
                 &drops,
             )
-            .map_err(TraceError::Terminal)
+            .map_err(TraceError::Terminal)?;
+        if let Some(report) = stacks {
+            self.live.set_stacks(report).map_err(TraceError::Terminal)?;
+        }
+        Ok(())
     }
 
     /// Writes the JSON summary (with the stacks, if captured), the rest of the event lines and
@@ -900,22 +908,4 @@ fn word_label(summary: &Summary) -> impl Fn(&crate::aggregate::stacks::WordStack
         .map(|row| (row.word, row.label.clone()))
         .collect();
     move |word| labels.get(&word.word).cloned().unwrap_or_default()
-}
-
-/// Names the words that have no label of their own by their dominant waiter call site (the
-/// waiter stack with the most wait time).
-fn label_by_site(rows: &mut [table::Row], report: &StackReport) {
-    let sites: std::collections::HashMap<WordKey, &str> = report
-        .words
-        .iter()
-        .filter_map(|word| {
-            let top = word.waiter_stacks.first()?;
-            Some((word.word, top.stack.site.as_str()))
-        })
-        .collect();
-    for row in rows.iter_mut().filter(|row| row.label.is_empty()) {
-        if let Some(site) = sites.get(&row.word) {
-            row.label = format!("waited at {site}");
-        }
-    }
 }

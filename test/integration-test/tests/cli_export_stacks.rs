@@ -4,6 +4,10 @@
 //! -fomit-frame-pointer -g`).
 
 mod common;
+#[allow(
+    dead_code,
+    reason = "this test reads the slices' names and stacks only"
+)]
 mod perfetto;
 
 use std::process::Command;

@@ -106,7 +106,7 @@ pub struct Export<W: Write> {
 
 enum Writer<W: Write> {
     Chrome(ChromeJson<W>),
-    Perfetto(Perfetto<W>),
+    Perfetto(Box<Perfetto<W>>),
 }
 
 impl<W: Write> Export<W> {
@@ -119,7 +119,7 @@ impl<W: Write> Export<W> {
     pub fn with_timeline(out: W, format: Format, timeline: Timeline) -> io::Result<Export<W>> {
         let writer = match format {
             Format::ChromeJson => Writer::Chrome(ChromeJson::new(out)?),
-            Format::Perfetto => Writer::Perfetto(Perfetto::new(out)?),
+            Format::Perfetto => Writer::Perfetto(Box::new(Perfetto::new(out)?)),
         };
         Ok(Export {
             timeline,
@@ -218,7 +218,7 @@ impl<W: Write> Writer<W> {
     fn finish(self, names: Names<'_>) -> io::Result<()> {
         match self {
             Writer::Chrome(chrome) => chrome.finish(names),
-            Writer::Perfetto(perfetto) => perfetto.finish(names),
+            Writer::Perfetto(perfetto) => (*perfetto).finish(names),
         }
     }
 }

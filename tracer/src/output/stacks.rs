@@ -56,6 +56,24 @@ pub fn summary(report: &StackReport, label: impl Fn(&WordStacks) -> String) -> S
     out
 }
 
+/// Names the words that have no label of their own by their dominant waiter call site (the
+/// waiter stack with the most wait time).
+pub fn label_by_site(rows: &mut [Row], report: &StackReport) {
+    let sites: HashMap<WordKey, &str> = report
+        .words
+        .iter()
+        .filter_map(|word| {
+            let top = word.waiter_stacks.first()?;
+            Some((word.word, top.stack.site.as_str()))
+        })
+        .collect();
+    for row in rows.iter_mut().filter(|row| row.label.is_empty()) {
+        if let Some(site) = sites.get(&row.word) {
+            row.label = format!("waited at {site}");
+        }
+    }
+}
+
 /// How the summary names a word: `pid N 0xADDRESS`, or a shared futex's file key.
 fn shown_word(word: WordKey) -> String {
     match word {
@@ -204,6 +222,27 @@ mod tests {
         let mut svg = Vec::new();
         flamegraph(&lines, &mut svg).unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("leaf (a.c:1)"));
+    }
+
+    #[test]
+    fn words_without_a_label_are_named_by_their_dominant_waiter_site() {
+        let mut rows = [
+            crate::aggregate::table::tests::row(0x10, 2, 0),
+            crate::aggregate::table::tests::row(0x20, 1, 0),
+        ]
+        .map(|row| Row {
+            word: WordKey::process(7, row.uaddr),
+            ..row
+        });
+        rows[1].label = "SEM".into();
+        let mut report = report();
+        report.words.push(WordStacks {
+            word: WordKey::process(7, 0x20),
+            ..report.words[0].clone()
+        });
+        label_by_site(&mut rows, &report);
+        assert_eq!(rows[0].label, "waited at leaf");
+        assert_eq!(rows[1].label, "SEM", "a word's own label stays");
     }
 
     #[test]
