@@ -416,7 +416,11 @@ fn named_frames(
             }
         })
     };
-    let runtime_fn = |name: &str| runtime || is_runtime_function(name);
+    let runtime_fn = |name: &str, code: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        runtime
+            || is_runtime_function(name)
+            || code.is_some_and(|c| is_runtime_source(c.dir.as_deref(), &c.file))
+    };
     // blazesym lists inlined calls outermost first; frames go leaf first.
     let mut frames: Vec<Frame> = sym
         .inlined
@@ -427,7 +431,7 @@ fn named_frames(
             location: location(inlined.code_info.as_ref()),
             module_offset: module_offset.to_owned(),
             inlined: true,
-            runtime: runtime_fn(&inlined.name),
+            runtime: runtime_fn(&inlined.name, inlined.code_info.as_ref()),
         })
         .collect();
     frames.push(Frame {
@@ -435,7 +439,7 @@ fn named_frames(
         location: location(sym.code_info.as_deref()),
         module_offset: module_offset.to_owned(),
         inlined: false,
-        runtime: runtime_fn(&sym.name),
+        runtime: runtime_fn(&sym.name, sym.code_info.as_deref()),
     });
     frames
 }
@@ -452,8 +456,10 @@ fn is_runtime_file(path: &Path) -> bool {
 }
 
 /// Whether `function` is locking code of Rust's std or of the futexscope semaphore's
-/// slow paths: frames that say how a thread waits, not where.
+/// slow paths: frames that say how a thread waits, not where. Qualified paths count by their
+/// type (`<std::sys::sync::condvar::futex::Condvar>::wait`).
 fn is_runtime_function(function: &str) -> bool {
+    let function = function.trim_start_matches(['<', '&']);
     [
         "std::sys::",
         "std::sync::",
@@ -462,6 +468,24 @@ fn is_runtime_function(function: &str) -> bool {
     ]
     .iter()
     .any(|prefix| function.starts_with(prefix))
+}
+
+/// Whether a frame's source file is Rust's standard library (`library/std/src/…` as its line
+/// tables name it): with line tables only, its inlined functions have short names
+/// (`wait<u32>`) that say nothing of where they come from.
+fn is_runtime_source(dir: Option<&Path>, file: &OsStr) -> bool {
+    let path = match dir {
+        Some(dir) => dir.join(file),
+        None => Path::new(file).to_path_buf(),
+    };
+    let path = path.to_string_lossy();
+    [
+        "library/std/src/",
+        "library/core/src/",
+        "library/alloc/src/",
+    ]
+    .iter()
+    .any(|root| path.contains(root))
 }
 
 /// The call site of a stack: its first frame outside the runtime, after the runtime frame that
