@@ -567,7 +567,7 @@ impl Session {
             .collect();
         let stack_report = self.stacks.take().map(StackBook::report);
         if let Some(report) = &stack_report {
-            stack_output::label_by_site(&mut futexes, report);
+            stack_output::label_by_site(&mut futexes, &stack_output::sites(report));
         }
         let summary = Summary {
             target: self.traced.name.clone(),
@@ -806,9 +806,17 @@ impl Session {
     /// Reads the totals and shows them.
     fn refresh_view(&mut self) -> Result<(), TraceError> {
         let (mut rows, drops) = self.snapshot()?;
-        let stacks = self.stacks.as_mut().map(StackBook::snapshot);
-        if let Some(report) = &stacks {
-            stack_output::label_by_site(&mut rows, report);
+        // Not for `--view quiet`: looking up new frames stalls the drain. Only the frames of
+        // each word's dominant waiter stack (its label) and of the word opened in the view.
+        let (sites, opened) = match (self.live.shows_rows(), self.stacks.as_mut()) {
+            (true, Some(book)) => (
+                Some(book.sites()),
+                self.live.opened().map(|word| book.word(word)),
+            ),
+            _ => (None, None),
+        };
+        if let Some(sites) = &sites {
+            stack_output::label_by_site(&mut rows, sites);
         }
         self.live
             .update(
@@ -818,8 +826,8 @@ impl Session {
                 &drops,
             )
             .map_err(TraceError::Terminal)?;
-        if let Some(report) = stacks {
-            self.live.set_stacks(report).map_err(TraceError::Terminal)?;
+        if let Some(stacks) = opened {
+            self.live.set_stacks(stacks).map_err(TraceError::Terminal)?;
         }
         Ok(())
     }

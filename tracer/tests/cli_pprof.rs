@@ -1,6 +1,7 @@
 //! `futexscope run --pprof FILE`: blocked time as a gzipped pprof profile, read back here with
-//! prost and profile.proto's messages (a reader other than the writer), on the condvar program
-//! of `cli_stacks.rs` (`stacks_waiters.c`, `-O2 -fomit-frame-pointer -g`).
+//! prost and profile.proto's messages (a reader other than the writer), and by `go tool pprof`
+//! where Go is installed, on the condvar program of `cli_stacks.rs` (`stacks_waiters.c`, `-O2
+//! -fomit-frame-pointer -g`).
 
 mod common;
 
@@ -118,6 +119,25 @@ fn pprof_profile_of_blocked_time_names_the_condvar_waiters() {
     let report = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{report}");
     let gzipped = std::fs::read(&path).unwrap();
+    // Go's own reader too, where a Go toolchain is installed (Debian: golang-go).
+    if Command::new("go").arg("version").output().is_ok() {
+        let raw = Command::new("go")
+            .args(["tool", "pprof", "-raw"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw.stdout);
+        assert!(
+            raw.status.success(),
+            "{}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert!(
+            text.contains("contentions/count delay/nanoseconds"),
+            "{text}"
+        );
+        assert!(text.contains("wait_level_three"), "{text}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(&gzipped[..])

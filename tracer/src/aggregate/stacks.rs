@@ -205,14 +205,43 @@ impl StackBook {
         let mut items = Vec::new();
         timeline.finish(&mut |item| items.push(item));
         self.pair(items);
-        self.snapshot()
+        self.report_words(None)
     }
 
-    /// Reports every word's stacks so far (the pairs of the calls the pairing has passed), the
-    /// words with the most waits first; looks up the frames not seen before.
-    pub fn snapshot(&mut self) -> StackReport {
+    /// The stacks of `word` so far (the pairs of the calls the pairing has passed), for the
+    /// live view; looks up the frames not seen before.
+    pub fn word(&mut self, word: WordKey) -> Option<WordStacks> {
+        self.report_words(Some(word)).words.pop()
+    }
+
+    /// The call site of each word's dominant waiter stack (the most wait time) so far, looking
+    /// up only those stacks' frames: what names words in the live view.
+    pub fn sites(&mut self) -> HashMap<WordKey, String> {
+        let top: Vec<(WordKey, u32)> = (self.words.iter())
+            .filter_map(|(word, tally)| {
+                let (&id, _) = tally
+                    .waiters
+                    .iter()
+                    .max_by_key(|(_, w)| (w.wait_ns.iter().sum::<u64>(), w.waits))?;
+                Some((*word, id))
+            })
+            .collect();
+        top.into_iter()
+            .map(|(word, id)| (word, site(&self.frames(id))))
+            .collect()
+    }
+
+    /// Reports the stacks of `only` that word, or of every word, the words with the most waits
+    /// first; looks up the frames not seen before.
+    fn report_words(&mut self, only: Option<WordKey>) -> StackReport {
+        let included = |word: &WordKey| only.is_none_or(|only| only == *word);
+        let ids: Vec<u32> = (self.words.iter())
+            .filter(|(word, _)| included(word))
+            .flat_map(|(_, tally)| tally.waiters.keys().chain(tally.wakers.keys()))
+            .copied()
+            .collect();
         self.names.look_up(
-            self.stacks.iter().flat_map(|s| &s.frames),
+            ids.iter().flat_map(|&id| &self.stacks[id as usize].frames),
             self.unwinders.modules(),
         );
         let names = &self.names;
@@ -228,7 +257,7 @@ impl StackBook {
             }
         };
         let mut words: Vec<WordStacks> = Vec::new();
-        for (word, tally) in &self.words {
+        for (word, tally) in self.words.iter().filter(|(word, _)| included(word)) {
             let mut waiter_stacks: Vec<WaiterStack> = tally
                 .waiters
                 .iter()

@@ -7,7 +7,6 @@
 //! futexscope's ever goes to stdout, which belongs to the traced command.
 
 use std::{
-    collections::HashMap,
     io::{self, Write},
     time::Duration,
 };
@@ -30,7 +29,7 @@ use ratatui::{
 use super::{summary::Drops, text as render};
 use crate::{
     aggregate::{
-        stacks::{StackReport, WordStacks},
+        stacks::WordStacks,
         table::{self, Row, SortKey},
     },
     decode::WordKey,
@@ -92,8 +91,8 @@ pub struct Live {
     selected: usize,
     /// The word opened with Enter, if one is.
     opened: Option<WordKey>,
-    /// The latest stacks of each word (`--stacks`).
-    stacks: HashMap<WordKey, WordStacks>,
+    /// The latest stacks of the opened word (`--stacks`).
+    stacks: Option<WordStacks>,
     title: String,
     /// Notes shown under the header of the full-screen view.
     notes: Vec<String>,
@@ -144,7 +143,7 @@ impl Live {
             snapshot: Snapshot::default(),
             selected: 0,
             opened: None,
-            stacks: HashMap::new(),
+            stacks: None,
             title,
             notes: Vec::new(),
             out,
@@ -192,6 +191,7 @@ impl Live {
                     }
                     KeyCode::Enter => {
                         self.opened = self.snapshot.rows.get(self.selected).map(|r| r.word);
+                        self.stacks = None;
                         redraw = true;
                     }
                     KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
@@ -230,10 +230,19 @@ impl Live {
         self.draw()
     }
 
-    /// Keeps the stacks of each word for the opened view (`--stacks`), redrawing it if a word
-    /// is open.
-    pub fn set_stacks(&mut self, report: StackReport) -> io::Result<()> {
-        self.stacks = report.words.into_iter().map(|w| (w.word, w)).collect();
+    /// Whether the view shows the rows each interval (all but `--view quiet`).
+    pub fn shows_rows(&self) -> bool {
+        !matches!(self.mode, Mode::Quiet)
+    }
+
+    /// The word opened in the full-screen view, if one is.
+    pub fn opened(&self) -> Option<WordKey> {
+        self.opened
+    }
+
+    /// Shows `stacks`, the latest of the opened word (`--stacks`; `None`: none yet).
+    pub fn set_stacks(&mut self, stacks: Option<WordStacks>) -> io::Result<()> {
+        self.stacks = stacks;
         if self.opened.is_some() {
             self.draw()?;
         }
@@ -272,7 +281,10 @@ impl Live {
                     sort: self.sort,
                     notes: &self.notes,
                     selected: self.selected,
-                    opened: self.opened.map(|word| (word, self.stacks.get(&word))),
+                    opened: self.opened.map(|word| {
+                        let stacks = self.stacks.as_ref().filter(|s| s.word == word);
+                        (word, stacks)
+                    }),
                 };
                 terminal.draw(|frame| screen.render(frame))?;
                 Ok(())
@@ -371,7 +383,8 @@ fn detail(word: WordKey, row: Option<&Row>, stacks: Option<&WordStacks>) -> Vec<
     let mut lines = vec![Line::styled(format!("{} {label}", word.describe()), bold)];
     let Some(stacks) = stacks else {
         lines.push(Line::raw(
-            "no stacks for this word (run with --stacks; stacks come with waits that slept)",
+            "no stacks for this word yet (with --stacks, those of waits that slept and wakes \
+             that woke, at each refresh)",
         ));
         return lines;
     };
@@ -645,6 +658,6 @@ mod tests {
             opened: Some((word, None)),
             ..screen
         };
-        assert!(text(&draw(&screen)).contains("no stacks for this word"));
+        assert!(text(&draw(&screen)).contains("no stacks for this word yet"));
     }
 }

@@ -56,17 +56,21 @@ pub fn summary(report: &StackReport, label: impl Fn(&WordStacks) -> String) -> S
     out
 }
 
-/// Names the words that have no label of their own by their dominant waiter call site (the
-/// waiter stack with the most wait time).
-pub fn label_by_site(rows: &mut [Row], report: &StackReport) {
-    let sites: HashMap<WordKey, &str> = report
+/// The call site of each word's dominant waiter stack (the one with the most wait time).
+pub fn sites(report: &StackReport) -> HashMap<WordKey, String> {
+    report
         .words
         .iter()
         .filter_map(|word| {
             let top = word.waiter_stacks.first()?;
-            Some((word.word, top.stack.site.as_str()))
+            Some((word.word, top.stack.site.clone()))
         })
-        .collect();
+        .collect()
+}
+
+/// Names the words that have no label of their own by their dominant waiter call site
+/// (`sites`).
+pub fn label_by_site(rows: &mut [Row], sites: &HashMap<WordKey, String>) {
     for row in rows.iter_mut().filter(|row| row.label.is_empty()) {
         if let Some(site) = sites.get(&row.word) {
             row.label = format!("waited at {site}");
@@ -240,7 +244,7 @@ mod tests {
             word: WordKey::process(7, 0x20),
             ..report.words[0].clone()
         });
-        label_by_site(&mut rows, &report);
+        label_by_site(&mut rows, &sites(&report));
         assert_eq!(rows[0].label, "waited at leaf");
         assert_eq!(rows[1].label, "SEM", "a word's own label stays");
     }
