@@ -164,6 +164,16 @@ pub struct TraceArgs {
     /// Write a flame graph of blocked time by waiter stack to FILE (SVG). Implies `--stacks`.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<PathBuf>,
+    /// Write a pprof profile of blocked time to FILE (gzipped profile.proto: waiter stacks with
+    /// `contentions` and `delay`, like Go's block profile) for `go tool pprof`, Pyroscope and
+    /// Parca. Implies `--stacks`.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Size of the ring buffer stack records are handed over in (`--stacks`; a power of two,
+    /// at least 32K; 8 KiB and a header per stack). Larger absorbs longer bursts; stacks that
+    /// find it full are counted as dropped.
+    #[arg(long, value_name = "SIZE", value_parser = parse_buffer_size, default_value = "8M")]
+    pub stack_buffer_size: u32,
 }
 
 impl TraceArgs {
@@ -186,9 +196,14 @@ impl TraceArgs {
             },
             buffer_size: self.buffer_size,
             children: !self.no_children,
-            stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
+            stacks: self.stacks
+                || self.folded.is_some()
+                || self.flamegraph.is_some()
+                || self.pprof.is_some(),
             folded: self.folded.clone(),
             flamegraph: self.flamegraph.clone(),
+            pprof: self.pprof.clone(),
+            stack_buffer_size: self.stack_buffer_size,
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     output::{
         events, export,
         live::{Live, View},
-        stacks as stack_output,
+        pprof, stacks as stack_output,
         summary::{Ending, Summary},
         text,
     },
@@ -79,6 +79,10 @@ pub struct Options {
     pub folded: Option<PathBuf>,
     /// Write a flame graph of blocked time here (needs `stacks`).
     pub flamegraph: Option<PathBuf>,
+    /// Write a pprof profile of blocked time here (needs `stacks`).
+    pub pprof: Option<PathBuf>,
+    /// Bytes of the stack ring buffer (`stacks`).
+    pub stack_buffer_size: u32,
 }
 
 /// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
@@ -244,6 +248,7 @@ fn load_probes(options: &Options) -> Result<Probes, TraceError> {
         follow_forks: options.children,
         verbose: options.verbose,
         stacks: options.stacks,
+        stack_ring_bytes: options.stack_buffer_size,
         ..ProbeOptions::default()
     };
     Probes::load_with(&probe_options).map_err(|err| match err {
@@ -391,6 +396,10 @@ pub struct Session {
     /// `--folded` and `--flamegraph`, created at start.
     folded_file: Option<(PathBuf, File)>,
     flamegraph_file: Option<(PathBuf, File)>,
+    /// `--pprof`, created at start.
+    pprof_file: Option<(PathBuf, File)>,
+    /// When tracing started, for the pprof profile.
+    started_unix_ns: u64,
     started: Instant,
     next_tick: Instant,
 }
@@ -439,6 +448,7 @@ impl Session {
         };
         let folded_file = options.folded.as_deref().map(create).transpose()?;
         let flamegraph_file = options.flamegraph.as_deref().map(create).transpose()?;
+        let pprof_file = options.pprof.as_deref().map(create).transpose()?;
         let stacks = options
             .stacks
             .then(|| (Unwinders::default(), StackBook::default()));
@@ -473,12 +483,15 @@ impl Session {
             stacks,
             folded_file,
             flamegraph_file,
+            pprof_file,
+            started_unix_ns: 0,
             started: now,
             next_tick: now,
         };
         session.note_missing_hooks();
         let attached = session.start_target(&target)?;
         session.started = Instant::now();
+        session.started_unix_ns = unix_now_ns();
         session.next_tick = session.started + session.options.interval;
         session.note_markers(&attached);
         session.labels = Labels::new(session.traced.pid, session.traced.name.clone());
@@ -560,7 +573,7 @@ impl Session {
             .take()
             .map(|(unwinders, book)| book.report(unwinders.modules()));
         if let Some(report) = &stack_report {
-            label_by_site(&mut futexes, report);
+            stack_output::label_by_site(&mut futexes, &stack_output::sites(report));
         }
         let summary = Summary {
             target: self.traced.name.clone(),
@@ -736,7 +749,13 @@ impl Session {
         // its window.
         if let Some((unwinders, book)) = stacks {
             probes.read_stacks(|record| {
-                book.push_stack(CallStack::decode(record, unwinders.unwind(record)));
+                let call = CallStack::decode(record, unwinders.unwind(record));
+                let (tid, end_ns) = (call.thread.tid, call.end_ns);
+                let id = book.push_stack(call);
+                if let Some((_, export)) = &mut records.export {
+                    let frames = book.frames(id, unwinders.modules());
+                    export.add_stack(tid, end_ns, export::CallStack { id, frames });
+                }
             });
         }
         probes.read_events(|event| {
@@ -794,7 +813,21 @@ impl Session {
 
     /// Reads the totals and shows them.
     fn refresh_view(&mut self) -> Result<(), TraceError> {
-        let (rows, drops) = self.snapshot()?;
+        let (mut rows, drops) = self.snapshot()?;
+        // Not for `--view quiet`: looking up new frames stalls the drain. Only the frames of
+        // each word's dominant waiter stack (its label) and of the word opened in the view.
+        let (sites, opened) = match (self.live.shows_rows(), self.stacks.as_mut()) {
+            (true, Some((unwinders, book))) => (
+                Some(book.sites(unwinders.modules())),
+                self.live
+                    .opened()
+                    .map(|word| book.word(word, unwinders.modules())),
+            ),
+            _ => (None, None),
+        };
+        if let Some(sites) = &sites {
+            stack_output::label_by_site(&mut rows, sites);
+        }
         self.live
             .update(
                 self.started.elapsed().as_secs_f64(),
@@ -802,7 +835,11 @@ impl Session {
                 self.records.count,
                 &drops,
             )
-            .map_err(TraceError::Terminal)
+            .map_err(TraceError::Terminal)?;
+        if let Some(stacks) = opened {
+            self.live.set_stacks(stacks).map_err(TraceError::Terminal)?;
+        }
+        Ok(())
     }
 
     /// Writes the JSON summary (with the stacks, if captured), the rest of the event lines and
@@ -839,6 +876,20 @@ impl Session {
             stack_output::flamegraph(&lines, BufWriter::new(file))
                 .map_err(|source| TraceError::Output { path, source })?;
         }
+        if let Some((path, file)) = self.pprof_file.take() {
+            let period = pprof::Period {
+                start_unix_ns: self.started_unix_ns,
+                duration_ns: self.started.elapsed().as_nanos() as u64,
+            };
+            pprof::write(
+                report,
+                word_label(summary),
+                period,
+                stack_output::SAMPLING,
+                BufWriter::new(file),
+            )
+            .map_err(|source| TraceError::Output { path, source })?;
+        }
         Ok(())
     }
 }
@@ -860,6 +911,13 @@ pub fn trace(target: &Target, options: Options) -> Result<Outcome, TraceError> {
     Session::start(target, options)?.run()
 }
 
+/// Now, in ns since the Unix epoch.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// The label of a word in the summary's rows, for the stack outputs.
 fn word_label(summary: &Summary) -> impl Fn(&crate::aggregate::stacks::WordStacks) -> String {
     let labels: std::collections::HashMap<WordKey, String> = summary
@@ -868,22 +926,4 @@ fn word_label(summary: &Summary) -> impl Fn(&crate::aggregate::stacks::WordStack
         .map(|row| (row.word, row.label.clone()))
         .collect();
     move |word| labels.get(&word.word).cloned().unwrap_or_default()
-}
-
-/// Names the words that have no label of their own by their dominant waiter call site (the
-/// waiter stack with the most wait time).
-fn label_by_site(rows: &mut [table::Row], report: &StackReport) {
-    let sites: std::collections::HashMap<WordKey, &str> = report
-        .words
-        .iter()
-        .filter_map(|word| {
-            let top = word.waiter_stacks.first()?;
-            Some((word.word, top.stack.site.as_str()))
-        })
-        .collect();
-    for row in rows.iter_mut().filter(|row| row.label.is_empty()) {
-        if let Some(site) = sites.get(&row.word) {
-            row.label = format!("waited at {site}");
-        }
-    }
 }

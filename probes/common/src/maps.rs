@@ -211,6 +211,8 @@ pub struct KeyOffsets {
     pub inode_sb: u32,
     /// `super_block.s_dev`.
     pub sb_dev: u32,
+    /// `vm_area_struct.vm_end` (`--stacks` bounds its copy of a stack by it).
+    pub vma_end: u32,
 }
 
 /// `VM_WRITE` in `vm_area_struct.vm_flags`.
@@ -540,7 +542,7 @@ mod pod {
 
 const _: () = assert!(core::mem::size_of::<FutexKey>() == 4 + 4 + 8 + 4 + 4 + 8);
 const _: () = assert!(core::mem::size_of::<WordUser>() == 32 + 8);
-const _: () = assert!(core::mem::size_of::<KeyOffsets>() == 10 * 4);
+const _: () = assert!(core::mem::size_of::<KeyOffsets>() == 11 * 4);
 const _: () = assert!(
     core::mem::size_of::<ThreadState>()
         == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5) + 32 * WAITV_TRACKED_WORDS

@@ -25,6 +25,12 @@ pub const STACK_WINDOW_BYTES: usize = 8192;
 pub const STACK_FALLBACK_BYTES: [usize; 2] = [4096, 1024];
 /// Default byte size of the [`STACKS`] ring buffer while capture is on: 1024 records.
 pub const DEFAULT_STACK_RING_BYTES: u32 = 8 << 20;
+/// Global (set at load): the fill level of [`STACKS`], in bytes, from which a record wakes the
+/// tracer.
+pub const STACK_WAKEUP_BYTES: &str = "STACK_WAKEUP_BYTES";
+/// A CPU wakes the tracer for a stack record (below [`STACK_WAKEUP_BYTES`]) at most once per
+/// this many ns: 10 ms, so the tracer reads a new process's memory map while it lives.
+pub const STACK_WAKEUP_PERIOD_NS: u64 = 10_000_000;
 
 /// One captured user stack.
 #[repr(C)]

@@ -35,6 +35,7 @@ pub(crate) static KEY_OFFSETS: KeyOffsets = KeyOffsets {
     inode_ino: 0,
     inode_sb: 0,
     sb_dev: 0,
+    vma_end: 0,
 };
 /// Re-wait window for lost races on words the markers have not named, set by the tracer at
 /// load.

@@ -180,6 +180,10 @@ fn exported_protobuf_of_a_real_run_holds_the_waits_wake_flows_and_timeouts() {
     common::require_ebpf();
     let (bytes, _) = export_real_run("real.pftrace");
     let decoded = perfetto::decode(&bytes);
+    assert!(
+        decoded.slices.iter().all(|s| s.stack.is_empty()),
+        "no call stacks without --stacks"
+    );
     let parked: Vec<_> = decoded
         .slices
         .iter()

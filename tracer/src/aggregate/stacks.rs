@@ -7,8 +7,10 @@
 //! threads they woke. The pairing comes from a [`Timeline`] of the same calls: when it pairs a
 //! woken wait with the wake that ended it, the two calls' stacks (found by thread and return
 //! time, the link between a stack record and its event record) are booked as a pair, with the
-//! wait's time: the blame the waker stack bears. Symbols are looked up once, at the end
-//! ([`StackBook::report`]), by file and offset, so the processes may be gone by then.
+//! wait's time: the blame the waker stack bears. Symbols are looked up by file and offset, so
+//! the processes may be gone by then, once per distinct frame: when a report or the export
+//! first needs the frame ([`StackBook::report`], [`StackBook::word`], [`StackBook::sites`],
+//! [`StackBook::frames`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -80,11 +82,15 @@ pub struct StackBook {
     words: BTreeMap<WordKey, WordTally>,
     captured: u64,
     truncated: u64,
+    /// Every frame looked up so far.
+    names: FrameNames,
+    /// Each stack's frames, once looked up.
+    shown: HashMap<u32, Arc<[Frame]>>,
 }
 
 impl StackBook {
-    /// Interns and books one call stack.
-    pub fn push_stack(&mut self, call: CallStack) {
+    /// Interns and books one call stack; returns the stack's id.
+    pub fn push_stack(&mut self, call: CallStack) -> u32 {
         self.captured += 1;
         if call.stack.truncated.is_some() {
             self.truncated += 1;
@@ -107,6 +113,20 @@ impl StackBook {
             waker.woken += call.ret.max(0) as u64;
         }
         self.by_call.insert((call.thread.tid, call.end_ns), id);
+        id
+    }
+
+    /// The frames of stack `id` (from [`StackBook::push_stack`]), leaf first, looked up now if
+    /// they have not been.
+    pub fn frames(&mut self, id: u32, modules: &[Arc<ModuleFile>]) -> Arc<[Frame]> {
+        if let Some(frames) = self.shown.get(&id) {
+            return frames.clone();
+        }
+        let raw = &self.stacks[id as usize];
+        self.names.look_up(raw.frames.iter(), modules);
+        let frames: Arc<[Frame]> = self.names.stack(raw).into();
+        self.shown.insert(id, frames.clone());
+        frames
     }
 
     /// Takes a decoded record into the pairing.
@@ -175,18 +195,59 @@ impl StackBook {
         let mut items = Vec::new();
         timeline.finish(&mut |item| items.push(item));
         self.pair(items);
-        let names = symbolize(&self.stacks, modules);
+        self.report_words(None, modules)
+    }
+
+    /// The stacks of `word` so far (the pairs of the calls the pairing has passed), for the
+    /// live view; looks up the frames not seen before.
+    pub fn word(&mut self, word: WordKey, modules: &[Arc<ModuleFile>]) -> Option<WordStacks> {
+        self.report_words(Some(word), modules).words.pop()
+    }
+
+    /// The call site of each word's dominant waiter stack (the most wait time) so far, looking
+    /// up only those stacks' frames: what names words in the live view.
+    pub fn sites(&mut self, modules: &[Arc<ModuleFile>]) -> HashMap<WordKey, String> {
+        let top: Vec<(WordKey, u32)> = (self.words.iter())
+            .filter_map(|(word, tally)| {
+                let (&id, _) = tally
+                    .waiters
+                    .iter()
+                    .max_by_key(|(_, w)| (w.wait_ns.iter().sum::<u64>(), w.waits))?;
+                Some((*word, id))
+            })
+            .collect();
+        top.into_iter()
+            .map(|(word, id)| (word, site(&self.frames(id, modules))))
+            .collect()
+    }
+
+    /// Reports the stacks of `only` that word, or of every word, the words with the most waits
+    /// first; looks up the frames not seen before.
+    fn report_words(&mut self, only: Option<WordKey>, modules: &[Arc<ModuleFile>]) -> StackReport {
+        let included = |word: &WordKey| only.is_none_or(|only| only == *word);
+        let ids: Vec<u32> = (self.words.iter())
+            .filter(|(word, _)| included(word))
+            .flat_map(|(_, tally)| tally.waiters.keys().chain(tally.wakers.keys()))
+            .copied()
+            .collect();
+        self.names.look_up(
+            ids.iter().flat_map(|&id| &self.stacks[id as usize].frames),
+            modules,
+        );
+        let names = &self.names;
         let shown = |id: u32| {
             let raw = &self.stacks[id as usize];
+            let frames = names.stack(raw);
             ShownStack {
                 id,
-                frames: names[id as usize].iter().map(|f| f.to_string()).collect(),
-                site: site(&names[id as usize]),
+                frames: frames.iter().map(|f| f.to_string()).collect(),
+                site: site(&frames),
                 truncated: raw.truncated.clone(),
+                symbols: frames,
             }
         };
         let mut words: Vec<WordStacks> = Vec::new();
-        for (word, tally) in &self.words {
+        for (word, tally) in self.words.iter().filter(|(word, _)| included(word)) {
             let mut waiter_stacks: Vec<WaiterStack> = tally
                 .waiters
                 .iter()
@@ -280,104 +341,126 @@ impl std::fmt::Display for Frame {
     }
 }
 
-/// Looks up every frame of every stack: one batch per file.
-fn symbolize(stacks: &[RawStack], modules: &[std::sync::Arc<ModuleFile>]) -> Vec<Vec<Frame>> {
-    let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for frame in stacks.iter().flat_map(|s| &s.frames) {
-        if let Some(module) = frame.module {
-            offsets.entry(module).or_default().push(frame.offset);
+/// The names of frames, each looked up once (blazesym, by file and file offset).
+#[derive(Default)]
+struct FrameNames {
+    symbolizer: Symbolizer,
+    frames: HashMap<RawFrame, Vec<Frame>>,
+}
+
+impl FrameNames {
+    /// Looks up the `frames` not looked up before: one batch per file.
+    fn look_up<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a RawFrame>,
+        modules: &[std::sync::Arc<ModuleFile>],
+    ) {
+        let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for frame in frames.filter(|f| !self.frames.contains_key(f)) {
+            if let Some(module) = frame.module {
+                offsets.entry(module).or_default().push(frame.offset);
+            }
         }
-    }
-    let symbolizer = Symbolizer::new();
-    let mut names: HashMap<RawFrame, Vec<Frame>> = HashMap::new();
-    for (module, mut list) in offsets {
-        list.sort_unstable();
-        list.dedup();
-        let file = &modules[module as usize];
-        let short = file
-            .path
-            .file_name()
-            .unwrap_or(OsStr::new("?"))
-            .to_string_lossy()
-            .into_owned();
-        let runtime = is_runtime_file(&file.path);
-        let source = Source::Elf(Elf::new(&file.open_path));
-        let found = symbolizer
-            .symbolize(&source, Input::FileOffset(&list))
-            .unwrap_or_default();
-        for (i, &offset) in list.iter().enumerate() {
-            let module_offset = format!("{short}+{offset:#x}");
-            let frames = match found.get(i) {
-                Some(Symbolized::Sym(sym)) => {
-                    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
-                        info.map(|c| {
-                            let file = Path::new(&c.file).display().to_string();
-                            match c.line {
-                                Some(line) => format!("{file}:{line}"),
-                                None => file,
-                            }
-                        })
-                    };
-                    let runtime_fn = |name: &str| runtime || is_runtime_function(name);
-                    // blazesym lists inlined calls outermost first; frames go leaf first.
-                    let mut frames: Vec<Frame> = sym
-                        .inlined
-                        .iter()
-                        .rev()
-                        .map(|inlined| Frame {
-                            function: Some(inlined.name.to_string()),
-                            location: location(inlined.code_info.as_ref()),
-                            module_offset: module_offset.clone(),
-                            inlined: true,
-                            runtime: runtime_fn(&inlined.name),
-                        })
-                        .collect();
-                    frames.push(Frame {
-                        function: Some(sym.name.to_string()),
-                        location: location(sym.code_info.as_deref()),
-                        module_offset: module_offset.clone(),
+        for (module, mut list) in offsets {
+            list.sort_unstable();
+            list.dedup();
+            let file = &modules[module as usize];
+            let short = file
+                .path
+                .file_name()
+                .unwrap_or(OsStr::new("?"))
+                .to_string_lossy()
+                .into_owned();
+            let runtime = is_runtime_file(&file.path);
+            let source = Source::Elf(Elf::new(&file.open_path));
+            let found = self
+                .symbolizer
+                .symbolize(&source, Input::FileOffset(&list))
+                .unwrap_or_default();
+            for (i, &offset) in list.iter().enumerate() {
+                let module_offset = format!("{short}+{offset:#x}");
+                let frames = match found.get(i) {
+                    Some(Symbolized::Sym(sym)) => named_frames(sym, &module_offset, runtime),
+                    _ => vec![Frame {
+                        function: None,
+                        location: None,
+                        module_offset,
                         inlined: false,
-                        runtime: runtime_fn(&sym.name),
-                    });
-                    frames
-                }
-                _ => vec![Frame {
-                    function: None,
-                    location: None,
-                    module_offset,
-                    inlined: false,
-                    runtime,
-                }],
-            };
-            names.insert(
-                RawFrame {
+                        runtime,
+                    }],
+                };
+                let key = RawFrame {
                     module: Some(module),
                     offset,
-                },
-                frames,
-            );
+                };
+                self.frames.insert(key, frames);
+            }
         }
     }
-    stacks
-        .iter()
-        .map(|stack| {
-            stack
-                .frames
-                .iter()
-                .flat_map(|frame| {
-                    names.get(frame).cloned().unwrap_or_else(|| {
-                        vec![Frame {
-                            function: None,
-                            location: None,
-                            module_offset: format!("[unknown] {:#x}", frame.offset),
-                            inlined: false,
-                            runtime: false,
-                        }]
-                    })
+
+    /// The frames of `stack`, leaf first (inlined calls before the function they are in), as
+    /// looked up.
+    fn stack(&self, stack: &RawStack) -> Vec<Frame> {
+        stack
+            .frames
+            .iter()
+            .flat_map(|frame| {
+                self.frames.get(frame).cloned().unwrap_or_else(|| {
+                    vec![Frame {
+                        function: None,
+                        location: None,
+                        module_offset: format!("[unknown] {:#x}", frame.offset),
+                        inlined: false,
+                        runtime: false,
+                    }]
                 })
-                .collect()
+            })
+            .collect()
+    }
+}
+
+/// The frames of a symbol found at `module_offset`: the calls inlined there, innermost first,
+/// then the function itself.
+fn named_frames(
+    sym: &blazesym::symbolize::Sym<'_>,
+    module_offset: &str,
+    runtime: bool,
+) -> Vec<Frame> {
+    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        info.map(|c| {
+            let file = Path::new(&c.file).display().to_string();
+            match c.line {
+                Some(line) => format!("{file}:{line}"),
+                None => file,
+            }
         })
-        .collect()
+    };
+    let runtime_fn = |name: &str, code: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        runtime
+            || is_runtime_function(name)
+            || code.is_some_and(|c| is_runtime_source(c.dir.as_deref(), &c.file))
+    };
+    // blazesym lists inlined calls outermost first; frames go leaf first.
+    let mut frames: Vec<Frame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inlined| Frame {
+            function: Some(inlined.name.to_string()),
+            location: location(inlined.code_info.as_ref()),
+            module_offset: module_offset.to_owned(),
+            inlined: true,
+            runtime: runtime_fn(&inlined.name, inlined.code_info.as_ref()),
+        })
+        .collect();
+    frames.push(Frame {
+        function: Some(sym.name.to_string()),
+        location: location(sym.code_info.as_deref()),
+        module_offset: module_offset.to_owned(),
+        inlined: false,
+        runtime: runtime_fn(&sym.name, sym.code_info.as_deref()),
+    });
+    frames
 }
 
 /// Whether `path` is the C library, the dynamic loader or the C++ runtime.
@@ -392,8 +475,10 @@ fn is_runtime_file(path: &Path) -> bool {
 }
 
 /// Whether `function` is locking code of Rust's std or of the futexscope semaphore's
-/// slow paths: frames that say how a thread waits, not where.
+/// slow paths: frames that say how a thread waits, not where. Qualified paths count by their
+/// type (`<std::sys::sync::condvar::futex::Condvar>::wait`).
 fn is_runtime_function(function: &str) -> bool {
+    let function = function.trim_start_matches(['<', '&']);
     [
         "std::sys::",
         "std::sync::",
@@ -402,6 +487,24 @@ fn is_runtime_function(function: &str) -> bool {
     ]
     .iter()
     .any(|prefix| function.starts_with(prefix))
+}
+
+/// Whether a frame's source file is Rust's standard library (`library/std/src/…` as its line
+/// tables name it): with line tables only, its inlined functions have short names
+/// (`wait<u32>`) that say nothing of where they come from.
+fn is_runtime_source(dir: Option<&Path>, file: &OsStr) -> bool {
+    let path = match dir {
+        Some(dir) => dir.join(file),
+        None => Path::new(file).to_path_buf(),
+    };
+    let path = path.to_string_lossy();
+    [
+        "library/std/src/",
+        "library/core/src/",
+        "library/alloc/src/",
+    ]
+    .iter()
+    .any(|root| path.contains(root))
 }
 
 /// The call site of a stack: its first frame outside the runtime, after the runtime frame that
@@ -456,6 +559,9 @@ pub struct ShownStack {
     /// Why the walk stopped before the thread's start, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
+    /// The frames as found, leaf first (`frames` is their text).
+    #[serde(skip)]
+    pub symbols: Vec<Frame>,
 }
 
 /// Total and percentiles of wait times, ns.

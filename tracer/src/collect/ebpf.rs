@@ -115,6 +115,9 @@ pub enum LoadError {
         "this kernel has no syscalls:sys_enter_futex tracepoints (CONFIG_FTRACE_SYSCALLS is off): use the sys_enter/sys_exit hooks"
     )]
     NoSyscallTracepoints,
+    /// The stack ring buffer size is not a power of two that holds two stack records.
+    #[error("stack ring buffer size {0} is not a power of two of at least 32K (two stack records)")]
+    StackRingBufferSize(u32),
     /// More marker sites than the probes can hold.
     #[error("too many marker sites: at most {MAX_MARKER_SITES} can be attached")]
     TooManySites,
@@ -154,6 +157,9 @@ pub struct ProbeOptions {
     /// friends, which need tracefs; mounted if missing) instead of `sys_enter`/`sys_exit`:
     /// other system calls then run no program. No user stacks.
     pub syscall_tracepoints: bool,
+    /// Byte size of the stack ring buffer while `stacks` is on: a power of two that holds at
+    /// least two records.
+    pub stack_ring_bytes: u32,
 }
 
 /// A cgroup (v2) whose processes are traced: its id (the inode number of its directory) and
@@ -181,6 +187,7 @@ impl Default for ProbeOptions {
             comms: Vec::new(),
             records: true,
             syscall_tracepoints: false,
+            stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
         }
     }
 }
@@ -337,6 +344,17 @@ impl Probes {
         if !ring.is_power_of_two() || ring < 4096 {
             return Err(LoadError::RingBufferSize(ring));
         }
+        let stack_ring = if options.stacks {
+            options.stack_ring_bytes
+        } else {
+            4096
+        };
+        if options.stacks
+            && (!stack_ring.is_power_of_two()
+                || (stack_ring as usize) < 2 * size_of::<StackRecord>())
+        {
+            return Err(LoadError::StackRingBufferSize(stack_ring));
+        }
         let realtime_offset = options
             .realtime_offset_ns
             .unwrap_or_else(sys::realtime_offset_ns);
@@ -357,15 +375,9 @@ impl Probes {
         let log_level: u8 = if options.verbose { u8::MAX } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, ring)
-            .map_max_entries(
-                stack::STACKS,
-                if options.stacks {
-                    DEFAULT_STACK_RING_BYTES
-                } else {
-                    4096
-                },
-            )
+            .map_max_entries(stack::STACKS, stack_ring)
             .override_global(stack::STACK_CAPTURE, &u32::from(options.stacks), true)
+            .override_global(stack::STACK_WAKEUP_BYTES, &u64::from(stack_ring / 4), true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .override_global(maps::REALTIME_OFFSET_NS, &realtime_offset, true)
             .override_global(maps::TASK_TGID_OFFSET, &tgid_offset, true)
@@ -753,6 +765,7 @@ fn key_offsets(btf: &KernelBtf) -> Result<KeyOffsets, super::btf::BtfError> {
         inode_ino: btf.member_offset("inode", "i_ino")?,
         inode_sb: btf.member_offset("inode", "i_sb")?,
         sb_dev: btf.member_offset("super_block", "s_dev")?,
+        vma_end: btf.member_offset("vm_area_struct", "vm_end")?,
     })
 }
 

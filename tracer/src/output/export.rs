@@ -13,6 +13,10 @@
 //! with its name once it is known (trace_processor takes the name from the last descriptor),
 //! and Chrome JSON states every process's name at the end.
 //!
+//! With `--stacks`, each wait and wake slice carries its call stack (`TrackEvent.callstack_iid`
+//! into interned callstacks, frames, function names and source paths), so that an area
+//! selection in the Perfetto UI shows the stacks of the calls it holds; Chrome JSON has none.
+//!
 //! Counters are absolute values, written in time order per word from the window. Perfetto's
 //! incremental counters (`CounterDescriptor.is_incremental`) would not spare that ordering:
 //! trace_processor adds the deltas up in file order, before it sorts events by time.
@@ -20,12 +24,17 @@
 use std::{
     collections::{HashMap, HashSet},
     io::{self, Write},
+    sync::Arc,
 };
 
 use serde_json::json;
 
+use super::protobuf;
 use crate::{
-    aggregate::timeline::{Arg, CallKind, Item, Timeline, WindowStats},
+    aggregate::{
+        stacks::Frame,
+        timeline::{Arg, CallKind, Item, Timeline, WindowStats},
+    },
     decode::{Record, WordKey},
 };
 
@@ -78,15 +87,26 @@ impl Names<'_> {
     }
 }
 
+/// The call stack of one call, as the export shows it.
+#[derive(Clone, Debug)]
+pub struct CallStack {
+    /// The stack's id (the same for every call with this stack).
+    pub id: u32,
+    /// Its frames, leaf first.
+    pub frames: Arc<[Frame]>,
+}
+
 /// An export being written.
 pub struct Export<W: Write> {
     timeline: Timeline,
     writer: Writer<W>,
+    /// The stacks of calls not written yet, by thread and return time.
+    stacks: HashMap<(u32, u64), CallStack>,
 }
 
 enum Writer<W: Write> {
     Chrome(ChromeJson<W>),
-    Perfetto(Perfetto<W>),
+    Perfetto(Box<Perfetto<W>>),
 }
 
 impl<W: Write> Export<W> {
@@ -99,9 +119,19 @@ impl<W: Write> Export<W> {
     pub fn with_timeline(out: W, format: Format, timeline: Timeline) -> io::Result<Export<W>> {
         let writer = match format {
             Format::ChromeJson => Writer::Chrome(ChromeJson::new(out)?),
-            Format::Perfetto => Writer::Perfetto(Perfetto::new(out)?),
+            Format::Perfetto => Writer::Perfetto(Box::new(Perfetto::new(out)?)),
         };
-        Ok(Export { timeline, writer })
+        Ok(Export {
+            timeline,
+            writer,
+            stacks: HashMap::new(),
+        })
+    }
+
+    /// Gives the call of thread `tid` that returned at `ts_ns` its stack (before the call's
+    /// record is pushed, or at least before the window passes it).
+    pub fn add_stack(&mut self, tid: u32, ts_ns: u64, stack: CallStack) {
+        self.stacks.insert((tid, ts_ns), stack);
     }
 
     /// Takes a record in; it is written once the window has passed it.
@@ -111,11 +141,16 @@ impl<W: Write> Export<W> {
 
     /// Writes what the window has passed.
     pub fn write_ready(&mut self, names: Names<'_>) -> io::Result<()> {
-        let Export { timeline, writer } = self;
+        let Export {
+            timeline,
+            writer,
+            stacks,
+        } = self;
         let mut result = Ok(());
         timeline.release(&mut |item| {
             if result.is_ok() {
-                result = writer.item(&item, names);
+                let stack = call_stack(stacks, &item);
+                result = writer.item(&item, names, stack.as_ref());
             }
         });
         result?;
@@ -127,11 +162,13 @@ impl<W: Write> Export<W> {
         let Export {
             timeline,
             mut writer,
+            mut stacks,
         } = self;
         let mut result = Ok(());
         let stats = timeline.finish(&mut |item| {
             if result.is_ok() {
-                result = writer.item(&item, names);
+                let stack = call_stack(&mut stacks, &item);
+                result = writer.item(&item, names, stack.as_ref());
             }
         });
         result?;
@@ -155,11 +192,19 @@ pub fn write_records<'r>(
     export.finish(names)
 }
 
+/// Takes the stack of the call `item` is, if it is a call with one.
+fn call_stack(stacks: &mut HashMap<(u32, u64), CallStack>, item: &Item) -> Option<CallStack> {
+    match item {
+        Item::Slice(slice) => stacks.remove(&(slice.tid, slice.end_ns)),
+        _ => None,
+    }
+}
+
 impl<W: Write> Writer<W> {
-    fn item(&mut self, item: &Item, names: Names<'_>) -> io::Result<()> {
+    fn item(&mut self, item: &Item, names: Names<'_>, stack: Option<&CallStack>) -> io::Result<()> {
         match self {
             Writer::Chrome(chrome) => chrome.item(item, names),
-            Writer::Perfetto(perfetto) => perfetto.item(item, names),
+            Writer::Perfetto(perfetto) => perfetto.item(item, names, stack),
         }
     }
 
@@ -173,7 +218,7 @@ impl<W: Write> Writer<W> {
     fn finish(self, names: Names<'_>) -> io::Result<()> {
         match self {
             Writer::Chrome(chrome) => chrome.finish(names),
-            Writer::Perfetto(perfetto) => perfetto.finish(names),
+            Writer::Perfetto(perfetto) => (*perfetto).finish(names),
         }
     }
 }
@@ -344,6 +389,11 @@ struct Perfetto<W: Write> {
     event_names: HashMap<String, u64>,
     /// Interned debug annotation names (`InternedData.debug_annotation_names`).
     annotation_names: HashMap<&'static str, u64>,
+    /// Interned callstacks (`InternedData.callstacks`) by stack id, and what they are made of.
+    callstacks: HashMap<u32, u64>,
+    frames: HashMap<(String, Option<String>), u64>,
+    function_names: HashMap<String, u64>,
+    source_paths: HashMap<String, u64>,
     /// The latest timestamp written, for descriptors that rename a process.
     last_ns: u64,
 }
@@ -361,6 +411,19 @@ mod field {
     /// `InternedData.event_names`, `debug_annotation_names`.
     pub(super) const EVENT_NAMES: u32 = 2;
     pub(super) const ANNOTATION_NAMES: u32 = 3;
+    /// `InternedData.function_names`, `frames`, `callstacks`, `source_paths`.
+    pub(super) const FUNCTION_NAMES: u32 = 5;
+    pub(super) const FRAMES: u32 = 6;
+    pub(super) const CALLSTACKS: u32 = 7;
+    pub(super) const SOURCE_PATHS: u32 = 18;
+    /// `InternedString.str`.
+    pub(super) const STR: u32 = 2;
+    /// `Frame` (profiling/profile_common.proto).
+    pub(super) const FUNCTION_NAME_ID: u32 = 2;
+    pub(super) const SOURCE_PATH_IID: u32 = 5;
+    pub(super) const LINE_NUMBER: u32 = 6;
+    /// `Callstack.frame_ids`.
+    pub(super) const FRAME_IDS: u32 = 2;
     /// `EventName.iid`/`name`, `DebugAnnotationName.iid`/`name`.
     pub(super) const IID: u32 = 1;
     pub(super) const NAME: u32 = 2;
@@ -372,6 +435,7 @@ mod field {
     pub(super) const COUNTER_VALUE: u32 = 30;
     pub(super) const FLOW_IDS: u32 = 47;
     pub(super) const TERMINATING_FLOW_IDS: u32 = 48;
+    pub(super) const CALLSTACK_IID: u32 = 56;
     /// `DebugAnnotation`.
     pub(super) const ANNOTATION_NAME_IID: u32 = 1;
     pub(super) const INT_VALUE: u32 = 4;
@@ -402,6 +466,10 @@ impl<W: Write> Perfetto<W> {
             tracks: Tracks::default(),
             event_names: HashMap::new(),
             annotation_names: HashMap::new(),
+            callstacks: HashMap::new(),
+            frames: HashMap::new(),
+            function_names: HashMap::new(),
+            source_paths: HashMap::new(),
             last_ns: 0,
         };
         let mut first = protobuf::Message::default();
@@ -538,7 +606,88 @@ impl<W: Write> Perfetto<W> {
         }
     }
 
-    fn item(&mut self, item: &Item, names: Names<'_>) -> io::Result<()> {
+    /// The iid of an interned string in `table`, interning it in `interned` (as field `field`)
+    /// the first time.
+    fn intern_string(
+        table: &mut HashMap<String, u64>,
+        text: &str,
+        field: u32,
+        interned: &mut protobuf::Message,
+    ) -> u64 {
+        if let Some(&iid) = table.get(text) {
+            return iid;
+        }
+        let iid = table.len() as u64 + 1;
+        let mut entry = protobuf::Message::default();
+        entry.uint(field::IID, iid).text(field::STR, text);
+        interned.message(field, &entry);
+        table.insert(text.to_owned(), iid);
+        iid
+    }
+
+    /// The iid of `stack`'s callstack, interning it (and its frames, names and files) in
+    /// `interned` the first time.
+    fn callstack(&mut self, stack: &CallStack, interned: &mut protobuf::Message) -> u64 {
+        if let Some(&iid) = self.callstacks.get(&stack.id) {
+            return iid;
+        }
+        let mut frame_ids = Vec::with_capacity(stack.frames.len());
+        // Perfetto lists frames from the root; ours are leaf first.
+        for frame in stack.frames.iter().rev() {
+            let name = frame
+                .function
+                .clone()
+                .unwrap_or_else(|| frame.module_offset.clone());
+            let key = (name, frame.location.clone());
+            if let Some(&iid) = self.frames.get(&key) {
+                frame_ids.push(iid);
+                continue;
+            }
+            let iid = self.frames.len() as u64 + 1;
+            let name_iid = Self::intern_string(
+                &mut self.function_names,
+                &key.0,
+                field::FUNCTION_NAMES,
+                interned,
+            );
+            let mut message = protobuf::Message::default();
+            message
+                .uint(field::IID, iid)
+                .uint(field::FUNCTION_NAME_ID, name_iid);
+            if let Some(location) = &frame.location {
+                let (file, line) = match location.rsplit_once(':') {
+                    Some((file, line)) if line.parse::<u64>().is_ok() => {
+                        (file, line.parse().unwrap_or_default())
+                    }
+                    _ => (location.as_str(), 0),
+                };
+                let path_iid = Self::intern_string(
+                    &mut self.source_paths,
+                    file,
+                    field::SOURCE_PATHS,
+                    interned,
+                );
+                message.uint(field::SOURCE_PATH_IID, path_iid);
+                if line > 0 {
+                    message.uint(field::LINE_NUMBER, line);
+                }
+            }
+            interned.message(field::FRAMES, &message);
+            self.frames.insert(key, iid);
+            frame_ids.push(iid);
+        }
+        let iid = self.callstacks.len() as u64 + 1;
+        let mut callstack = protobuf::Message::default();
+        callstack.uint(field::IID, iid);
+        for id in frame_ids {
+            callstack.uint(field::FRAME_IDS, id);
+        }
+        interned.message(field::CALLSTACKS, &callstack);
+        self.callstacks.insert(stack.id, iid);
+        iid
+    }
+
+    fn item(&mut self, item: &Item, names: Names<'_>, stack: Option<&CallStack>) -> io::Result<()> {
         use protobuf::{Message, TrackEventType};
         let mut interned = Message::default();
         match item {
@@ -554,6 +703,10 @@ impl<W: Write> Perfetto<W> {
                 self.annotations(&mut begin, &slice.args, &mut interned);
                 for id in &slice.flows_out {
                     begin.fixed64(field::FLOW_IDS, *id);
+                }
+                if let Some(stack) = stack {
+                    let iid = self.callstack(stack, &mut interned);
+                    begin.uint(field::CALLSTACK_IID, iid);
                 }
                 self.event(slice.start_ns, &begin, &interned)?;
                 let mut end = Message::default();
@@ -617,75 +770,6 @@ impl<W: Write> Perfetto<W> {
     }
 }
 
-/// The few protobuf wire-format pieces a Perfetto trace needs.
-mod protobuf {
-    /// `TrackEvent.Type`.
-    #[derive(Clone, Copy)]
-    pub enum TrackEventType {
-        SliceBegin = 1,
-        SliceEnd = 2,
-        Instant = 3,
-        Counter = 4,
-    }
-
-    /// An encoded message being built, field by field.
-    #[derive(Default)]
-    pub struct Message(Vec<u8>);
-
-    const VARINT: u32 = 0;
-    const FIXED64: u32 = 1;
-    const LENGTH_DELIMITED: u32 = 2;
-
-    impl Message {
-        fn varint(&mut self, mut value: u64) {
-            while value >= 0x80 {
-                self.0.push(value as u8 | 0x80);
-                value >>= 7;
-            }
-            self.0.push(value as u8);
-        }
-
-        fn key(&mut self, field: u32, wire_type: u32) {
-            self.varint(u64::from(field << 3 | wire_type));
-        }
-
-        /// A varint field (uint, int64 as two's complement, enum).
-        pub fn uint(&mut self, field: u32, value: u64) -> &mut Self {
-            self.key(field, VARINT);
-            self.varint(value);
-            self
-        }
-
-        /// A fixed64 field.
-        pub fn fixed64(&mut self, field: u32, value: u64) -> &mut Self {
-            self.key(field, FIXED64);
-            self.0.extend_from_slice(&value.to_le_bytes());
-            self
-        }
-
-        /// A string field.
-        pub fn text(&mut self, field: u32, value: &str) -> &mut Self {
-            self.bytes_field(field, value.as_bytes())
-        }
-
-        /// An embedded message field.
-        pub fn message(&mut self, field: u32, value: &Message) -> &mut Self {
-            self.bytes_field(field, &value.0)
-        }
-
-        fn bytes_field(&mut self, field: u32, value: &[u8]) -> &mut Self {
-            self.key(field, LENGTH_DELIMITED);
-            self.varint(value.len() as u64);
-            self.0.extend_from_slice(value);
-            self
-        }
-
-        /// The encoded bytes.
-        pub fn bytes(&self) -> &[u8] {
-            &self.0
-        }
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;

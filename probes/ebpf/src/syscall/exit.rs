@@ -21,14 +21,16 @@ use crate::{
 };
 
 /// Books the end of system call `id` with result `ret` if its start was booked; with
-/// `--stacks`, captures the user stack (registers from `regs`) of a wait that slept or a wake
-/// that woke. Inlined into each program: as one shared subprogram, LLVM's BPF backend reads an
-/// argument register after a helper call has clobbered it, which the verifier rejects.
+/// `--stacks`, captures the user stack (registers from `regs`, the end of the stack's mapping
+/// from `stack_end`) of a wait that slept or a wake that woke. Inlined into each program: as
+/// one shared subprogram, LLVM's BPF backend reads an argument register after a helper call
+/// has clobbered it, which the verifier rejects.
 #[inline(always)]
 pub(super) fn try_futex_exit(
     id: i64,
     ret: i64,
     regs: impl FnOnce() -> Option<UserRegs>,
+    stack_end: impl FnOnce(u64) -> Option<u64>,
 ) -> Result<(), i64> {
     if !is_futex_syscall(id) {
         return Ok(());
@@ -75,7 +77,7 @@ pub(super) fn try_futex_exit(
             key: state.keys[0],
             ret,
         };
-        stack::capture(&call, regs);
+        stack::capture(&call, regs, stack_end);
     }
     Ok(())
 }

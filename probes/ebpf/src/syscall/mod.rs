@@ -23,7 +23,10 @@ use aya_log_ebpf::warn;
 use futexscope_probes_common::abi::syscalls;
 
 use self::{enter::try_futex_enter, exit::try_futex_exit};
-use crate::{maps::MAP_FULL, stack::UserRegs};
+use crate::{
+    maps::MAP_FULL,
+    stack::{self, UserRegs},
+};
 
 // The syscall hooks run at every system call on the machine, so the syscall number is the
 // first thing they check. With BTF the registers are read in place; on raw tracepoints each
@@ -59,7 +62,7 @@ pub fn futex_exit(ctx: BtfTracePointContext) -> i32 {
             bp: regs.rbp,
         })
     };
-    let _ = try_futex_exit(id, ret, user_regs);
+    let _ = try_futex_exit(id, ret, user_regs, stack::stack_end);
     0
 }
 
@@ -80,7 +83,9 @@ pub fn futex_exit_raw(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the helper checks the read.
     if let Ok(id) = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) } {
-        let _ = try_futex_exit(id as i64, ctx.arg(1), || user_regs(regs));
+        // No BTF task pointer for `bpf_find_vma` here: stack copies are not bounded by the
+        // stack's end (a window running off it is retried smaller).
+        let _ = try_futex_exit(id as i64, ctx.arg(1), || user_regs(regs), |_| None);
     }
     0
 }
@@ -122,7 +127,7 @@ pub fn futex_exit_tp(ctx: TracePointContext) -> i32 {
     let (Ok(id), Ok(ret)) = read else {
         return 0;
     };
-    let _ = try_futex_exit(i64::from(id), ret, || None);
+    let _ = try_futex_exit(i64::from(id), ret, || None, |_| None);
     0
 }
 

@@ -35,6 +35,45 @@ pub struct InternedData {
     pub event_names: Vec<InternedName>,
     #[prost(message, repeated, tag = "3")]
     pub debug_annotation_names: Vec<InternedName>,
+    #[prost(message, repeated, tag = "5")]
+    pub function_names: Vec<InternedString>,
+    #[prost(message, repeated, tag = "6")]
+    pub frames: Vec<Frame>,
+    #[prost(message, repeated, tag = "7")]
+    pub callstacks: Vec<Callstack>,
+    #[prost(message, repeated, tag = "18")]
+    pub source_paths: Vec<InternedString>,
+}
+
+/// `InternedString` (profiling/profile_common.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InternedString {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub str: Option<Vec<u8>>,
+}
+
+/// `Frame` (profiling/profile_common.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Frame {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(uint64, optional, tag = "2")]
+    pub function_name_id: Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    pub source_path_iid: Option<u64>,
+    #[prost(uint32, optional, tag = "6")]
+    pub line_number: Option<u32>,
+}
+
+/// `Callstack` (profiling/profile_common.proto): frames from the root.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Callstack {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub frame_ids: Vec<u64>,
 }
 
 /// `EventName` and `DebugAnnotationName` (the same fields).
@@ -106,6 +145,8 @@ pub struct TrackEvent {
     pub flow_ids: Vec<u64>,
     #[prost(fixed64, repeated, packed = "false", tag = "48")]
     pub terminating_flow_ids: Vec<u64>,
+    #[prost(uint64, optional, tag = "56")]
+    pub callstack_iid: Option<u64>,
 }
 
 /// `DebugAnnotation`.
@@ -136,6 +177,8 @@ pub struct Slice {
     pub args: HashMap<String, String>,
     pub flows_out: Vec<u64>,
     pub flows_in: Vec<u64>,
+    /// The call stack (interned callstack), root first: `function (file:line)` or `function`.
+    pub stack: Vec<String>,
 }
 
 /// What a decoded trace holds.
@@ -159,10 +202,53 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     // Interned names of the one sequence (cleared by SEQ_INCREMENTAL_STATE_CLEARED).
     let mut event_names: HashMap<u64, String> = HashMap::new();
     let mut annotation_names: HashMap<u64, String> = HashMap::new();
+    let mut function_names: HashMap<u64, String> = HashMap::new();
+    let mut source_paths: HashMap<u64, String> = HashMap::new();
+    let mut frames: HashMap<u64, String> = HashMap::new();
+    let mut callstacks: HashMap<u64, Vec<String>> = HashMap::new();
     for packet in trace.packet {
         if packet.sequence_flags.unwrap_or(0) & 1 != 0 {
             event_names.clear();
             annotation_names.clear();
+            function_names.clear();
+            source_paths.clear();
+            frames.clear();
+            callstacks.clear();
+        }
+        if let Some(interned) = &packet.interned_data {
+            for (names, entries) in [
+                (&mut function_names, &interned.function_names),
+                (&mut source_paths, &interned.source_paths),
+            ] {
+                for entry in entries {
+                    let text = entry.str.clone().expect("interned strings have text");
+                    names.insert(
+                        entry.iid.expect("interned strings have iids"),
+                        String::from_utf8(text).expect("UTF-8"),
+                    );
+                }
+            }
+            for frame in &interned.frames {
+                let name = function_names
+                    .get(&frame.function_name_id.expect("frames have names"))
+                    .expect("function name interned before use");
+                let text = match frame.source_path_iid {
+                    Some(iid) => {
+                        let path = source_paths.get(&iid).expect("path interned before use");
+                        format!("{name} ({path}:{})", frame.line_number.unwrap_or(0))
+                    }
+                    None => name.clone(),
+                };
+                frames.insert(frame.iid.expect("frames have iids"), text);
+            }
+            for callstack in &interned.callstacks {
+                let stack = callstack
+                    .frame_ids
+                    .iter()
+                    .map(|id| frames.get(id).expect("frame interned before use").clone())
+                    .collect();
+                callstacks.insert(callstack.iid.expect("callstacks have iids"), stack);
+            }
         }
         if let Some(interned) = &packet.interned_data {
             for (names, entries) in [
@@ -227,6 +313,15 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 args,
                 flows_out: event.flow_ids.clone(),
                 flows_in: event.terminating_flow_ids.clone(),
+                stack: event
+                    .callstack_iid
+                    .map(|iid| {
+                        callstacks
+                            .get(&iid)
+                            .expect("callstack interned before use")
+                            .clone()
+                    })
+                    .unwrap_or_default(),
             }),
             Some(SLICE_END) => {
                 let mut slice = open
