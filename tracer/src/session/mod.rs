@@ -2,6 +2,10 @@
 //! ([`Session::start`]), moves records through the pipeline and refreshes the live view
 //! ([`Session::tick`]), and ends with the summary and the output files ([`Session::finish`]).
 
+mod error;
+mod options;
+mod records;
+
 use std::{
     collections::BTreeSet,
     fs::File,
@@ -11,190 +15,33 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use error::{TraceError, exit_code};
+pub use options::{Options, Outcome, Target};
+use records::{RecordSink, window_note};
+
 use crate::{
     aggregate::{
         labels::Labels,
         stacks::{StackBook, StackReport},
         table::{self, SortKey},
-        timeline::{WINDOW_NS, WindowStats},
     },
     collect::{
         ebpf::{LoadError, ProbeOptions, Probes},
         markers::{self, Attached, MarkerSet},
         procfs,
-        spawn::{self, Exit, GatedChild, SpawnError},
+        spawn::{self, Exit, GatedChild},
         unwind::Unwinders,
     },
     decode::{self, CallStack, Record, WordKey},
     errors::{self, Chain},
     output::{
-        events, export,
-        live::{Live, View},
+        export,
+        live::Live,
         pprof, stacks as stack_output,
         summary::{Ending, Summary},
         text,
     },
 };
-
-/// What to trace.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// Start this command (program and arguments) and trace it.
-    Command(Vec<String>),
-    /// Trace this running process.
-    Pid(u32),
-}
-
-/// Options of a tracing session.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Stop after this long.
-    pub duration: Option<Duration>,
-    /// Live view refresh period.
-    pub interval: Duration,
-    /// Write the report (plain lines and the summary) here instead of stderr.
-    pub output: Option<PathBuf>,
-    /// Write the summary as JSON here.
-    pub json: Option<PathBuf>,
-    /// Write a Perfetto-readable trace here.
-    pub export: Option<PathBuf>,
-    /// Write every event record as a JSON line here.
-    pub events: Option<PathBuf>,
-    /// Live view style.
-    pub view: View,
-    /// Initial sort column.
-    pub sort: SortKey,
-    /// Print the probes' diagnostics.
-    pub verbose: bool,
-    /// Which futexscope markers of the target to attach (`None`: none).
-    pub markers: Option<MarkerSet>,
-    /// Bytes of the event ring buffer (a power of two, at least 4096).
-    pub buffer_size: u32,
-    /// Trace the children of the target too: those `attach` finds running and those the
-    /// target starts later.
-    pub children: bool,
-    /// Capture the call stacks of waits and wakes (`--stacks`).
-    pub stacks: bool,
-    /// Write folded stacks of blocked time here (needs `stacks`).
-    pub folded: Option<PathBuf>,
-    /// Write a flame graph of blocked time here (needs `stacks`).
-    pub flamegraph: Option<PathBuf>,
-    /// Write a pprof profile of blocked time here (needs `stacks`).
-    pub pprof: Option<PathBuf>,
-    /// Bytes of the stack ring buffer (`stacks`).
-    pub stack_buffer_size: u32,
-}
-
-/// Why a session failed. [`TraceError::exit_code`] gives the documented exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    /// Not privileged enough to load eBPF programs.
-    #[error(
-        "permission denied: loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN){missing}"
-    )]
-    NotPermitted {
-        /// Which capabilities are missing, as a `: missing …` suffix, or empty.
-        missing: String,
-    },
-    /// The kernel has no BPF system call.
-    #[error(
-        "this kernel has no BPF support (the `bpf` system call is missing): run futexscope on a kernel built with CONFIG_BPF_SYSCALL=y"
-    )]
-    NoBpf(#[source] LoadError),
-    /// The probes could not be loaded for another reason.
-    #[error("cannot load futexscope's eBPF probes")]
-    Load(#[source] LoadError),
-    /// The process to attach to does not exist.
-    #[error("no such process: {0} (check the pid with `ps`)")]
-    NoSuchPid(u32),
-    /// The command could not be started.
-    #[error("cannot start the command: check its name, `PATH` and its execute permission")]
-    Spawn(#[from] SpawnError),
-    /// An output file could not be written.
-    #[error("cannot write `{path}`")]
-    Output {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Reading the probes' maps failed.
-    #[error("cannot read the probes' statistics")]
-    Read(#[source] LoadError),
-    /// The terminal could not be set up or drawn on.
-    #[error("cannot draw the live view on the terminal (use `--view plain`)")]
-    Terminal(#[source] io::Error),
-}
-
-/// Exit codes, documented in `futexscope --help` and docs/tracer.md.
-pub mod exit_code {
-    /// Other failure (reading the probes' maps, the terminal).
-    pub const FAILURE: u8 = 1;
-    /// Command line error (from clap).
-    pub const USAGE: u8 = 2;
-    /// `list`: the file or process cannot be read.
-    pub const CANNOT_READ: u8 = 66;
-    /// An output file (`-o`, `--json`, `--export`, `--events`, `--folded`, `--flamegraph`) could not be written.
-    pub const OUTPUT: u8 = 74;
-    /// Not root and missing CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN.
-    pub const NOT_PERMITTED: u8 = 77;
-    /// The kernel has no BPF support, or rejected the probes.
-    pub const NO_BPF: u8 = 69;
-    /// `attach PID`: no such process.
-    pub const NO_SUCH_PID: u8 = 64 + 3;
-    /// `run`: `--duration` elapsed before the command exited (it was sent SIGTERM).
-    pub const TIMED_OUT: u8 = 124;
-    /// `run`: interrupted (Ctrl-C or SIGTERM); the command was sent SIGINT.
-    pub const INTERRUPTED: u8 = 130;
-    /// `run`: the command was found but could not be executed.
-    pub const CANNOT_EXECUTE: u8 = 126;
-    /// `run`: the command was not found.
-    pub const NOT_FOUND: u8 = 127;
-}
-
-impl TraceError {
-    /// The exit code this error ends futexscope with.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            TraceError::NotPermitted { .. } => exit_code::NOT_PERMITTED,
-            TraceError::NoBpf(_) | TraceError::Load(_) => exit_code::NO_BPF,
-            TraceError::NoSuchPid(_) => exit_code::NO_SUCH_PID,
-            TraceError::Spawn(SpawnError::Exec { source, .. })
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                exit_code::NOT_FOUND
-            }
-            TraceError::Spawn(_) => exit_code::CANNOT_EXECUTE,
-            TraceError::Output { .. } => exit_code::OUTPUT,
-            TraceError::Read(_) | TraceError::Terminal(_) => exit_code::FAILURE,
-        }
-    }
-}
-
-/// What a finished session reports.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The final summary (already printed).
-    pub summary: Summary,
-    /// Whether the session attached to a running process (`attach`) rather than starting a
-    /// command (`run`, `demo`).
-    pub attached: bool,
-}
-
-impl Outcome {
-    /// The exit code: for `run`, the command's own status (128 + signal if killed, 124 if the
-    /// duration elapsed first); otherwise 0.
-    pub fn exit_code(&self) -> u8 {
-        match self.summary.ending {
-            Ending::Exited { code } => code as u8,
-            Ending::Killed { signal } => 128 + signal as u8,
-            Ending::Duration if !self.attached => exit_code::TIMED_OUT,
-            Ending::Interrupted if !self.attached => exit_code::INTERRUPTED,
-            _ => 0,
-        }
-    }
-}
 
 /// How often the ring buffer is drained at the latest; the probes wake the tracer sooner once
 /// the buffer is a quarter full.
@@ -268,105 +115,6 @@ fn create(path: &Path) -> Result<(PathBuf, File), TraceError> {
             source,
         }),
     }
-}
-
-/// Where decoded records go besides the tables: counted, written as JSON lines
-/// (`--events`), streamed to the export (`--export`).
-struct RecordSink {
-    count: u64,
-    lines: Option<(PathBuf, BufWriter<File>)>,
-    export: Option<(PathBuf, export::Export<BufWriter<File>>)>,
-}
-
-impl RecordSink {
-    fn push(&mut self, record: &Record) -> Result<(), TraceError> {
-        self.count += 1;
-        if let Some((path, out)) = &mut self.lines {
-            events::write_line(out, record).map_err(|source| TraceError::Output {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        if let Some((_, export)) = &mut self.export {
-            export.push(record);
-        }
-        Ok(())
-    }
-
-    /// Writes the export's items that its window has passed, named by what `labels` know.
-    fn write_ready(&mut self, labels: &Labels) -> Result<(), TraceError> {
-        if let Some((path, export)) = &mut self.export {
-            export
-                .write_ready(names(labels))
-                .map_err(|source| TraceError::Output {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Writes the rest of the export and ends it; says what fell out of its window.
-    fn finish_export(&mut self, labels: &Labels) -> Result<Option<WindowStats>, TraceError> {
-        let Some((path, export)) = self.export.take() else {
-            return Ok(None);
-        };
-        export
-            .finish(names(labels))
-            .map(Some)
-            .map_err(|source| TraceError::Output { path, source })
-    }
-
-    fn flush(&mut self) -> Result<(), TraceError> {
-        if let Some((path, out)) = &mut self.lines {
-            out.flush().map_err(|source| TraceError::Output {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-fn names(labels: &Labels) -> export::Names<'_> {
-    export::Names {
-        words: labels.words(),
-        processes: labels.processes(),
-    }
-}
-
-/// The note for what fell out of the export's window, if anything did.
-fn window_note(stats: WindowStats) -> Option<String> {
-    let WindowStats {
-        late_records,
-        early_records,
-        long_waits,
-        unpaired_woken,
-    } = stats;
-    let window_s = WINDOW_NS as f64 / 1e9;
-    let parts: Vec<String> = [
-        (
-            late_records,
-            "records arrived after the window had passed them",
-        ),
-        (
-            early_records,
-            "records were written before the window passed them, to hold at most a bounded number",
-        ),
-        (
-            long_waits,
-            "waits outlasted the window (the waiter counter includes them from the window's edge)",
-        ),
-        (
-            unpaired_woken,
-            "woken threads of wake calls were paired with no wait",
-        ),
-    ]
-    .into_iter()
-    .filter(|&(n, _)| n > 0)
-    .map(|(n, what)| format!("{n} {what}"))
-    .collect();
-    (!parts.is_empty()).then(|| format!("export ({window_s} s window): {}", parts.join("; ")))
 }
 
 /// The process a session traces.
