@@ -341,11 +341,62 @@ impl std::fmt::Display for Frame {
     }
 }
 
-/// The names of frames, each looked up once (blazesym, by file and file offset).
+/// The names of frames, each looked up once (blazesym, by file and file offset; JIT code from
+/// the process's perf map).
 #[derive(Default)]
 struct FrameNames {
     symbolizer: Symbolizer,
+    perf_maps: PerfMaps,
     frames: HashMap<RawFrame, Vec<Frame>>,
+}
+
+/// The perf maps of processes (`/tmp/perf-PID.map`, which JITs such as the JVM with
+/// `-XX:+DumpPerfMapAtExit`, V8 with `--perf-basic-prof`, CPython 3.12 with `-X perf` and
+/// .NET write): one `START SIZE NAME` line (hex) per generated function. Read once per
+/// process, when its first frame outside any file is named; kept sorted by start.
+#[derive(Default)]
+struct PerfMaps {
+    by_pid: HashMap<u32, Vec<(u64, u64, String)>>,
+}
+
+impl PerfMaps {
+    /// The function of process `pid` at `address`, if its perf map names one.
+    fn name(&mut self, pid: u32, address: u64) -> Option<String> {
+        let entries = self.by_pid.entry(pid).or_insert_with(|| read_perf_map(pid));
+        let index = entries.partition_point(|&(start, _, _)| start <= address);
+        let (start, size, name) = entries.get(index.checked_sub(1)?)?;
+        (address < start + size).then(|| name.clone())
+    }
+}
+
+/// The entries of process `pid`'s perf map, sorted by start (empty if it has none): through
+/// the process's root while it runs (another mount namespace), else this `/tmp`.
+fn read_perf_map(pid: u32) -> Vec<(u64, u64, String)> {
+    let text = [
+        format!("/proc/{pid}/root/tmp/perf-{pid}.map"),
+        format!("/tmp/perf-{pid}.map"),
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .unwrap_or_default();
+    let mut entries = parse_perf_map(&text);
+    entries.sort_by_key(|&(start, _, _)| start);
+    entries
+}
+
+/// Parses perf map text: `START SIZE NAME` per line, hex numbers (with or without `0x`), the
+/// name the rest of the line; malformed lines are skipped.
+fn parse_perf_map(text: &str) -> Vec<(u64, u64, String)> {
+    let hex = |field: &str| u64::from_str_radix(field.trim_start_matches("0x"), 16).ok();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let start = hex(fields.next()?)?;
+            let size = hex(fields.next()?)?;
+            let name = fields.next()?.trim();
+            (!name.is_empty()).then(|| (start, size, name.to_owned()))
+        })
+        .collect()
 }
 
 impl FrameNames {
@@ -356,10 +407,27 @@ impl FrameNames {
         modules: &[std::sync::Arc<ModuleFile>],
     ) {
         let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut outside: Vec<RawFrame> = Vec::new();
         for frame in frames.filter(|f| !self.frames.contains_key(f)) {
-            if let Some(module) = frame.module {
-                offsets.entry(module).or_default().push(frame.offset);
+            match frame.module {
+                Some(module) => offsets.entry(module).or_default().push(frame.offset),
+                None => outside.push(*frame),
             }
+        }
+        for frame in outside {
+            let function = self.perf_maps.name(frame.pid, frame.offset);
+            let module_offset = match function {
+                Some(_) => "[jit]".to_owned(),
+                None => format!("[unknown] {:#x}", frame.offset),
+            };
+            let named = Frame {
+                function,
+                location: None,
+                module_offset,
+                inlined: false,
+                runtime: false,
+            };
+            self.frames.insert(frame, vec![named]);
         }
         for (module, mut list) in offsets {
             list.sort_unstable();
@@ -392,6 +460,7 @@ impl FrameNames {
                 let key = RawFrame {
                     module: Some(module),
                     offset,
+                    pid: 0,
                 };
                 self.frames.insert(key, frames);
             }
@@ -666,5 +735,34 @@ mod tests {
             frame("worker", false),
         ];
         assert_eq!(site(&frames), "pthread_cond_wait ← worker (x.c:3)");
+    }
+
+    #[test]
+    fn jit_frames_are_named_from_the_perf_map() {
+        let text = "7f0000001000 40 jit_futex_wait\n0x7f0000002000 0x10 LazyCompile:*run app.js:3\nbad line\n";
+        assert_eq!(
+            parse_perf_map(text),
+            [
+                (0x7f00_0000_1000, 0x40, "jit_futex_wait".to_owned()),
+                (
+                    0x7f00_0000_2000,
+                    0x10,
+                    "LazyCompile:*run app.js:3".to_owned()
+                )
+            ]
+        );
+        // A process that cannot exist (above the kernel's pid limit): its map is in /tmp.
+        let pid = (1 << 23) + std::process::id() % 1000;
+        let path = format!("/tmp/perf-{pid}.map");
+        std::fs::write(&path, text).unwrap();
+        let mut maps = PerfMaps::default();
+        let named = |maps: &mut PerfMaps, address| maps.name(pid, address);
+        assert_eq!(
+            named(&mut maps, 0x7f00_0000_1010).as_deref(),
+            Some("jit_futex_wait")
+        );
+        assert_eq!(named(&mut maps, 0x7f00_0000_1040), None, "one past its end");
+        assert_eq!(named(&mut maps, 0x7f00_0000_0fff), None);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -44,6 +44,9 @@ pub struct RawFrame {
     /// The file offset of the address looked up (the instruction pointer itself for the first
     /// frame, a return address minus one for the others), or the address outside any file.
     pub offset: u64,
+    /// For an address outside any file, its process (JIT code is named from the process's
+    /// `/tmp/perf-PID.map`); 0 for a file offset, which names the same code in every process.
+    pub pid: u32,
 }
 
 /// A walked stack, leaf first.
@@ -116,6 +119,7 @@ impl Unwinders {
                 frames: vec![RawFrame {
                     module: None,
                     offset: record.ip,
+                    pid,
                 }],
                 truncated: Some("the process's memory map could not be read".to_owned()),
             };
@@ -142,7 +146,7 @@ impl Unwinders {
                 break Some(format!("cut at {MAX_FRAMES} frames"));
             }
             match walk.next() {
-                Ok(Some(address)) => frames.push(normalize(&process.mappings, address)),
+                Ok(Some(address)) => frames.push(normalize(&process.mappings, pid, address)),
                 Ok(None) => break None,
                 Err(framehop::Error::CouldNotReadStack(addr)) if addr >= sp + copied => {
                     break Some(format!(
@@ -210,18 +214,20 @@ fn find_mapping(
         .find(|(m, _)| (m.start..m.end).contains(&address))
 }
 
-/// The frame at `address`, as a file offset: the instruction pointer is looked up as it is, a
+/// The frame at `address` of process `pid`, as a file offset: the instruction pointer is looked up as it is, a
 /// return address minus one (inside the call, not at the next line).
-fn normalize(mappings: &[(Mapping, Option<u32>)], address: FrameAddress) -> RawFrame {
+fn normalize(mappings: &[(Mapping, Option<u32>)], pid: u32, address: FrameAddress) -> RawFrame {
     let lookup = address.address_for_lookup();
     match find_mapping(mappings, lookup) {
         Some((mapping, Some(module))) => RawFrame {
             module: Some(*module),
             offset: lookup - mapping.start + mapping.offset,
+            pid: 0,
         },
         _ => RawFrame {
             module: None,
             offset: lookup,
+            pid,
         },
     }
 }
