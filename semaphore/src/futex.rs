@@ -29,7 +29,16 @@ pub(crate) enum WaitOutcome {
 /// It also counts the threads its wakes woke that have not yet returned from their wait, so a
 /// waker can tell when every registered waiter already has a wake on its way
 /// ([`FutexWord::woken_at_least`]) and spare the system call.
-pub(crate) struct FutexWord {
+///
+/// `SHARED` chooses the kind of futex: `false` for private futex operations
+/// (`FUTEX_PRIVATE_FLAG`: the kernel keys the word by process and address, which is cheaper),
+/// `true` for non-private ones (keyed by the memory's file and offset, or by page for anonymous
+/// shared memory), which wait and wake across processes that map the word `MAP_SHARED`, at any
+/// address. A shared word keeps no woken count (its `woken` field stays 0; see
+/// [`FutexWord::woken_at_least`]). `repr(C)`: a shared word lives at a fixed offset of
+/// `SharedSemaphore`.
+#[repr(C)]
+pub(crate) struct FutexWord<const SHARED: bool = false> {
     value: AtomicU32,
     /// Threads woken by [`FutexWord::wake`] that have not yet returned from
     /// [`FutexWord::wait`]. Never more than the true number: a wake adds the kernel's count
@@ -40,10 +49,14 @@ pub(crate) struct FutexWord {
     model: model::Queue,
 }
 
-impl FutexWord {
+impl<const SHARED: bool> FutexWord<SHARED> {
+    /// The futex operation flag of this kind of word: `FUTEX_PRIVATE_FLAG`, or none.
+    #[cfg(not(loom))]
+    const PRIVATE_FLAG: i32 = if SHARED { 0 } else { libc::FUTEX_PRIVATE_FLAG };
+
     /// A word holding 0.
     #[cfg(not(loom))]
-    pub(crate) const fn new() -> FutexWord {
+    pub(crate) const fn new() -> FutexWord<SHARED> {
         FutexWord {
             value: AtomicU32::new(0),
             woken: AtomicI32::new(0),
@@ -52,7 +65,7 @@ impl FutexWord {
 
     /// A word holding 0.
     #[cfg(loom)]
-    pub(crate) fn new() -> FutexWord {
+    pub(crate) fn new() -> FutexWord<SHARED> {
         FutexWord {
             value: AtomicU32::new(0),
             woken: AtomicI32::new(0),
@@ -75,7 +88,7 @@ impl FutexWord {
     ) -> WaitOutcome {
         // 0 stands for "no deadline": CLOCK_MONOTONIC is far past 0 when any acquire runs.
         let outcome = self.sleep(expected, deadline_ns.unwrap_or(0), sem, wanted, state);
-        if outcome == WaitOutcome::Woken {
+        if !SHARED && outcome == WaitOutcome::Woken {
             // The kernel reports "woken" exactly for the threads a FUTEX_WAKE unqueued and
             // counted, whatever else happened meanwhile. Acquire: see `woken_at_least`.
             self.woken.fetch_sub(1, Ordering::Acquire);
@@ -89,9 +102,11 @@ impl FutexWord {
     /// and the `waiters` it had registered.
     pub(crate) fn wake(&self, count: i32, sem: usize, waiters: u32) -> i32 {
         let woken = self.wake_sleepers(count, sem, waiters);
-        // Relaxed: only the count matters here; the ordering `woken_at_least` relies on comes
-        // from its own read-modify-write.
-        self.woken.fetch_add(woken, Ordering::Relaxed);
+        if !SHARED {
+            // Relaxed: only the count matters here; the ordering `woken_at_least` relies on
+            // comes from its own read-modify-write.
+            self.woken.fetch_add(woken, Ordering::Relaxed);
+        }
         woken
     }
 
@@ -105,8 +120,12 @@ impl FutexWord {
     /// of at least `waiters` was read before those waiters' decrements) and reads from it or
     /// from a later read-modify-write of its release sequence, so it synchronizes with this
     /// call. A plain load would need a store-load (SeqCst) argument instead.
+    ///
+    /// Always `false` for a shared word: a process killed between the kernel's wake and its
+    /// decrement would leave the count above the truth for good, and releases would then skip
+    /// wakes that live sleepers need. Shared semaphores always make the wake call instead.
     pub(crate) fn woken_at_least(&self, waiters: u32) -> bool {
-        i64::from(self.woken.fetch_add(0, Ordering::Release)) >= i64::from(waiters)
+        !SHARED && i64::from(self.woken.fetch_add(0, Ordering::Release)) >= i64::from(waiters)
     }
 
     /// Forgets the woken threads still counted: for a child process after `fork`, where they
@@ -128,8 +147,8 @@ impl FutexWord {
 }
 
 #[cfg(not(loom))]
-impl FutexWord {
-    /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private) with its markers;
+impl<const SHARED: bool> FutexWord<SHARED> {
+    /// [`FutexWord::wait`] as one `FUTEX_WAIT_BITSET` (private unless `SHARED`) with its markers;
     /// `deadline_ns` is 0 for none.
     ///
     /// Always inlined into the semaphore's wait loop: the values only the markers report (`sem`,
@@ -152,7 +171,7 @@ impl FutexWord {
             .as_ref()
             .map_or(std::ptr::null(), std::ptr::from_ref);
         let word = self.value.as_ptr();
-        let op = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64;
+        let op = (libc::FUTEX_WAIT_BITSET | Self::PRIVATE_FLAG) as u64;
         // The bitset carries `wanted` for the markers: every wake of the semaphore is a plain
         // FUTEX_WAKE, whose match-any mask wakes a waiter whatever its (non-zero) bitset.
         let bitset = u64::from(wanted);
@@ -220,14 +239,14 @@ impl FutexWord {
         }
     }
 
-    /// [`FutexWord::wake`] as one `FUTEX_WAKE` (private) with its markers.
+    /// [`FutexWord::wake`] as one `FUTEX_WAKE` (private unless `SHARED`) with its markers.
     ///
     /// # Panics
     /// On any error: the word is borrowed, so it is valid, and a failing wake would strand
     /// sleepers.
     fn wake_sleepers(&self, count: i32, sem: usize, waiters: u32) -> i32 {
         let word = self.value.as_ptr();
-        let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64;
+        let op = (libc::FUTEX_WAKE | Self::PRIVATE_FLAG) as u64;
         let count = count.max(0) as u64;
         let (sem, waiters) = (sem as u64, u64::from(waiters));
         // Each variant below makes the same system call, which is sound because:
@@ -380,7 +399,7 @@ pub(crate) fn monotonic_now_ns() -> u64 {
 }
 
 #[cfg(loom)]
-impl FutexWord {
+impl<const SHARED: bool> FutexWord<SHARED> {
     /// Model of `FUTEX_WAIT_BITSET`: compare and enqueue atomically with respect to
     /// [`FutexWord::wake`]. A timed wait whose value matches times out at once (the timer fired
     /// before any wake), so loom explores timeouts racing with releases.

@@ -26,18 +26,24 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// The futex semaphore's shared state.
-pub(crate) struct RawSemaphore {
+/// The futex semaphore's shared state. `SHARED` makes its futex operations non-private, for a
+/// semaphore used by several processes (`SharedSemaphore`); the algorithm is the same.
+///
+/// `repr(C)`, with no pointer inside: a shared semaphore's fields sit at fixed offsets, the
+/// same in every process and at every address (`docs/semaphore.md`, "Shared between
+/// processes", has the table).
+#[repr(C)]
+pub(crate) struct RawSemaphore<const SHARED: bool = false> {
     state: AtomicU64,
-    single_wake: FutexWord,
-    multi_wake: FutexWord,
+    single_wake: FutexWord<SHARED>,
+    multi_wake: FutexWord<SHARED>,
     spin_budget: SpinBudget,
 }
 
-impl RawSemaphore {
+impl<const SHARED: bool> RawSemaphore<SHARED> {
     /// A semaphore holding `permits` (at most `MAX_PERMITS`, checked by the caller).
     #[cfg(not(loom))]
-    pub(crate) const fn new(permits: u32) -> RawSemaphore {
+    pub(crate) const fn new(permits: u32) -> RawSemaphore<SHARED> {
         RawSemaphore {
             state: AtomicU64::new(State::with_tokens(permits).0),
             single_wake: FutexWord::new(),
@@ -48,7 +54,7 @@ impl RawSemaphore {
 
     /// A semaphore holding `permits` (at most `MAX_PERMITS`, checked by the caller).
     #[cfg(loom)]
-    pub(crate) fn new(permits: u32) -> RawSemaphore {
+    pub(crate) fn new(permits: u32) -> RawSemaphore<SHARED> {
         RawSemaphore {
             state: AtomicU64::new(State::with_tokens(permits).0),
             single_wake: FutexWord::new(),
@@ -57,11 +63,14 @@ impl RawSemaphore {
         }
     }
 
+    /// The semaphore's address for the markers: the `Semaphore` (which is this struct), or
+    /// the `SharedSemaphore` whose header precedes this struct.
     fn addr(&self) -> usize {
-        std::ptr::from_ref(self) as usize
+        let offset = if SHARED { SHARED_HEADER_BYTES } else { 0 };
+        (std::ptr::from_ref(self) as usize).wrapping_sub(offset)
     }
 
-    fn wake_word(&self, kind: WaiterKind) -> &FutexWord {
+    fn wake_word(&self, kind: WaiterKind) -> &FutexWord<SHARED> {
         match kind {
             WaiterKind::Single => &self.single_wake,
             WaiterKind::Multi => &self.multi_wake,
@@ -179,7 +188,7 @@ impl RawSemaphore {
     fn attempt(
         &self,
         n: u32,
-        registration: &mut Registration<'_>,
+        registration: &mut Registration<'_, SHARED>,
         timed_out: bool,
         deadline_ns: Option<u64>,
         fairness: Fairness,
@@ -294,7 +303,7 @@ impl RawSemaphore {
     #[cold]
     #[inline(never)]
     fn give_up(
-        registration: Registration<'_>,
+        registration: Registration<'_, SHARED>,
         n: u32,
         deadline_ns: Option<u64>,
     ) -> Result<(), AcquireError> {
@@ -526,14 +535,14 @@ enum Attempt {
 
 /// A waiter's registration while it waits; dropped only when a panic unwinds through
 /// `acquire_slow` (every normal exit deregisters in the CAS that ends the wait, then forgets it).
-struct Registration<'a> {
-    semaphore: &'a RawSemaphore,
+struct Registration<'a, const SHARED: bool> {
+    semaphore: &'a RawSemaphore<SHARED>,
     kind: WaiterKind,
     /// This waiter set the `reserved` flag and must clear it when it leaves.
     holds_reservation: bool,
 }
 
-impl Drop for Registration<'_> {
+impl<const SHARED: bool> Drop for Registration<'_, SHARED> {
     fn drop(&mut self) {
         // A loom model that failed (a deadlock report is a panic) is dead: touching its atomics
         // while unwinding would abort the whole test binary and hide which model failed.
@@ -564,6 +573,11 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// The bytes of `SharedSemaphore` before its `RawSemaphore` (its magic and version), which
+/// the markers subtract to report the shared semaphore's own address. `shared.rs` checks it
+/// at compile time.
+pub(crate) const SHARED_HEADER_BYTES: usize = 8;
+
 /// How long a multi waiter waits before it reserves the permits (eventual fairness; see
 /// `docs/semaphore.md`, "Eventual fairness"). Loom's clock stands still at 0, so in models
 /// every multi waiter that slept once may reserve.
@@ -587,7 +601,7 @@ impl Fairness {
     }
 }
 
-impl Drop for RawSemaphore {
+impl<const SHARED: bool> Drop for RawSemaphore<SHARED> {
     fn drop(&mut self) {
         // Relaxed: `&mut self` means no other thread can touch the word any more.
         let state = State(self.state.load(Ordering::Relaxed));
@@ -605,7 +619,8 @@ impl Drop for RawSemaphore {
 /// whether spinning pays off. A spin that got the permits after `i` iterations sets the budget
 /// to `2 * i` (at least [`SpinBudget::LEAST`]); one that did not halves it, down to 0. At 0, one
 /// slow acquire in [`SpinBudget::PROBE_EVERY`] spins the full [`SpinBudget::MAX`] to find out
-/// whether spinning pays again.
+/// whether spinning pays again. `repr(C)`: part of a shared semaphore's fixed layout.
+#[repr(C)]
 struct SpinBudget {
     budget: AtomicU32,
     skipped: AtomicU32,
@@ -708,7 +723,7 @@ mod tests {
     /// A semaphore with `singles` and `multis` registered waiters that are not asleep (so a
     /// wake finds nobody), and `tokens` permits.
     fn with_waiters(tokens: u32, singles: u32, multis: u32) -> RawSemaphore {
-        let sem = RawSemaphore::new(0);
+        let sem = RawSemaphore::<false>::new(0);
         for _ in 0..singles {
             assert!(!sem.register_or_take(1, WaiterKind::Single).unwrap());
         }
@@ -774,7 +789,7 @@ mod tests {
 
     #[test]
     fn spinning_takes_permits_that_are_there() {
-        let sem = RawSemaphore::new(2);
+        let sem = RawSemaphore::<false>::new(2);
         assert!(sem.spin_then_take(2, None));
         assert_eq!(sem.available(), 0);
         assert_eq!(
@@ -796,7 +811,7 @@ mod tests {
 
     #[test]
     fn a_spin_in_vain_halves_the_full_budget() {
-        let sem = RawSemaphore::new(0);
+        let sem = RawSemaphore::<false>::new(0);
         assert!(!sem.spin_then_take(1, None));
         assert_eq!(
             sem.spin_budget.budget.load(Ordering::Relaxed),
@@ -806,7 +821,7 @@ mod tests {
 
     #[test]
     fn spinning_stops_at_the_deadline_without_judging_the_spin() {
-        let sem = RawSemaphore::new(0);
+        let sem = RawSemaphore::<false>::new(0);
         assert!(!sem.spin_then_take(1, Some(0)));
         assert_eq!(
             sem.spin_budget.budget.load(Ordering::Relaxed),

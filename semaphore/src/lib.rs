@@ -73,10 +73,17 @@
 //! abort with a message instead of deadlocking. After `fork`, see
 //! [`Semaphore::forget_waiters_after_fork`].
 //!
+//! # Between processes
+//! A [`Semaphore`] uses private futexes: placed in memory shared between processes it loses
+//! wake-ups across them. [`SharedSemaphore`] (futex build only) is the same semaphore with a
+//! fixed `repr(C)` layout and non-private futexes, constructed in place in memory mapped
+//! `MAP_SHARED` and opened by other processes at any address.
+//!
 //! # Implementations
-//! On Linux the semaphore waits on futexes (`FUTEX_WAIT_BITSET`, `FUTEX_WAKE`, both private;
-//! Linux 2.6.25 or later). Elsewhere, or with the `portable` feature, it is a `Mutex` plus a
-//! `Condvar`, with the same API and behaviour, minus the markers.
+//! On Linux the semaphore waits on futexes (`FUTEX_WAIT_BITSET`, `FUTEX_WAKE`, both private
+//! except in [`SharedSemaphore`]; Linux 2.6.25 or later). Elsewhere, or with the `portable`
+//! feature, it is a `Mutex` plus a `Condvar`, with the same API and behaviour, minus the
+//! markers and [`SharedSemaphore`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -95,8 +102,36 @@ mod portable;
 use portable::RawSemaphore;
 
 mod markers;
+#[cfg(all(target_os = "linux", not(feature = "portable"), not(loom)))]
+mod shared;
 #[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod state;
+
+#[cfg(all(target_os = "linux", not(feature = "portable"), not(loom)))]
+pub use shared::{OpenError, SharedSemaphore};
+
+mod sealed {
+    /// Keeps [`PermitSource`](super::PermitSource) to this crate's semaphores.
+    pub trait Sealed {}
+}
+
+/// A semaphore whose permits a [`Permit`] holds: [`Semaphore`], and in the futex build
+/// `SharedSemaphore`. Sealed: no other type can implement it.
+pub trait PermitSource: sealed::Sealed {
+    /// Gives `n` permits back: the semaphore's own `release`.
+    ///
+    /// # Errors
+    /// As [`Semaphore::release`].
+    fn release_permits(&self, n: u32) -> Result<(), ReleaseError>;
+}
+
+impl sealed::Sealed for Semaphore {}
+
+impl PermitSource for Semaphore {
+    fn release_permits(&self, n: u32) -> Result<(), ReleaseError> {
+        self.release(n)
+    }
+}
 
 /// The most permits a semaphore can hold, and the most one call can acquire or release:
 /// `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
@@ -385,26 +420,27 @@ impl fmt::Debug for Semaphore {
     }
 }
 
-fn check_request(n: u32) -> Result<(), AcquireError> {
+pub(crate) fn check_request(n: u32) -> Result<(), AcquireError> {
     if n > MAX_PERMITS {
         return Err(AcquireError::TooManyPermits { requested: n });
     }
     Ok(())
 }
 
-/// Permits taken from a [`Semaphore`]; dropping it gives them back.
+/// Permits taken from a [`Semaphore`] (or a `SharedSemaphore`: `S`); dropping it gives them
+/// back.
 ///
 /// # Panics
 /// Dropping panics if giving the permits back would push the count past
 /// [`Semaphore::MAX_PERMITS`] (only possible when other code released permits it never took);
 /// [`Permit::release`] returns that error instead.
 #[must_use = "dropping a permit gives its permits back at once"]
-pub struct Permit<'a> {
-    semaphore: &'a Semaphore,
+pub struct Permit<'a, S: PermitSource = Semaphore> {
+    semaphore: &'a S,
     permits: u32,
 }
 
-impl Permit<'_> {
+impl<S: PermitSource> Permit<'_, S> {
     /// How many permits this guard holds.
     pub fn permits(&self) -> u32 {
         self.permits
@@ -422,14 +458,14 @@ impl Permit<'_> {
     /// nor held.
     pub fn release(mut self) -> Result<(), ReleaseError> {
         let permits = std::mem::take(&mut self.permits);
-        self.semaphore.release(permits)
+        self.semaphore.release_permits(permits)
     }
 }
 
-impl<'a> Permit<'a> {
+impl<'a, S: PermitSource> Permit<'a, S> {
     /// Splits `n` of this guard's permits off into a guard of their own, or returns `None`
     /// (and changes nothing) if it holds fewer than `n`.
-    pub fn split(&mut self, n: u32) -> Option<Permit<'a>> {
+    pub fn split(&mut self, n: u32) -> Option<Permit<'a, S>> {
         self.permits = self.permits.checked_sub(n)?;
         Some(Permit {
             semaphore: self.semaphore,
@@ -442,7 +478,7 @@ impl<'a> Permit<'a> {
     /// # Panics
     /// If `other` holds permits of another semaphore, or the sum would exceed
     /// [`Semaphore::MAX_PERMITS`] (then neither guard changes before the panic unwinds).
-    pub fn merge(&mut self, mut other: Permit<'a>) {
+    pub fn merge(&mut self, mut other: Permit<'a, S>) {
         assert!(
             std::ptr::eq(self.semaphore, other.semaphore),
             "merging permits of two different semaphores"
@@ -452,9 +488,9 @@ impl<'a> Permit<'a> {
     }
 }
 
-impl Drop for Permit<'_> {
+impl<S: PermitSource> Drop for Permit<'_, S> {
     fn drop(&mut self) {
-        if let Err(error) = self.semaphore.release(self.permits)
+        if let Err(error) = self.semaphore.release_permits(self.permits)
             && !std::thread::panicking()
         {
             panic!("dropping a `Permit`: {error}");
@@ -462,7 +498,7 @@ impl Drop for Permit<'_> {
     }
 }
 
-impl fmt::Debug for Permit<'_> {
+impl<S: PermitSource> fmt::Debug for Permit<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("permits", &self.permits)
