@@ -7,14 +7,15 @@
 //! cargo run -p futexscope-semaphore --example shared-fork -- [ROUNDS]
 //! ```
 
+#[cfg(not(feature = "portable"))]
 use futexscope_semaphore::SharedSemaphore;
-use std::mem::MaybeUninit;
-use std::thread;
-use std::time::Duration;
+#[cfg(not(feature = "portable"))]
+use std::{mem::MaybeUninit, thread, time::Duration};
 
 /// Waits until `sem` counts a waiter (the other process), sleeps a little more so that it is
 /// asleep in the kernel, releases one permit to it, and waits until it has taken it (so this
 /// process's next `acquire` cannot take it first).
+#[cfg(not(feature = "portable"))]
 fn release_to_sleeper(sem: &SharedSemaphore) {
     while sem.waiters() == 0 {
         thread::sleep(Duration::from_millis(1));
@@ -26,6 +27,14 @@ fn release_to_sleeper(sem: &SharedSemaphore) {
     }
 }
 
+/// The portable build has no `SharedSemaphore`.
+#[cfg(feature = "portable")]
+fn main() {
+    eprintln!("shared-fork needs the futex build: the portable build has no SharedSemaphore");
+    std::process::exit(2);
+}
+
+#[cfg(not(feature = "portable"))]
 fn main() {
     // Runs the private semaphore's slow paths once, so that their code (and its marker notes)
     // is linked in: the stapsdt parser rejects a binary whose notes point into code the linker
