@@ -1,5 +1,6 @@
-//! `futexscope agent --cgroup DIR` end to end: a workload moved into a fresh cgroup v2
-//! directory is counted exactly, and a second workload outside it not at all. The agent's
+//! `futexscope agent --cgroup DIR` end to end: workloads moved into a fresh cgroup v2
+//! directory and into a cgroup below it are counted exactly, and a workload outside them not
+//! at all. The agent's
 //! `/metrics` is read directly (plain HTTP), no Prometheus needed.
 
 mod common;
@@ -148,11 +149,19 @@ fn cgroup_counts_exactly_its_own_processes() {
     let cgroup = Cgroup(mount.join(format!("futexscope-test-{tag}")));
     std::fs::create_dir(&cgroup.0)
         .unwrap_or_else(|err| panic!("create cgroup {}: {err}", cgroup.0.display()));
+    // A cgroup below it, whose processes are traced too (declared after: removed first).
+    let nested = Cgroup(cgroup.0.join("nested"));
+    std::fs::create_dir(&nested.0)
+        .unwrap_or_else(|err| panic!("create cgroup {}: {err}", nested.0.display()));
     let dir = TempDir(std::env::temp_dir().join(format!("futexscope-agent-cgroup-{tag}")));
     std::fs::create_dir_all(&dir.0).expect("temp dir");
     // Copies of the workload with names no other process has.
-    let (inside, outside) = (format!("fxg{tag}"), format!("fxo{tag}"));
-    for name in [&inside, &outside] {
+    let (inside, below, outside) = (
+        format!("fxg{tag}"),
+        format!("fxn{tag}"),
+        format!("fxo{tag}"),
+    );
+    for name in [&inside, &below, &outside] {
         std::fs::copy(env!("CARGO_BIN_EXE_futexscope-workload"), dir.0.join(name))
             .expect("copy the workload");
     }
@@ -173,15 +182,22 @@ fn cgroup_counts_exactly_its_own_processes() {
     );
 
     // The shell moves itself into the cgroup, then becomes the workload.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" eagain 300"#)
-        .args(["sh", &cgroup.0.display().to_string()])
-        .arg(dir.0.join(&inside))
-        .stdout(Stdio::null())
-        .status()
-        .expect("run the workload in the cgroup");
-    assert!(status.success(), "the workload in the cgroup failed");
+    for (group, name, waits) in [(&cgroup.0, &inside, "300"), (&nested.0, &below, "70")] {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" eagain "$3""#)
+            .args(["sh", &group.display().to_string()])
+            .arg(dir.0.join(name))
+            .arg(waits)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run the workload in the cgroup");
+        assert!(
+            status.success(),
+            "the workload in {} failed",
+            group.display()
+        );
+    }
     let status = Command::new(dir.0.join(&outside))
         .args(["eagain", "200"])
         .stdout(Stdio::null())
@@ -192,9 +208,15 @@ fn cgroup_counts_exactly_its_own_processes() {
     let mut last = String::new();
     let counted = eventually(Duration::from_secs(10), || {
         last = http_get(port, "/metrics")?;
-        (sum(&last, "futexscope_value_changed_total", &inside) == 300.0).then_some(())
+        (sum(&last, "futexscope_value_changed_total", &inside) == 300.0
+            && sum(&last, "futexscope_value_changed_total", &below) == 70.0)
+            .then_some(())
     });
-    assert!(counted.is_some(), "300 EAGAIN waits not counted:\n{last}");
+    assert!(
+        counted.is_some(),
+        "300 + 70 EAGAIN waits not counted:\n{last}"
+    );
+    assert_eq!(sum(&last, "futexscope_waits_total", &below), 70.0, "{last}");
     assert_eq!(
         sum(&last, "futexscope_waits_total", &inside),
         300.0,
@@ -205,10 +227,11 @@ fn cgroup_counts_exactly_its_own_processes() {
         0.0,
         "{last}"
     );
-    // Only the cgroup's processes: the workload and the shell it started as.
+    // Only the cgroups' processes: the workloads and the shells they started as.
     let seen = comms(&last, "futexscope_waits_total");
     assert!(
-        seen.iter().all(|c| *c == inside || c == "sh"),
+        seen.iter()
+            .all(|c| *c == inside || *c == below || c == "sh"),
         "processes outside the cgroup were traced: {seen:?}"
     );
     assert!(
