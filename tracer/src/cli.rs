@@ -324,7 +324,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
     /// Trace the processes of this cgroup v2 directory and the cgroups below it (a container,
-    /// a systemd unit: `system.slice/nginx.service`).
+    /// a systemd unit: `system.slice/nginx.service`): absolute, or relative to the cgroup v2
+    /// mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid layout).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
     /// How long an exited process's final counts are still served.

@@ -3,7 +3,12 @@
 //! execs into a traced name (`process_exec`), and the tick rescans `/proc` for processes that
 //! took the name some other way (`prctl(PR_SET_NAME)` of their main thread).
 
-use std::{collections::BTreeSet, fs, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::BTreeSet,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use super::{AgentError, AgentOptions};
 use crate::collect::{ebpf::CgroupFilter, procfs};
@@ -120,28 +125,78 @@ fn truncate(comm: &str) -> String {
     comm[..end].to_owned()
 }
 
-/// The id and level of the cgroup v2 directory `path` (absolute, or relative to
-/// `/sys/fs/cgroup`).
+/// The cgroup v2 hierarchy's mount points (`/proc/self/mountinfo`), each with the path of its
+/// root in the hierarchy (`/` unless a cgroup namespace or bind mount shows only a part).
+fn cgroup2_mounts() -> Vec<(PathBuf, PathBuf)> {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if right.split_whitespace().next() != Some("cgroup2") {
+                return None;
+            }
+            let mut fields = left.split_whitespace().skip(3);
+            let root = fields.next()?;
+            let mount = fields.next()?;
+            Some((PathBuf::from(mount), PathBuf::from(root)))
+        })
+        .collect()
+}
+
+/// Where a relative `--cgroup` path starts: the cgroup v2 mount at `/sys/fs/cgroup` (unified
+/// layout), else one below it (`/sys/fs/cgroup/unified`, systemd's hybrid layout).
+fn cgroup2_root(mounts: &[(PathBuf, PathBuf)]) -> PathBuf {
+    let base = Path::new("/sys/fs/cgroup");
+    mounts
+        .iter()
+        .map(|(mount, _)| mount)
+        .find(|m| m.as_path() == base)
+        .or_else(|| mounts.iter().map(|(m, _)| m).find(|m| m.starts_with(base)))
+        .cloned()
+        .unwrap_or_else(|| base.to_owned())
+}
+
+/// The id and level of the cgroup v2 directory `path` (absolute, or relative to the cgroup v2
+/// mount: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid layout).
 fn cgroup_filter(path: &Path) -> std::io::Result<CgroupFilter> {
-    let root = Path::new("/sys/fs/cgroup");
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let mounts = cgroup2_mounts();
     let full = if path.is_absolute() {
         path.to_owned()
     } else {
-        root.join(path)
+        cgroup2_root(&mounts).join(path)
     };
     let full = full.canonicalize()?;
-    let relative = full.strip_prefix(root).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not under /sys/fs/cgroup")
-    })?;
-    if !full.join("cgroup.procs").exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a cgroup v2 directory (no cgroup.procs)",
-        ));
+    // A cgroup v1 directory has a `cgroup.procs` too: ask the file system.
+    // SAFETY: an all-zero statfs is valid; statfs writes one into it.
+    let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
+    let c_path = std::ffi::CString::new(full.as_os_str().as_encoded_bytes())
+        .map_err(|_| invalid("a path with a NUL byte".into()))?;
+    // SAFETY: a NUL-terminated path and a statfs to fill, both live for the call.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs_info) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    if fs_info.f_type != libc::CGROUP2_SUPER_MAGIC {
+        return Err(invalid(format!(
+            "{} is not in a cgroup v2 hierarchy (cgroup v1, or not a cgroup)",
+            full.display()
+        )));
+    }
+    // Its level is its depth below the hierarchy's root: below the mount it lies under, plus
+    // the depth of that mount's root.
+    let (mount, root) = mounts
+        .iter()
+        .filter(|(mount, _)| full.starts_with(mount))
+        .max_by_key(|(mount, _)| mount.components().count())
+        .ok_or_else(|| invalid(format!("no cgroup v2 mount holds {}", full.display())))?;
+    let below = full.strip_prefix(mount).unwrap_or(Path::new(""));
+    let level = root.components().skip(1).count() + below.components().count();
     Ok(CgroupFilter {
         // A cgroup v2 id is the inode number of its directory.
         id: fs::metadata(&full)?.ino(),
-        level: relative.components().count() as u32,
+        level: level as u32,
     })
 }

@@ -633,7 +633,7 @@ impl Probes {
             events: libc::POLLIN,
             revents: 0,
         };
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let millis = timeout_millis(timeout);
         // SAFETY: one valid pollfd for an fd this object owns, for the duration of the call.
         match unsafe { libc::poll(&mut poll, 1, millis) } {
             n if n < 0 => interrupted_is_timeout(std::io::Error::last_os_error()),
@@ -647,7 +647,7 @@ impl Probes {
     /// so a tracer that drains at least once per `timeout` is not woken per record.
     pub fn wait_for_wakeup(&self, timeout: Duration) -> std::io::Result<bool> {
         let mut event = libc::epoll_event { events: 0, u64: 0 };
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let millis = timeout_millis(timeout);
         // SAFETY: a valid epoll fd this object owns and room for exactly one event.
         match unsafe { libc::epoll_wait(self.wakeups.as_raw_fd(), &mut event, 1, millis) } {
             n if n < 0 => interrupted_is_timeout(std::io::Error::last_os_error()),
@@ -912,4 +912,25 @@ fn detect_syscalls() -> Vec<SyscallSupport> {
             present: probe(syscalls::FUTEX_REQUEUE),
         },
     ]
+}
+
+/// `timeout` in whole milliseconds for poll/epoll_wait, rounded up: rounded down, a wait of
+/// less than 1 ms would return at once and a loop waiting for a deadline would spin until it.
+fn timeout_millis(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds() {
+        assert_eq!(timeout_millis(Duration::ZERO), 0);
+        assert_eq!(timeout_millis(Duration::from_micros(1)), 1);
+        assert_eq!(timeout_millis(Duration::from_micros(999)), 1);
+        assert_eq!(timeout_millis(Duration::from_millis(100)), 100);
+        assert_eq!(timeout_millis(Duration::from_micros(100_001)), 101);
+        assert_eq!(timeout_millis(Duration::MAX), i32::MAX);
+    }
 }
