@@ -7,10 +7,15 @@
 //! `posix` (glibc `sem_t`; single-permit only, so no `multi`). WORKLOAD: `uncontended`,
 //! `pingpong`, `prodcons`, `multi`, `timed`. N operations (default 1,000,000), THREADS threads
 //! where the workload uses a count (default 2). Prints one JSON object per run on one line.
+//!
+//! `LOAD=K` in the environment runs the workload on a busy machine: K threads spin in a loop
+//! (never blocking) from before the workload starts until it ends; `LOAD=cpus` starts one per
+//! CPU the process may use. The JSON line then has an extra field `"load":K`.
 
 use futexscope_semaphore::Semaphore;
 use std::cell::UnsafeCell;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -400,11 +405,49 @@ fn run<S: BenchSemaphore>(workload: &str, ops: u64, threads: u64) -> Result<Outc
     })
 }
 
-const USAGE: &str = "usage: sem-bench IMPL WORKLOAD [N] [THREADS]
+const USAGE: &str = "usage: [LOAD=K|cpus] sem-bench IMPL WORKLOAD [N] [THREADS]
   IMPL      futexscope | std | parking_lot | posix
   WORKLOAD  uncontended | pingpong | prodcons | multi | timed
   N         operations (default 1000000)
-  THREADS   threads for prodcons and multi (default 2)";
+  THREADS   threads for prodcons and multi (default 2)
+  LOAD      busy-looping threads beside the workload (default 0; cpus = one per CPU)";
+
+/// The `LOAD` environment variable: how many busy threads to run beside the workload.
+fn load_from_env() -> Result<u64, String> {
+    match std::env::var("LOAD") {
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Err(std::env::VarError::NotUnicode(_)) => Err("LOAD is not text".to_owned()),
+        Ok(text) if text == "cpus" => Ok(thread::available_parallelism()
+            .map_err(|e| format!("LOAD=cpus: cannot count CPUs: {e}"))?
+            .get() as u64),
+        Ok(text) => text
+            .parse()
+            .map_err(|_| format!("LOAD must be a count or `cpus`, got `{text}`")),
+    }
+}
+
+/// Runs `workload` with `load` threads busy-looping beside it: they start before it and stop
+/// after it, and never block, so the workload's threads compete with them for every CPU.
+fn with_load<T>(load: u64, workload: impl FnOnce() -> T) -> T {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        for _ in 0..load {
+            s.spawn(|| {
+                let mut x = 0u64;
+                // Relaxed: only a stop flag, read until it flips.
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005) + 1);
+                    }
+                }
+                std::hint::black_box(x);
+            });
+        }
+        let result = workload();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
 
 fn main() -> ExitCode {
     match parse_and_run() {
@@ -436,17 +479,22 @@ fn parse_and_run() -> Result<String, String> {
     }
     let ops = number(0, "N", 1_000_000)?;
     let threads = number(1, "THREADS", 2)?;
-    let outcome = match implementation.as_str() {
-        "futexscope" => run::<Semaphore>(workload, ops, threads)?,
-        "std" => run::<StdSemaphore>(workload, ops, threads)?,
-        "parking_lot" => run::<ParkingLotSemaphore>(workload, ops, threads)?,
-        "posix" => run::<PosixSemaphore>(workload, ops, threads)?,
+    let load = load_from_env()?;
+    let runner = match implementation.as_str() {
+        "futexscope" => run::<Semaphore>,
+        "std" => run::<StdSemaphore>,
+        "parking_lot" => run::<ParkingLotSemaphore>,
+        "posix" => run::<PosixSemaphore>,
         other => return Err(format!("unknown IMPL `{other}`")),
     };
+    let outcome = with_load(load, || runner(workload, ops, threads))?;
     let mut line = format!(
         r#"{{"impl":"{implementation}","workload":"{workload}","ops":{ops},"threads":{},"ns_per_op":{:.1}"#,
         outcome.threads, outcome.ns_per_op
     );
+    if load > 0 {
+        line += &format!(r#","load":{load}"#);
+    }
     if let Some([p50, p99, max]) = outcome.overshoot_us {
         line += &format!(
             r#","overshoot_us_p50":{p50:.1},"overshoot_us_p99":{p99:.1},"overshoot_us_max":{max:.1}"#

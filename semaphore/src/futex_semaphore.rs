@@ -322,6 +322,11 @@ impl<const SHARED: bool> RawSemaphore<SHARED> {
     ///
     /// A timed acquire stops spinning at its deadline (checked every 64 iterations).
     ///
+    /// A spin also stops, and the budget drops to 0, when 64 iterations took far longer than
+    /// they can on a CPU of its own ([`SpinBudget::PREEMPTED_NS`]): the thread was descheduled
+    /// while spinning, so the machine has more runnable threads than CPUs, and spinning burns
+    /// time slices that the thread about to release may need.
+    ///
     /// Never inlined, so profilers (and the marker cost measurement, `docs/markers.md`) can
     /// tell time spent spinning from the rest of the slow path.
     #[inline(never)]
@@ -335,6 +340,9 @@ impl<const SHARED: bool> RawSemaphore<SHARED> {
         if budget == 0 {
             return false;
         }
+        // When the 64th iteration was reached (0: not yet): each later 64 iterations are
+        // timed, to tell whether this thread lost its CPU while spinning.
+        let mut lap_start_ns = 0;
         for spins in 1..=budget {
             std::hint::spin_loop();
             // Relaxed: only a hint; `try_acquire` takes the permits with the ordering it needs.
@@ -343,11 +351,31 @@ impl<const SHARED: bool> RawSemaphore<SHARED> {
                 return false;
             }
             if state.tokens() >= n && self.try_acquire(n) {
-                self.spin_budget.succeeded(spins);
+                // A success that spanned a preemption did not pay either: the permit came
+                // while this thread was off its CPU.
+                if lap_start_ns != 0
+                    && monotonic_now_ns().saturating_sub(lap_start_ns) > SpinBudget::PREEMPTED_NS
+                {
+                    self.spin_budget.preempted();
+                } else {
+                    self.spin_budget.succeeded(spins);
+                }
                 return true;
             }
-            if spins % 64 == 0 && passed(deadline_ns) {
-                return false;
+            if spins % SpinBudget::LAP == 0 {
+                let now = monotonic_now_ns();
+                if lap_start_ns != 0 && now.saturating_sub(lap_start_ns) > SpinBudget::PREEMPTED_NS
+                {
+                    // Descheduled mid-spin: the CPUs are oversubscribed, and a permit that
+                    // turns up now would come from a thread the scheduler ran in this one's
+                    // stead. Spinning does not pay here; sleep, and stop spinning for a while.
+                    self.spin_budget.preempted();
+                    return false;
+                }
+                lap_start_ns = now;
+                if deadline_ns.is_some_and(|d| now >= d) {
+                    return false;
+                }
             }
         }
         self.spin_budget.failed(budget);
@@ -637,6 +665,12 @@ impl SpinBudget {
     const LEAST: u32 = 32;
     /// At budget 0, one slow acquire in this many probes.
     const PROBE_EVERY: u32 = 512;
+    /// Iterations between two clock reads while spinning (deadline and preemption checks).
+    const LAP: u32 = 64;
+    /// A lap of `LAP` iterations that took longer than this was interrupted: 64 `PAUSE`s take
+    /// 0.3-3 µs (from 5 to 140 cycles each, by CPU model), and a thread that loses its CPU to
+    /// another runnable thread loses it for a good part of a time slice (0.75 ms or more).
+    const PREEMPTED_NS: u64 = 50_000;
 
     #[cfg(not(loom))]
     const fn new() -> SpinBudget {
@@ -673,6 +707,11 @@ impl SpinBudget {
     fn succeeded(&self, spins: u32) {
         let next = spins.saturating_mul(2).clamp(Self::LEAST, Self::MAX);
         self.budget.store(next, Ordering::Relaxed);
+    }
+
+    /// The spinner lost its CPU while spinning: spinning stops until a probe succeeds.
+    fn preempted(&self) {
+        self.budget.store(0, Ordering::Relaxed);
     }
 
     fn failed(&self, budget: u32) {
@@ -813,9 +852,11 @@ mod tests {
     fn a_spin_in_vain_halves_the_full_budget() {
         let sem = RawSemaphore::<false>::new(0);
         assert!(!sem.spin_then_take(1, None));
-        assert_eq!(
-            sem.spin_budget.budget.load(Ordering::Relaxed),
-            SpinBudget::MAX / 2
+        // 0 if the test thread lost its CPU mid-spin (a busy machine): that stops spinning.
+        let budget = sem.spin_budget.budget.load(Ordering::Relaxed);
+        assert!(
+            budget == SpinBudget::MAX / 2 || budget == 0,
+            "budget {budget} after a spin in vain"
         );
     }
 
@@ -844,6 +885,13 @@ mod tests {
         assert_eq!(budget.get(), SpinBudget::MAX / 2);
         budget.failed(300);
         assert_eq!(budget.get(), 150);
+        budget.succeeded(100);
+        budget.preempted();
+        assert_eq!(
+            budget.budget.load(Ordering::Relaxed),
+            0,
+            "a preempted spin stops spinning at once"
+        );
         budget.failed(1);
         // At 0: one probe with the full budget in every `PROBE_EVERY` calls.
         let probes = (0..2 * SpinBudget::PROBE_EVERY)
