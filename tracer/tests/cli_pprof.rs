@@ -88,16 +88,14 @@ mod proto {
 
 fn build(dir: &std::path::Path) -> PathBuf {
     let binary = dir.join("stacks_waiters");
-    let status = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", "-g", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(concat!(
+    common::compile_c(
+        std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/stacks_waiters.c"
-        ))
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+        )),
+        &binary,
+        &["-O2", "-fomit-frame-pointer", "-g", "-pthread"],
+    );
     binary
 }
 

@@ -72,13 +72,7 @@ fn build() -> PathBuf {
     let source = dir.join("pthread_prog.c");
     std::fs::write(&source, PROGRAM).unwrap();
     let binary = dir.join("pthread_prog");
-    let status = Command::new("cc")
-        .args(["-O1", "-g", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+    common::compile_c(&source, &binary, &["-O1", "-g", "-pthread"]);
     binary
 }
 

@@ -7,6 +7,8 @@
 //! `signal_from_alpha` and `signal_from_beta`; it exits before futexscope prints the summary,
 //! so its frames are named from the files after the process is gone.
 
+mod common;
+
 use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
@@ -15,16 +17,14 @@ fn build() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("futexscope-cli-stacks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let binary = dir.join("stacks_waiters");
-    let status = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", "-g", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(concat!(
+    common::compile_c(
+        std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/stacks_waiters.c"
-        ))
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+        )),
+        &binary,
+        &["-O2", "-fomit-frame-pointer", "-g", "-pthread"],
+    );
     binary
 }
 
@@ -63,6 +63,7 @@ fn position(frames: &[String], function: &str) -> Option<usize> {
 #[test]
 #[ignore = "needs root"]
 fn condvar_waiters_and_wakers_are_named_without_frame_pointers_and_paired() {
+    common::require_ebpf();
     let binary = build();
     let dir = binary.parent().unwrap().to_owned();
     let json = dir.join("summary.json");
@@ -182,6 +183,7 @@ fn condvar_waiters_and_wakers_are_named_without_frame_pointers_and_paired() {
 #[test]
 #[ignore = "needs root"]
 fn semaphore_waiters_and_wakers_are_named() {
+    common::require_ebpf();
     let dir = std::env::temp_dir().join(format!("futexscope-demo-stacks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("summary.json");

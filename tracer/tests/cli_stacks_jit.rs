@@ -2,21 +2,22 @@
 //! generates a function that makes futex waits into anonymous executable memory and names it
 //! in its perf map, as the JVM, V8, CPython's `-X perf` and .NET do.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
 #[ignore = "needs root"]
 fn jit_frames_are_named_from_the_perf_map() {
+    common::require_ebpf();
     let dir = std::env::temp_dir().join(format!("futexscope-jit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let binary = dir.join("stacks_jit");
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&binary)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stacks_jit.c"))
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+    common::compile_c(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stacks_jit.c")),
+        &binary,
+        &["-O2"],
+    );
     let json = dir.join("summary.json");
     let output = Command::new(env!("CARGO_BIN_EXE_futexscope"))
         .args(["run", "--view", "quiet", "--stacks", "--json"])

@@ -4,6 +4,8 @@
 //!
 //! Needs root (the suite runs ignored tests as root); a run that cannot load the probes fails.
 
+mod common;
+
 use std::{path::PathBuf, process::Command};
 
 /// 200 waits with deadlines 50 µs to 20 ms ahead (absolute CLOCK_MONOTONIC, FUTEX_WAIT_BITSET)
@@ -56,13 +58,7 @@ fn build(dir: &std::path::Path) -> PathBuf {
     let source = dir.join("timed_waits.c");
     std::fs::write(&source, PROGRAM).unwrap();
     let binary = dir.join("timed_waits");
-    let status = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+    common::compile_c(&source, &binary, &["-O1", "-g"]);
     binary
 }
 
@@ -139,6 +135,7 @@ impl Reported {
 #[test]
 #[ignore = "needs root"]
 fn percentiles_match_the_programs_own_timing() {
+    common::require_ebpf();
     let dir = std::env::temp_dir().join(format!("futexscope-percentiles-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let binary = build(&dir);

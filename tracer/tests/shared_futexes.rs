@@ -7,6 +7,8 @@
 //!
 //! Needs root (the suite runs ignored tests as root); a test that cannot load eBPF fails.
 
+mod common;
+
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
 use serde_json::Value;
@@ -150,13 +152,7 @@ fn build(test: &str) -> PathBuf {
     let source = dir.join("shared.c");
     std::fs::write(&source, PROGRAM).unwrap();
     let binary = dir.join("shared");
-    let status = Command::new("cc")
-        .args(["-O1", "-g", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed");
+    common::compile_c(&source, &binary, &["-O1", "-g", "-pthread"]);
     binary
 }
 
@@ -347,6 +343,7 @@ fn check_semaphore_run(run: &Run, rounds: u64) {
 #[test]
 #[ignore = "needs root"]
 fn a_semaphore_in_shared_anonymous_memory_pairs_across_fork() {
+    common::require_ebpf();
     let binary = build("fork");
     let rounds = 40;
     let run = Run::of(&binary, "fork", "-", rounds);
@@ -359,6 +356,7 @@ fn a_semaphore_in_shared_anonymous_memory_pairs_across_fork() {
 #[test]
 #[ignore = "needs root"]
 fn a_named_semaphore_at_different_addresses_is_one_futex() {
+    common::require_ebpf();
     let binary = build("shm");
     let rounds = 40;
     let name = format!("/futexscope-test-{}", std::process::id());
@@ -381,6 +379,7 @@ fn a_named_semaphore_at_different_addresses_is_one_futex() {
 #[test]
 #[ignore = "needs root"]
 fn raw_futex_calls_on_a_shared_file_mapping_match_the_programs_counts() {
+    common::require_ebpf();
     let binary = build("file");
     let rounds = 40;
     let file = binary.with_extension("data");

@@ -3,16 +3,16 @@
 //! at all. The agent's
 //! `/metrics` is read directly (plain HTTP), no Prometheus needed.
 
+mod agent_support;
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use agent_support::{Reaper, TempDir, eventually, free_port, http_get};
 use common::{futexscope_exe, require_ebpf};
 
 /// The cgroup v2 hierarchy's mount point: `/sys/fs/cgroup` (unified layout) or a mount below it
@@ -54,67 +54,6 @@ impl Drop for Cgroup {
         while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-/// The agent, stopped with SIGTERM (then killed) when the test ends, however it ends.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) with a pid this test spawned and has not reaped yet.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// `GET path` from `127.0.0.1:port`: the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-/// Waits until `check` returns Some, for at most `limit`.
-fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -167,7 +106,7 @@ fn cgroup_counts_exactly_its_own_processes() {
     }
 
     let port = free_port();
-    let _agent = Agent(
+    let _agent = Reaper(vec![
         Command::new(futexscope_exe())
             .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--grace", "60s", "--cgroup"])
@@ -175,7 +114,7 @@ fn cgroup_counts_exactly_its_own_processes() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the agent"),
-    );
+    ]);
     assert!(
         eventually(Duration::from_secs(20), || http_get(port, "/healthz")).is_some(),
         "the agent did not answer /healthz"

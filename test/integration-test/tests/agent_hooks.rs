@@ -3,79 +3,17 @@
 //! falls back to `sys_enter`/`sys_exit`, which count the same; `--sys-enter-exit` asks for
 //! those directly.
 
+mod agent_support;
 mod common;
 
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
+use agent_support::{Reaper, TempDir, eventually, free_port, http_get};
 use common::{futexscope_exe, require_ebpf};
-
-/// The agent, stopped with SIGTERM (then killed) when the test ends, however it ends.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) with a pid this test spawned and has not reaped yet.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// `GET path` from `127.0.0.1:port`: the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-/// Waits until `check` returns Some, for at most `limit`.
-fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// Runs `command` (the agent, listening on `port`, tracing `--comm fxh<tag>`), runs the workload
 /// under that name, and returns what the agent wrote to stderr once it has counted the waits.
@@ -86,13 +24,13 @@ fn agent_counts_waits(tag: &str, mut command: Command, port: u16) -> String {
     let comm = format!("fxh{tag}");
     let workload = dir.0.join(&comm);
     std::fs::copy(env!("CARGO_BIN_EXE_futexscope-workload"), &workload).expect("copy workload");
-    let _agent = Agent(
+    let _agent = Reaper(vec![
         command
             .args(["--comm", &comm])
             .stderr(File::create(&log).expect("agent log"))
             .spawn()
             .expect("start the agent"),
-    );
+    ]);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         eventually(Duration::from_secs(20), || http_get(port, "/healthz")).is_some(),

@@ -56,3 +56,17 @@ impl Drop for NobodyCopy {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Compiles the C program `source` into `binary` with `cc` and `flags` (before `-o`); fails the
+/// test if it does not compile.
+#[allow(dead_code, reason = "only the tests that trace a C program use it")]
+pub fn compile_c(source: &std::path::Path, binary: &std::path::Path, flags: &[&str]) {
+    let status = std::process::Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(binary)
+        .arg(source)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed on {}", source.display());
+}
