@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
 /// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
-/// `python3` and `xz-utils` are real programs the tests trace; `prometheus` scrapes
-/// `futexscope agent` in its tests.
+/// `python3` and `xz-utils` are real programs the tests trace. Prometheus comes apart, from
+/// Debian 13 (see [`prometheus`]).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -24,7 +24,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "xz-utils",
     "valgrind",
-    "prometheus",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.
@@ -39,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     rust_src()?;
     bpf_linker()?;
+    prometheus()?;
     println!("setup: everything is in place");
     Ok(())
 }
@@ -138,6 +138,84 @@ fn bpf_linker() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
 }
+
+/// The Prometheus server the agent tests start: Debian 13's package, whose 2.53 has the OTLP
+/// receiver and native histograms that Debian 12's 2.42 lacks. It is unpacked under
+/// [`PROMETHEUS_DIR`], not installed: apt fetches and verifies it (signed release, checksums)
+/// with a sources list and package lists of its own, so the system's apt configuration and
+/// packages stay Debian 12's.
+fn prometheus() -> anyhow::Result<()> {
+    let binary = std::path::Path::new(PROMETHEUS_DIR).join("usr/bin/prometheus");
+    if binary.is_file() {
+        return Ok(());
+    }
+    if !super::is_root() {
+        bail!(
+            "Prometheus {PROMETHEUS_VERSION} for the agent tests is missing: run `cargo xtask setup` as root"
+        );
+    }
+    println!("setup: fetching Debian 13's prometheus {PROMETHEUS_VERSION} into {PROMETHEUS_DIR}");
+    let work = std::env::temp_dir().join(format!("futexscope-setup-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("lists/partial"))?;
+    let sources = work.join("trixie.list");
+    std::fs::write(
+        &sources,
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main\n",
+    )?;
+    let apt = |verb: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.arg("-q")
+            .arg(format!("-oDir::Etc::SourceList={}", sources.display()))
+            .arg("-oDir::Etc::SourceParts=-")
+            .arg(format!(
+                "-oDir::State::Lists={}",
+                work.join("lists").display()
+            ))
+            .arg("-oAPT::Sandbox::User=root")
+            .arg("-oAcquire::Languages=none")
+            .args(verb);
+        cmd
+    };
+    super::run(&mut apt(&["update"]))?;
+    // `download` writes into the working directory, which `super::run` would set to the
+    // workspace.
+    let download = format!("prometheus={PROMETHEUS_VERSION}");
+    let status = apt(&["download", &download]).current_dir(&work).status()?;
+    if !status.success() {
+        bail!("`apt-get download {download}` from Debian 13 failed ({status})");
+    }
+    let deb = std::fs::read_dir(&work)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    // Unpacked beside, then renamed: an interrupted run leaves no half-written binary.
+    let unpacked = work.join("unpacked");
+    super::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let _ = std::fs::remove_dir_all(PROMETHEUS_DIR);
+    if let Some(parent) = std::path::Path::new(PROMETHEUS_DIR).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&unpacked, PROMETHEUS_DIR).or_else(|_| {
+        super::run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&unpacked)
+                .arg(PROMETHEUS_DIR),
+        )
+    })?;
+    let _ = std::fs::remove_dir_all(&work);
+    if !binary.is_file() {
+        bail!("{} is not in Debian's prometheus package", binary.display());
+    }
+    Ok(())
+}
+
+/// The Debian 13 version of Prometheus the agent tests run.
+const PROMETHEUS_VERSION: &str = "2.53.3+ds1-2";
+
+/// Where [`prometheus`] unpacks it; the tests read the same path.
+const PROMETHEUS_DIR: &str = "/opt/futexscope-test/prometheus-2.53";
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?

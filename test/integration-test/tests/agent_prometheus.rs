@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_support::{Reaper, eventually, free_port, http_get};
+use agent_support::{Reaper, eventually, free_port, http_get, prometheus_exe};
 use common::{futexscope_exe, require_ebpf};
 
 /// Children killed when the test ends, however it ends.
@@ -97,7 +97,7 @@ fn start(tag: &str, agent_args: &[&str]) -> Setup {
     )
     .expect("write the Prometheus config");
     reaper.0.push(
-        Command::new("prometheus")
+        Command::new(prometheus_exe())
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -107,7 +107,7 @@ fn start(tag: &str, agent_args: &[&str]) -> Setup {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start prometheus (`cargo xtask setup` installs Debian's package)"),
+            .expect("start prometheus"),
     );
     assert!(
         eventually(Duration::from_secs(20), || http_get(agent_port, "/healthz")).is_some(),

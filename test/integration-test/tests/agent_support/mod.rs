@@ -38,6 +38,21 @@ impl Drop for TempDir {
     }
 }
 
+/// The Prometheus server the tests start: Debian 13's 2.53 (OTLP receiver, native histograms),
+/// which `cargo xtask setup` unpacks here; `FUTEXSCOPE_PROMETHEUS` names another binary.
+pub fn prometheus_exe() -> PathBuf {
+    let path = std::env::var_os("FUTEXSCOPE_PROMETHEUS").map_or_else(
+        || PathBuf::from("/opt/futexscope-test/prometheus-2.53/usr/bin/prometheus"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "no Prometheus at {}: run `cargo xtask setup` as root",
+        path.display()
+    );
+    path
+}
+
 /// A free port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
