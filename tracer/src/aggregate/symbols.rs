@@ -22,8 +22,9 @@ pub struct SymbolTable {
 const PAGE: u64 = 4096;
 
 impl SymbolTable {
-    /// Reads the data symbols (`STT_OBJECT`) of an ELF file's `.symtab` and `.dynsym`.
-    pub fn parse(data: &[u8]) -> Result<SymbolTable, object::Error> {
+    /// Reads the data symbols (`STT_OBJECT`) of an ELF file's `.symtab` and `.dynsym`, from
+    /// bytes in memory or (through [`object::ReadCache`]) only the parts of a file it needs.
+    pub fn parse<'data, R: object::ReadRef<'data>>(data: R) -> Result<SymbolTable, object::Error> {
         let file = object::File::parse(data)?;
         let mut symbols: Vec<(u64, u64, String)> = file
             .symbols()
@@ -146,8 +147,11 @@ impl Symbolizer {
         self.tables
             .entry(key)
             .or_insert_with(|| {
-                let data = fs::read(host_path).ok()?;
-                SymbolTable::parse(&data).ok().map(Arc::new)
+                // Only the headers and symbol sections are read, not the whole file: a
+                // process can map a library of hundreds of MB, and the agent reads the tables
+                // of every process it names words in.
+                let file = object::ReadCache::new(fs::File::open(host_path).ok()?);
+                SymbolTable::parse(&file).ok().map(Arc::new)
             })
             .clone()
     }
