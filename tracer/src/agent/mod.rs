@@ -27,7 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
     metrics::{AgentStats, SeriesValues, Snapshot},
-    model::{Limits, Model, ProcessInfo},
+    model::{Limits, Model, ProcessInfo, WordReading},
     selection::Selection,
 };
 use crate::{
@@ -214,9 +214,10 @@ impl Agent {
         {
             return Ok(());
         }
-        let stats = self
-            .probes
-            .futex_stats()
+        // Each word's ~5 KiB of kernel totals shrinks to a reading as it is read.
+        let mut stats = Vec::new();
+        self.probes
+            .for_each_futex_stats(|key, word| stats.push((key, WordReading::of(word))))
             .map_err(|err| AgentError::Read(Box::new(err)))?;
         let mut info = ProbeNames {
             names: &mut self.names,

@@ -139,6 +139,26 @@ pub struct Totals {
     pub drift: Histogram,
 }
 
+/// What the model keeps of one read of a word's kernel totals (`FutexStats`, ~5 KiB, is not
+/// kept: up to 16384 of them would be read at each refresh).
+#[derive(Clone, Copy, Debug)]
+pub struct WordReading {
+    /// The word's counters.
+    pub totals: Totals,
+    /// Threads waiting on it now.
+    pub waiters_now: i64,
+}
+
+impl WordReading {
+    /// The reading of a word's kernel totals.
+    pub fn of(stats: &FutexStats) -> WordReading {
+        WordReading {
+            totals: Totals::of(stats),
+            waiters_now: stats.waiters_now,
+        }
+    }
+}
+
 impl Totals {
     fn of(stats: &FutexStats) -> Totals {
         Totals {
@@ -258,7 +278,7 @@ impl Model {
     /// must remove from the kernel map.
     pub fn refresh(
         &mut self,
-        stats: &[(FutexKey, FutexStats)],
+        stats: &[(FutexKey, WordReading)],
         info: &mut dyn ProcessInfo,
         now: Instant,
     ) -> Refresh {
@@ -280,8 +300,7 @@ impl Model {
         }
         // Names and the ranking of each process's named words.
         let mut current: Vec<(FutexKey, Totals)> = Vec::with_capacity(stats.len());
-        for (key, stats) in stats {
-            let totals = Totals::of(stats);
+        for (key, WordReading { totals, .. }) in stats {
             let word = self.words.entry(*key).or_insert_with(|| Word {
                 last: Totals::default(),
                 name: if key.kind == key_kind::PROCESS {
@@ -291,8 +310,8 @@ impl Model {
                 },
                 wait_ns: 0,
             });
-            word.wait_ns = stats.wait_sum_ns;
-            current.push((*key, totals));
+            word.wait_ns = totals.wait.sum_ns;
+            current.push((*key, *totals));
         }
         let top = self.top_words();
         // Deltas into the series each word belongs to now; waiters now recounted.
@@ -300,7 +319,7 @@ impl Model {
             series.waiters_now = 0;
         }
         let waiters: HashMap<FutexKey, i64> =
-            stats.iter().map(|(k, s)| (*k, s.waiters_now)).collect();
+            stats.iter().map(|(k, r)| (*k, r.waiters_now)).collect();
         for (key, totals) in current {
             let Some(series_key) = self.series_of(&key, &top) else {
                 continue;
@@ -456,12 +475,12 @@ mod tests {
         fn forget(&mut self, _: u32) {}
     }
 
-    fn stats(waits: u64, wait_ns: u64) -> FutexStats {
+    fn stats(waits: u64, wait_ns: u64) -> WordReading {
         let mut s = FutexStats::ZERO;
         s.waits = waits;
         s.wait_sum_ns = wait_ns * waits;
         s.wait_hist[time_bucket(wait_ns)] = waits;
-        s
+        WordReading::of(&s)
     }
 
     fn limits() -> Limits {

@@ -548,14 +548,27 @@ impl Probes {
 
     /// Per-word totals of every traced process.
     pub fn futex_stats(&self) -> Result<Vec<(FutexKey, FutexStats)>, LoadError> {
+        let mut all = Vec::new();
+        self.for_each_futex_stats(|key, stats| all.push((key, *stats)))?;
+        Ok(all)
+    }
+
+    /// Hands the totals of each word to `each`, one at a time: a long-running reader (the
+    /// agent) keeps no copy of the whole map, which holds up to [`maps::MAX_FUTEX_WORDS`]
+    /// words of about 5 KiB each.
+    pub fn for_each_futex_stats(
+        &self,
+        mut each: impl FnMut(FutexKey, &FutexStats),
+    ) -> Result<(), LoadError> {
         let name = maps::FUTEX_STATS;
         let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
         let stats: HashMap<&MapData, FutexKey, FutexStats> =
             HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
-        stats
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|source| LoadError::Map { name, source })
+        for entry in stats.iter() {
+            let (key, stats) = entry.map_err(|source| LoadError::Map { name, source })?;
+            each(key, &stats);
+        }
+        Ok(())
     }
 
     /// The processes that used each shared futex (keyed by file), with the word's address in
