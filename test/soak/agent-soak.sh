@@ -11,6 +11,7 @@ seconds=${1:?usage: agent-soak.sh SECONDS BIN_DIR}
 bin=${2:?usage: agent-soak.sh SECONDS BIN_DIR}
 port=${PORT:-19464}
 work=$(mktemp -d)
+churn= agent=
 trap 'kill $churn 2>/dev/null || true; kill -INT $agent 2>/dev/null || true; wait || true; rm -rf "$work"' EXIT
 for i in $(seq 0 299); do cp "$bin/futexscope-workload" "$work/soak$i"; done
 
