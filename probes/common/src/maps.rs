@@ -722,6 +722,9 @@ mod tests {
             assert_eq!(time_bucket(ns + 1), i + 1, "2^{e} s + 1 ns");
         }
         assert_eq!(time_bucket(u64::MAX), TIME_BUCKETS - 1);
-        assert_eq!(time_bucket_bound(TIME_BUCKETS - 1), 17_179_869_184_000_000_000);
+        assert_eq!(
+            time_bucket_bound(TIME_BUCKETS - 1),
+            17_179_869_184_000_000_000
+        );
     }
 }
