@@ -118,7 +118,7 @@ fn start(tag: &str, agent_args: &[&str], native: bool) -> Setup {
             .expect("start prometheus"),
     );
     assert!(
-        eventually(Duration::from_secs(20), || http_get(agent_port, "/healthz")).is_some(),
+        eventually(Duration::from_secs(60), || http_get(agent_port, "/healthz")).is_some(),
         "the agent did not answer /healthz"
     );
     assert!(
@@ -160,14 +160,19 @@ fn run(path: &Path, args: &[&str]) -> Duration {
 #[ignore = "needs root"]
 fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let setup = start("counts", &["--grace", "60s"], false);
+    let (eagain, timeouts) = (format!("fxe{tag}"), format!("fxt{tag}"));
+    // Only the workloads (`--comm`, which picks each up as it starts): a scrape of every
+    // process of a busy host can take longer than the 1 s scrape interval with a debug build.
+    let setup = start(
+        "counts",
+        &["--grace", "60s", "--comm", &eagain, "--comm", &timeouts],
+        false,
+    );
     let p = setup.prometheus_port;
     // EAGAIN waits: a process that lives well under a second.
-    let eagain = format!("fxe{tag}");
     let lived = run(&workload_named(&setup.dir, &eagain), &["eagain", "500"]);
     assert!(lived < Duration::from_secs(1), "lived {lived:?}");
     // Timeouts of 20 ms each.
-    let timeouts = format!("fxt{tag}");
     run(
         &workload_named(&setup.dir, &timeouts),
         &["timeouts", "6", "20"],
@@ -232,9 +237,11 @@ fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
 #[ignore = "needs root"]
 fn prometheus_with_native_histograms_stores_native_and_classic_buckets() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let setup = start("native", &["--grace", "60s"], true);
-    let p = setup.prometheus_port;
     let timeouts = format!("fxn{tag}");
+    // Only the workload (`--comm`): a scrape of every process of a busy host can take longer
+    // than the 1 s scrape interval with a debug build.
+    let setup = start("native", &["--grace", "60s", "--comm", &timeouts], true);
+    let p = setup.prometheus_port;
     run(
         &workload_named(&setup.dir, &timeouts),
         &["timeouts", "6", "20"],
