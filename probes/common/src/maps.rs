@@ -81,15 +81,36 @@ pub const WAITV_TRACKED_WORDS: usize = 4;
 /// `[2^i, 2^(i+1))` ns, bucket 0 also counts 0).
 pub const LOG2_BUCKETS: usize = 40;
 
-/// Linear sub-buckets per power of two in the wait-time and drift histograms, as a power of two.
-pub const TIME_SUB_BITS: u32 = 3;
-/// Linear sub-buckets per power of two: 8.
-pub const TIME_SUB_BUCKETS: usize = 1 << TIME_SUB_BITS;
-/// The time histograms resolve values up to 2^40 ns (about 18 minutes); larger values share
-/// the last bucket (their maximum is kept exactly beside it).
-pub const TIME_RANGE_BITS: u32 = 40;
-/// Number of buckets of a time histogram (see [`time_bucket`]): 304.
-pub const TIME_BUCKETS: usize = (TIME_RANGE_BITS - TIME_SUB_BITS + 1) as usize * TIME_SUB_BUCKETS;
+/// Buckets per power of two of seconds in the wait-time and drift histograms, as a power of
+/// two: 3, Prometheus's native histogram schema 3 (OpenTelemetry exponential scale 3).
+pub const TIME_SCHEMA: u32 = 3;
+/// Buckets per power of two: 8, each `2^(1/8)` (1.0905) times wider than the one below.
+pub const TIME_SUB_BUCKETS: usize = 1 << TIME_SCHEMA;
+/// The zero bucket (bucket 0) holds the values up to `2^TIME_ZERO_LOG2_SECONDS` s (59.6 ns).
+pub const TIME_ZERO_LOG2_SECONDS: i32 = -24;
+/// The largest value (ns) of the zero bucket: `floor(10^9 · 2^-24)`.
+pub const TIME_ZERO_NS: u64 = 59;
+/// Bucket `i ≥ 1` of a time histogram is bucket `i - TIME_NATIVE_OFFSET` of a Prometheus
+/// native histogram of schema 3 in seconds: `(2^((k-1)/8), 2^(k/8)]` s with
+/// `k = i - TIME_NATIVE_OFFSET`. Bucket 1 follows the zero bucket: `k = -8 · 24 + 1`.
+pub const TIME_NATIVE_OFFSET: i32 = 192;
+/// Number of buckets of a time histogram (see [`time_bucket`]): 466, the zero bucket and every
+/// schema-3 bucket up to the one that holds `u64::MAX` ns (`2^34.125` s); no value is clamped.
+pub const TIME_BUCKETS: usize = 466;
+
+/// `floor(10^9 · 2^((265 + k) / 8))` for `k` in 0..8: the boundaries of the schema-3 buckets
+/// in seconds, as ns, scaled into one octave of the 64-bit mantissa `[2^63, 2^64)`
+/// ([`time_bucket`]). Checked against exact integer arithmetic in the tests.
+const TIME_THRESHOLDS: [u64; TIME_SUB_BUCKETS] = [
+    0x81ff_a7a9_549c_a6e3,
+    0x8dc3_b896_0164_a7d9,
+    0x9a98_6705_4d51_2391,
+    0xa896_5f74_bf06_5071,
+    0xb7d8_8a12_d0dd_9ea0,
+    0xc87c_3e7d_03cd_bec3,
+    0xdaa1_7c2c_d195_55db,
+    0xee6b_2800_0000_0000,
+];
 
 /// Why a record or a map update was lost; index into [`DROPS`].
 #[repr(u32)]
@@ -249,9 +270,9 @@ pub struct FutexStats {
     pub no_waker: u64,
     /// Woken threads that then got what they waited for (from the markers).
     pub woken_satisfied: u64,
-    /// Log-linear histogram of wait time in ns ([`time_bucket`]).
+    /// Histogram of wait time, Prometheus native schema 3 in seconds ([`time_bucket`]).
     pub wait_hist: [u64; TIME_BUCKETS],
-    /// Log-linear histogram of timeout drift (return time minus deadline, 0 if earlier) in ns
+    /// Histogram of timeout drift (return time minus deadline, 0 if earlier), as `wait_hist`
     /// ([`time_bucket`]).
     pub drift_hist: [u64; TIME_BUCKETS],
     /// Waits that returned 0 (woken, or a PI lock taken).
@@ -475,46 +496,60 @@ pub const fn log2_bucket(value: u64) -> usize {
     }
 }
 
-/// The bucket of `value` (ns) in a time histogram: log-linear, 8 linear sub-buckets per power
-/// of two, each bucket open below and closed above, like Prometheus native histograms and
-/// OpenTelemetry exponential histograms.
+/// The bucket of `value` (ns) in a time histogram: bucket 0 holds 0 to 59 ns (up to 2^-24 s),
+/// bucket `i ≥ 1` exactly the values of Prometheus native-histogram bucket
+/// `i - TIME_NATIVE_OFFSET` of schema 3 in seconds, `(2^((k-1)/8), 2^(k/8)]` s: eight buckets per
+/// power of two of seconds, each open below and closed above, at most `2^(1/8) - 1` (9.05 %) of
+/// its lower bound wide. Every u64 has its bucket (the last holds `u64::MAX`).
 ///
-/// Bucket `i` holds the values in `(bound(i), bound(i + 1)]` ([`time_bucket_bound`]): exactly
-/// the value `i + 1` for `i < 16` (bucket 0 also holds 0), and above that eight equal slices of
-/// each interval `(2^e, 2^(e+1)]`, each `2^(e-3)` wide, so a bucket is at most 1/8 of its lower
-/// bound wide. Values above 2^40 go to the last bucket.
-///
-/// No loop and no division: one leading-zeros count, shifts and a mask, so the eBPF programs
-/// use it as is.
+/// Exact, with no floating point and no division: `value ≤ 10^9 · 2^(k/8)` compares integers.
+/// With `2^n ≤ value < 2^(n+1)`, the mantissa `m = value << (63 - n)` lies in `[2^63, 2^64)`
+/// and is compared with the eight boundaries that fall in an octave ([`TIME_THRESHOLDS`],
+/// each the floor of the exact boundary, so `m ≤ floor(b) ⇔ m ≤ b` for the integer `m`); the
+/// bucket is `8n - 47 +` the number of boundaries below `m`. One leading-zeros count, a shift
+/// and eight comparisons with constants, so the eBPF programs use it as is.
 pub const fn time_bucket(value: u64) -> usize {
-    // Closed above: `value` goes where `value - 1` would go in buckets closed below.
-    let below = value.saturating_sub(1);
-    let bucket = if below < TIME_SUB_BUCKETS as u64 {
-        below as usize
-    } else {
-        // The power of two `2^e <= below`, e >= TIME_SUB_BITS; the next three bits of `below`
-        // pick the slice.
-        let e = 63 - below.leading_zeros();
-        let slice = (below >> (e - TIME_SUB_BITS)) as usize & (TIME_SUB_BUCKETS - 1);
-        (e - TIME_SUB_BITS + 1) as usize * TIME_SUB_BUCKETS + slice
-    };
-    if bucket >= TIME_BUCKETS {
-        TIME_BUCKETS - 1
-    } else {
-        bucket
+    if value <= TIME_ZERO_NS {
+        return 0;
     }
+    let n = 63 - value.leading_zeros();
+    let m = value << (63 - n);
+    let t = &TIME_THRESHOLDS;
+    // Written out rather than looped so the eBPF build has no loop to unroll or verify.
+    let above = (m > t[0]) as usize
+        + (m > t[1]) as usize
+        + (m > t[2]) as usize
+        + (m > t[3]) as usize
+        + (m > t[4]) as usize
+        + (m > t[5]) as usize
+        + (m > t[6]) as usize
+        + (m > t[7]) as usize;
+    // value ≥ 60 ns: n ≥ 5, and for n = 5 every boundary of the octave (32.5 to 59.6 ns) is
+    // below it, so this is at least 1; at most 8 · 63 + 8 - 47 = TIME_BUCKETS - 1.
+    8 * n as usize + above - 47
 }
 
-/// The lower (open) bound of time-histogram bucket `i`, which is also the upper (closed) bound
-/// of bucket `i - 1`; `bound(TIME_BUCKETS)` is 2^40. Bucket `i < 8` starts at `i`; above, with
-/// `g = i / 8` and `j = i % 8`, at `(8 + j) * 2^(g-1)`.
+/// The lower (open) bound of time-histogram bucket `i` in ns, which is the largest value of
+/// bucket `i - 1`: `floor(10^9 · 2^((i - 193) / 8))` for `i ≥ 1`, saturated at `u64::MAX`
+/// (`bound(TIME_BUCKETS)`); 0 for bucket 0, which also holds 0.
 pub const fn time_bucket_bound(i: usize) -> u64 {
-    if i < TIME_SUB_BUCKETS {
-        i as u64
+    if i == 0 {
+        return 0;
+    }
+    // The upper bound of native bucket k = i - 193 is 10^9 · 2^(k/8) ns; with k = 8a + r,
+    // r in 1..=8, that is 10^9 · 2^(33 + r/8) · 2^(a - 33), and floor(x / 2^s) equals
+    // floor(x) >> s.
+    let k = i as i64 - 1 - TIME_NATIVE_OFFSET as i64;
+    let a = (k - 1).div_euclid(8);
+    let r = (k - 8 * a) as usize;
+    if a > 33 {
+        return u64::MAX;
+    }
+    let shift = (33 - a) as u32;
+    if shift >= 64 {
+        0
     } else {
-        let group = (i / TIME_SUB_BUCKETS) as u32;
-        let slice = (i % TIME_SUB_BUCKETS) as u64;
-        (TIME_SUB_BUCKETS as u64 + slice) << (group - 1)
+        TIME_THRESHOLDS[r - 1] >> shift
     }
 }
 
@@ -548,7 +583,11 @@ const _: () = assert!(
         == 6 * 4 + 8 * (2 + 2 * WAITV_TRACKED_WORDS + 5) + 32 * WAITV_TRACKED_WORDS
 );
 const _: () = assert!(core::mem::size_of::<MarkerArg>() == 24);
-const _: () = assert!(time_bucket_bound(TIME_BUCKETS) == 1 << TIME_RANGE_BITS);
+const _: () = assert!(time_bucket_bound(TIME_BUCKETS) == u64::MAX);
+const _: () = assert!(time_bucket(u64::MAX) == TIME_BUCKETS - 1);
+const _: () = assert!(time_bucket(TIME_ZERO_NS + 1) == 1);
+const _: () = assert!(time_bucket_bound(1) == TIME_ZERO_NS);
+const _: () = assert!(time_bucket(1_000_000_000) == TIME_NATIVE_OFFSET as usize);
 const _: () = assert!(core::mem::size_of::<MarkerSite>() == 8 + 24 * MAX_MARKER_ARGS);
 
 #[cfg(test)]
@@ -566,8 +605,8 @@ mod tests {
     }
 
     /// Checks `v` is in the bucket whose bounds contain it, that the bucket of `v + 1` is not
-    /// lower, and that the bucket is at most 1/8 of its lower bound wide (so its midpoint is
-    /// within 1/16 of `v`) or holds one value.
+    /// lower, and that a bucket above 1 µs is at most 9.1 % of its lower bound wide, plus 1 ns
+    /// (the bounds are floors of values `2^(1/8)` apart), so its midpoint is within 1/20 of `v`.
     fn check_time_bucket(v: u64) {
         let i = time_bucket(v);
         assert!(i < TIME_BUCKETS);
@@ -575,28 +614,25 @@ mod tests {
             assert!(time_bucket(v + 1) >= i, "bucket of {v} + 1 went down");
         }
         let (low, high) = (time_bucket_bound(i), time_bucket_bound(i + 1));
-        if i == TIME_BUCKETS - 1 {
-            assert!(v > low, "{v} in the last bucket");
-            return;
-        }
         assert!(
             (low < v || (i == 0 && v == 0)) && v <= high,
             "{v} outside bucket {i} ({low}, {high}]"
         );
-        if i >= 2 * TIME_SUB_BUCKETS {
+        if low >= 1000 && high < u64::MAX {
             assert!(
-                8 * (high - low) <= low,
+                1000 * u128::from(high - low) <= 91 * u128::from(low) + 1000,
                 "bucket {i} ({low}, {high}] too wide"
             );
             let mid = low + (high - low) / 2;
-            assert!(16 * v.abs_diff(mid) <= v, "midpoint {mid} too far from {v}");
-        } else {
-            assert_eq!(high - low, 1, "bucket {i} holds one value");
+            assert!(
+                20 * u128::from(v.abs_diff(mid)) <= u128::from(v),
+                "midpoint {mid} too far from {v}"
+            );
         }
     }
 
     /// A sweep of the whole range: every value up to 5000, each power of two and its
-    /// neighbours, and pseudo-random values of every magnitude.
+    /// neighbours, each bound and its neighbours, and pseudo-random values of every magnitude.
     #[test]
     fn time_buckets_contain_their_values() {
         for v in 0..5000u64 {
@@ -607,6 +643,14 @@ mod tests {
             for v in [p - 1, p, p + 1, p + p / 3, p + p / 2 + 7] {
                 check_time_bucket(v);
             }
+        }
+        for i in 1..TIME_BUCKETS {
+            let b = time_bucket_bound(i);
+            for v in [b - 1, b, b + 1] {
+                check_time_bucket(v);
+            }
+            assert_eq!(time_bucket(b), i - 1, "bound {b} of bucket {i}");
+            assert_eq!(time_bucket(b + 1), i, "bound {b} + 1 of bucket {i}");
         }
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..200_000 {
@@ -619,26 +663,68 @@ mod tests {
         check_time_bucket(u64::MAX);
     }
 
+    /// Each threshold is `floor(10^9 · 2^((265 + k)/8))`: the largest `d` with
+    /// `d^8 ≤ 10^72 · 2^(265 + k)`, in exact integer arithmetic.
+    #[test]
+    fn time_thresholds_are_the_exact_floors() {
+        use num_bigint::BigUint;
+        for (k, &d) in TIME_THRESHOLDS.iter().enumerate() {
+            let bound = BigUint::from(10u32).pow(72) << (265 + k);
+            assert!(BigUint::from(d).pow(8) <= bound, "threshold {k} too high");
+            assert!(BigUint::from(d + 1).pow(8) > bound, "threshold {k} too low");
+        }
+    }
+
+    /// The buckets agree with `ceil(8 · log2(value / 10^9))`, computed in floating point, for
+    /// values not within floating-point error of a boundary.
+    #[test]
+    fn time_buckets_are_schema_3_in_seconds() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x >> (x % 58)).max(TIME_ZERO_NS + 1);
+            let position = 8.0 * (v as f64 / 1e9).log2();
+            if (position - position.round()).abs() < 1e-6 {
+                continue;
+            }
+            let k = position.ceil() as i32;
+            assert_eq!(time_bucket(v) as i32 - TIME_NATIVE_OFFSET, k, "{v} ns");
+            checked += 1;
+        }
+        assert!(checked > 190_000);
+    }
+
     #[test]
     fn time_bucket_edges() {
         assert_eq!(time_bucket(0), 0);
-        assert_eq!(time_bucket(1), 0);
-        assert_eq!(time_bucket(2), 1);
-        assert_eq!(time_bucket(16), 15);
-        assert_eq!(time_bucket(17), 16);
-        assert_eq!(time_bucket(18), 16);
-        assert_eq!(time_bucket(19), 17);
-        // (1024, 1152] is the first slice of (1024, 2048].
-        assert_eq!(time_bucket(1024), time_bucket(1023));
-        assert_eq!(time_bucket(1025), time_bucket(1152));
-        assert_eq!(time_bucket_bound(time_bucket(1025)), 1024);
-        assert_eq!(time_bucket_bound(time_bucket(1025) + 1), 1152);
-        assert_eq!(time_bucket(1 << 40), TIME_BUCKETS - 1);
-        assert_eq!(time_bucket((1 << 40) + 1), TIME_BUCKETS - 1);
-        assert_eq!(time_bucket(u64::MAX), TIME_BUCKETS - 1);
-        // Every eighth bound is a power of two: the octaves are exact.
-        for i in (TIME_SUB_BUCKETS..=TIME_BUCKETS).step_by(TIME_SUB_BUCKETS) {
-            assert!(time_bucket_bound(i).is_power_of_two());
+        assert_eq!(time_bucket(59), 0, "59 ns <= 2^-24 s");
+        assert_eq!(time_bucket(60), 1);
+        assert_eq!(time_bucket_bound(2), 64, "2^(-191/8) s is 64.99 ns");
+        assert_eq!(time_bucket(64), 1);
+        assert_eq!(time_bucket(65), 2);
+        // 1 s is the upper bound of native bucket 0.
+        let one = TIME_NATIVE_OFFSET as usize;
+        assert_eq!(time_bucket(1_000_000_000), one);
+        assert_eq!(time_bucket(1_000_000_001), one + 1);
+        // Every eighth bound is a power of two of seconds: exact in ns from 2^-9 s up.
+        for e in -9i32..=34 {
+            let i = (TIME_NATIVE_OFFSET + 8 * e) as usize;
+            let ns = if e < 0 {
+                1_000_000_000u64 >> -e
+            } else {
+                1_000_000_000u64 << e
+            };
+            assert_eq!(time_bucket_bound(i + 1), ns, "2^{e} s");
+            assert_eq!(time_bucket(ns), i, "2^{e} s");
+            assert_eq!(time_bucket(ns + 1), i + 1, "2^{e} s + 1 ns");
         }
+        assert_eq!(time_bucket(u64::MAX), TIME_BUCKETS - 1);
+        assert_eq!(
+            time_bucket_bound(TIME_BUCKETS - 1),
+            17_179_869_184_000_000_000
+        );
     }
 }

@@ -1,7 +1,9 @@
-//! `futexscope agent` scraped by a real Prometheus (Debian's `prometheus`, which `cargo xtask
-//! setup` installs): workloads with known counts, one of them living well under a second, must
-//! show those counts and histograms through Prometheus's query API and the agent's `/metrics`;
-//! processes that come and go must leave the agent's series and memory bounded.
+//! `futexscope agent` scraped by a real Prometheus (Debian 13's 2.53, which `cargo xtask setup`
+//! unpacks): workloads with known counts, one of them living well under a second, must show
+//! those counts and histograms through Prometheus's query API and the agent's `/metrics`, with
+//! the text format (classic buckets) and, with native histograms enabled in Prometheus, the
+//! protobuf format (native and classic buckets); processes that come and go must leave the
+//! agent's series and memory bounded.
 
 mod agent_support;
 mod common;
@@ -71,8 +73,10 @@ struct Setup {
     reaper: Reaper,
 }
 
-/// Starts the agent (with `agent_args`) and a Prometheus scraping it every second.
-fn start(tag: &str, agent_args: &[&str]) -> Setup {
+/// Starts the agent (with `agent_args`) and a Prometheus scraping it every second; with
+/// `native`, Prometheus ingests native histograms (it then asks for the protobuf format) and
+/// keeps the classic buckets too.
+fn start(tag: &str, agent_args: &[&str], native: bool) -> Setup {
     require_ebpf();
     let dir = std::env::temp_dir().join(format!("futexscope-agent-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -92,12 +96,16 @@ fn start(tag: &str, agent_args: &[&str]) -> Setup {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: futexscope\n    static_configs:\n      - targets: ['{listen}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: futexscope\n    scrape_classic_histograms: {native}\n    static_configs:\n      - targets: ['{listen}']\n"
         ),
     )
     .expect("write the Prometheus config");
+    let mut prometheus = Command::new(prometheus_exe());
+    if native {
+        prometheus.arg("--enable-feature=native-histograms");
+    }
     reaper.0.push(
-        Command::new(prometheus_exe())
+        prometheus
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -110,7 +118,7 @@ fn start(tag: &str, agent_args: &[&str]) -> Setup {
             .expect("start prometheus"),
     );
     assert!(
-        eventually(Duration::from_secs(20), || http_get(agent_port, "/healthz")).is_some(),
+        eventually(Duration::from_secs(60), || http_get(agent_port, "/healthz")).is_some(),
         "the agent did not answer /healthz"
     );
     assert!(
@@ -152,14 +160,19 @@ fn run(path: &Path, args: &[&str]) -> Duration {
 #[ignore = "needs root"]
 fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let setup = start("counts", &["--grace", "60s"]);
+    let (eagain, timeouts) = (format!("fxe{tag}"), format!("fxt{tag}"));
+    // Only the workloads (`--comm`, which picks each up as it starts): a scrape of every
+    // process of a busy host can take longer than the 1 s scrape interval with a debug build.
+    let setup = start(
+        "counts",
+        &["--grace", "60s", "--comm", &eagain, "--comm", &timeouts],
+        false,
+    );
     let p = setup.prometheus_port;
     // EAGAIN waits: a process that lives well under a second.
-    let eagain = format!("fxe{tag}");
     let lived = run(&workload_named(&setup.dir, &eagain), &["eagain", "500"]);
     assert!(lived < Duration::from_secs(1), "lived {lived:?}");
     // Timeouts of 20 ms each.
-    let timeouts = format!("fxt{tag}");
     run(
         &workload_named(&setup.dir, &timeouts),
         &["timeouts", "6", "20"],
@@ -182,7 +195,7 @@ fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
         ),
         6.0
     );
-    // The six 20 ms waits lie above 2^24 ns (16.8 ms) and at most 2^26 ns (67 ms) (a loaded
+    // The six 20 ms waits lie above 2^-6 s (15.6 ms) and at most 2^-4 s (62.5 ms) (a loaded
     // machine may stretch one, so only the lower bound is exact).
     let buckets = query(
         p,
@@ -194,10 +207,19 @@ fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
             .find(|(m, _)| m["le"].as_str().and_then(|v| v.parse::<f64>().ok()) == Some(le))
             .map(|s| s.1)
     };
-    let below = at((1u64 << 24) as f64 / 1e9).expect("a bucket at 2^24 ns");
+    let below = at(2f64.powi(-6)).expect("a bucket at 2^-6 s");
     let inf = at(f64::INFINITY).expect("a +Inf bucket");
     assert!(inf - below >= 6.0, "buckets {buckets:?}");
-    assert!(at((1u64 << 26) as f64 / 1e9).expect("2^26 ns") - below >= 5.0);
+    assert!(at(2f64.powi(-4)).expect("2^-4 s") - below >= 5.0);
+    // Without native histograms Prometheus stores none.
+    assert!(
+        query(
+            p,
+            &format!("histogram_count(sum(futexscope_wait_seconds{{comm=\"{timeouts}\"}}))")
+        )
+        .is_empty(),
+        "a native histogram from a text scrape"
+    );
     // The agent's own endpoint, directly.
     let metrics = http_get(setup.agent_port, "/metrics").expect("/metrics");
     assert!(
@@ -213,6 +235,95 @@ fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
 
 #[test]
 #[ignore = "needs root"]
+fn prometheus_with_native_histograms_stores_native_and_classic_buckets() {
+    let tag = format!("{}", std::process::id() % 100_000);
+    let timeouts = format!("fxn{tag}");
+    // Only the workload (`--comm`): a scrape of every process of a busy host can take longer
+    // than the 1 s scrape interval with a debug build.
+    let setup = start("native", &["--grace", "60s", "--comm", &timeouts], true);
+    let p = setup.prometheus_port;
+    run(
+        &workload_named(&setup.dir, &timeouts),
+        &["timeouts", "6", "20"],
+    );
+    let selector = |metric: &str| format!("{metric}{{comm=\"{timeouts}\"}}");
+    let drift = selector("futexscope_timeout_drift_seconds");
+    let wait = selector("futexscope_wait_seconds");
+    // The native histograms count exactly the timed-out waits and every wait.
+    assert_eq!(
+        settles_to(p, &format!("histogram_count(sum({drift}))"), 6.0),
+        6.0
+    );
+    let waits = settles_to(
+        p,
+        &format!("sum({})", selector("futexscope_waits_total")),
+        6.0,
+    );
+    assert!(waits >= 6.0, "{waits} waits");
+    assert_eq!(
+        settles_to(p, &format!("histogram_count(sum({wait}))"), waits),
+        waits
+    );
+    // Their sums are the exact sums the probes kept: those of the classic series, and each
+    // of the six waits took at least its 20 ms timeout.
+    let native_sum = query(p, &format!("histogram_sum(sum({wait}))"))[0].1;
+    let classic_sum = query(
+        p,
+        &format!("sum({})", selector("futexscope_wait_seconds_sum")),
+    )[0]
+    .1;
+    assert_eq!(native_sum, classic_sum);
+    assert!(native_sum >= 6.0 * 0.020, "{native_sum} s");
+    let drift_sum = query(p, &format!("histogram_sum(sum({drift}))"))[0].1;
+    let classic_drift_sum = query(
+        p,
+        &format!("sum({})", selector("futexscope_timeout_drift_seconds_sum")),
+    )[0]
+    .1;
+    assert_eq!(drift_sum, classic_drift_sum);
+    // The classic buckets are still there, and at each classic bound (a power of two of
+    // seconds, so a native bucket boundary: no interpolation) the native buckets below it hold
+    // exactly the classic count.
+    let classic = query(
+        p,
+        &format!(
+            "sum by (le) ({})",
+            selector("futexscope_wait_seconds_bucket")
+        ),
+    );
+    assert_eq!(classic.len(), 14, "13 bounds and +Inf: {classic:?}");
+    for (labels, count) in &classic {
+        let le = labels["le"].as_str().expect("le");
+        if le == "+Inf" {
+            assert_eq!(*count, waits);
+            continue;
+        }
+        let native = query(
+            p,
+            &format!("histogram_fraction(0, {le}, sum({wait})) * histogram_count(sum({wait}))"),
+        )[0]
+        .1;
+        assert!(
+            (native - count).abs() < 1e-9,
+            "le={le}: native {native}, classic {count}"
+        );
+    }
+    // The six 20 ms waits are above 2^-6 s: the native fraction below it leaves them out.
+    let below = query(
+        p,
+        &format!("histogram_fraction(0, 0.015625, sum({wait})) * histogram_count(sum({wait}))"),
+    )[0]
+    .1;
+    assert!(
+        waits - below >= 6.0,
+        "{below} of {waits} waits below 15.6 ms"
+    );
+    drop(setup.reaper);
+    let _ = std::fs::remove_dir_all(&setup.dir);
+}
+
+#[test]
+#[ignore = "needs root"]
 fn series_and_memory_stay_bounded_while_processes_come_and_go() {
     let tag = format!("{}", std::process::id() % 100_000);
     let names: Vec<String> = (0..4).map(|i| format!("fxc{i}_{tag}")).collect();
@@ -222,7 +333,7 @@ fn series_and_memory_stay_bounded_while_processes_come_and_go() {
     for name in &names {
         args.extend(["--comm", name.as_str()]);
     }
-    let setup = start("churn", &args);
+    let setup = start("churn", &args, false);
     let p = setup.prometheus_port;
     let paths: Vec<PathBuf> = names
         .iter()

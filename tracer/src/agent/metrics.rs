@@ -1,18 +1,30 @@
-//! The agent's metrics in the OpenMetrics text format (prometheus-client): a [`Snapshot`] of
-//! the model and of the agent's own cost, encoded at scrape time. Every name is prefixed
+//! The agent's metrics (prometheus-client): a [`Snapshot`] of the model and of the agent's own
+//! cost, encoded at scrape time in the OpenMetrics text format ([`Snapshot::encode`]: classic
+//! histogram buckets) or in Prometheus's protobuf format ([`Snapshot::encode_protobuf`]: each
+//! histogram with both its classic and its native buckets). Every name is prefixed
 //! `futexscope_`; `docs/agent.md` is the reference.
 
 use prometheus_client::{
-    encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, text},
+    encoding::{
+        DescriptorEncoder, MetricEncoder, NativeHistogram, NativeHistogramBuckets, NoLabelSet,
+        prometheus_protobuf, text,
+    },
     metrics::MetricType,
     registry::{Registry, Unit},
 };
 
-use super::model::{CLASSIC_BOUNDS_NS, Histogram, SeriesKey, Totals};
+use futexscope_probes_common::maps::{TIME_SCHEMA, TIME_ZERO_LOG2_SECONDS};
+
+use super::model::{CLASSIC_BOUNDS_LOG2_SECONDS, Histogram, SeriesKey, Totals};
 use crate::collect::ebpf::Drops;
 
 /// The content type of [`Snapshot::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`Snapshot::encode_protobuf`]'s output: length-delimited
+/// `io.prometheus.client.MetricFamily` messages.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
 /// One series' values.
 #[derive(Clone, Debug)]
@@ -60,13 +72,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot in the OpenMetrics text format.
+    /// The snapshot in the OpenMetrics text format (histograms with classic buckets only).
     pub fn encode(self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        text::encode(&mut out, &self.registry())?;
+        Ok(out)
+    }
+
+    /// The snapshot in Prometheus's protobuf exposition format ([`PROTOBUF_CONTENT_TYPE`]),
+    /// histograms with their classic and native buckets.
+    pub fn encode_protobuf(self) -> Result<Vec<u8>, prometheus_protobuf::EncodeError> {
+        prometheus_protobuf::encode_to_vec(&self.registry())
+    }
+
+    fn registry(self) -> Registry {
         let mut registry = Registry::with_prefix("futexscope");
         registry.register_collector(Box::new(self));
-        let mut out = String::new();
-        text::encode(&mut out, &registry)?;
-        Ok(out)
+        registry
     }
 }
 
@@ -136,12 +158,12 @@ impl prometheus_client::collector::Collector for Snapshot {
             (
                 "wait",
                 "Time a wait call took, from entry to return.",
-                (|t: &Totals| t.wait) as fn(&Totals) -> Histogram,
+                (|t: &Totals| &t.wait) as fn(&Totals) -> &Histogram,
             ),
             (
                 "timeout_drift",
                 "How late timed-out waits returned after their deadline.",
-                |t: &Totals| t.drift,
+                |t: &Totals| &t.drift,
             ),
         ] {
             let mut metric = encoder.encode_descriptor(
@@ -152,7 +174,7 @@ impl prometheus_client::collector::Collector for Snapshot {
             )?;
             for s in &self.series {
                 let l = labels(&s.key);
-                encode_histogram(metric.encode_family(&l)?, &field(&s.totals))?;
+                encode_histogram(metric.encode_family(&l)?, field(&s.totals))?;
             }
         }
         self.encode_agent(&mut encoder)
@@ -252,13 +274,179 @@ impl Snapshot {
     }
 }
 
-/// Encodes `h` (ns) as a classic histogram in seconds.
+/// Encodes `h` (ns) as a histogram in seconds: classic buckets at powers of two, and native
+/// buckets of schema 3 with a zero bucket up to 2^-24 s, exactly the kernel's buckets (the
+/// text format keeps only the classic ones).
 fn encode_histogram(mut encoder: MetricEncoder<'_>, h: &Histogram) -> Result<(), std::fmt::Error> {
-    let buckets: Vec<(f64, u64)> = CLASSIC_BOUNDS_NS
+    let buckets: Vec<(f64, u64)> = CLASSIC_BOUNDS_LOG2_SECONDS
         .iter()
-        .map(|&ns| ns as f64 / 1e9)
+        .map(|&e| 2f64.powi(e))
         .chain([f64::INFINITY])
         .zip(h.buckets)
         .collect();
-    encoder.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count(), &buckets, None)
+    let (zero_count, native) = h.native_buckets();
+    let (spans, deltas) = spans_and_deltas(&native);
+    encoder.encode_histogram_with_native::<NoLabelSet>(
+        h.sum_ns as f64 / 1e9,
+        h.count(),
+        &buckets,
+        None,
+        NativeHistogram {
+            schema: TIME_SCHEMA as i32,
+            zero_threshold: 2f64.powi(TIME_ZERO_LOG2_SECONDS),
+            zero_count,
+            negative: NativeHistogramBuckets {
+                spans: &[],
+                deltas: &[],
+            },
+            positive: NativeHistogramBuckets {
+                spans: &spans,
+                deltas: &deltas,
+            },
+            created: None,
+        },
+    )
+}
+
+/// The sparse form of native buckets `(index, count)` (increasing index, non-zero counts):
+/// spans `(offset from the end of the previous span, or the first index; length)` of
+/// consecutive indices, and each count as its difference from the previous one. With no
+/// buckets, one empty span marks the histogram as native (as the format asks).
+fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<(i32, u32)>, Vec<i64>) {
+    let mut spans: Vec<(i32, u32)> = Vec::new();
+    let mut deltas = Vec::with_capacity(buckets.len());
+    let (mut next, mut previous) = (None, 0i64);
+    for &(index, count) in buckets {
+        match next {
+            Some(n) if n == index => spans.last_mut().expect("a span is open").1 += 1,
+            Some(n) => spans.push((index - n, 1)),
+            None => spans.push((index, 1)),
+        }
+        next = Some(index + 1);
+        let count = count as i64;
+        deltas.push(count - previous);
+        previous = count;
+    }
+    if spans.is_empty() {
+        spans.push((0, 0));
+    }
+    (spans, deltas)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use futexscope_probes_common::maps::{FutexKey, FutexStats, time_bucket};
+    use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
+
+    use super::*;
+    use crate::agent::model::{Limits, Model, ProcessInfo};
+
+    #[test]
+    fn spans_cover_consecutive_indices_and_deltas_chain() {
+        let (spans, deltas) = spans_and_deltas(&[(-45, 4), (-44, 1), (0, 3), (1, 1), (3, 2)]);
+        assert_eq!(spans, vec![(-45, 2), (43, 2), (1, 1)]);
+        assert_eq!(deltas, vec![4, -3, 2, -2, 1]);
+        assert_eq!(spans_and_deltas(&[]), (vec![(0, 0)], vec![]));
+    }
+
+    /// One process, `w`, alive, its words unnamed.
+    struct OneProcess;
+
+    impl ProcessInfo for OneProcess {
+        fn comm(&mut self, _: u32) -> Option<String> {
+            Some("w".into())
+        }
+        fn alive(&mut self, _: u32) -> bool {
+            true
+        }
+        fn symbol(&mut self, _: u32, _: u64) -> Option<String> {
+            None
+        }
+        fn forget(&mut self, _: u32) {}
+    }
+
+    /// A snapshot of one word, through the model, with one wait of each of `ns`.
+    fn snapshot(ns: &[u64]) -> Snapshot {
+        let mut stats = FutexStats::ZERO;
+        for &v in ns {
+            stats.wait_hist[time_bucket(v)] += 1;
+            stats.wait_sum_ns += v;
+        }
+        let mut model = Model::new(Limits {
+            top_words: 10,
+            max_words: 10,
+            grace: Duration::from_secs(1),
+        });
+        model.refresh(
+            &[(FutexKey::process(1, 8), stats)],
+            &mut OneProcess,
+            Instant::now(),
+        );
+        let (key, series) = model.series().next().expect("one series");
+        Snapshot {
+            series: vec![SeriesValues {
+                key: key.clone(),
+                totals: series.totals.clone(),
+                waiters_now: 0,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn protobuf_histograms_carry_classic_and_native_buckets_and_text_the_classic_ones() {
+        // Three 20 ms waits (native bucket -45: (2^(-46/8), 2^(-45/8)] s = (18.6, 20.3] ms),
+        // one of 1 s (bucket 0) and one of 0 ns (the zero bucket).
+        let ns = [20_000_000, 20_000_000, 20_000_000, 1_000_000_000, 0];
+        let registry = snapshot(&ns).registry();
+        let families = prometheus_protobuf::encode(&registry).expect("encodes");
+        let family = families
+            .iter()
+            .find(|f| f.name == "futexscope_wait_seconds")
+            .expect("the wait histogram");
+        assert_eq!(family.r#type, pb::MetricType::Histogram as i32);
+        let h = family.metric[0].histogram.as_ref().expect("a histogram");
+        assert_eq!(h.sample_count, 5);
+        assert!((h.sample_sum - 1.06).abs() < 1e-12, "{}", h.sample_sum);
+        assert_eq!((h.schema, h.zero_count), (3, 1));
+        assert_eq!(h.zero_threshold, 2f64.powi(-24));
+        let spans: Vec<(i32, u32)> = h
+            .positive_span
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect();
+        assert_eq!(spans, vec![(-45, 1), (44, 1)]);
+        assert_eq!(h.positive_delta, vec![3, -2]);
+        // Classic: cumulative, 20 ms <= 2^-4 s (62.5 ms), 1 s <= 2^0 s.
+        let classic: Vec<(f64, u64)> = h
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound, b.cumulative_count))
+            .collect();
+        assert_eq!(classic.first(), Some(&(2f64.powi(-20), 1)));
+        assert!(classic.contains(&(2f64.powi(-4), 4)), "{classic:?}");
+        assert!(classic.contains(&(1.0, 5)), "{classic:?}");
+        // Names as in the text format.
+        let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+        for name in [
+            "futexscope_waits_total",
+            "futexscope_timeout_drift_seconds",
+            "futexscope_agent_info",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let text = snapshot(&ns).encode().expect("encodes");
+        assert!(
+            text.contains(
+                "futexscope_wait_seconds_bucket{le=\"0.0625\",comm=\"w\",lock=\"anon\"} 4"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("futexscope_wait_seconds_count{comm=\"w\",lock=\"anon\"} 5"),
+            "{text}"
+        );
+    }
 }

@@ -263,7 +263,7 @@ impl Agent {
                 .series()
                 .map(|(key, s)| SeriesValues {
                     key: key.clone(),
-                    totals: s.totals,
+                    totals: s.totals.clone(),
                     waiters_now: s.waiters_now,
                 })
                 .collect(),

@@ -21,29 +21,17 @@ use std::{
 };
 
 use futexscope_probes_common::maps::{
-    FutexKey, FutexStats, TIME_BUCKETS, key_kind, time_bucket_bound,
+    FutexKey, FutexStats, TIME_BUCKETS, TIME_NATIVE_OFFSET, key_kind,
 };
 
-/// Upper bounds (ns) of the classic histogram buckets: every other power of two from 2^10 ns
-/// (1.02 µs) to 2^34 ns (17.2 s). Each is a bound of the kernel's log-linear buckets
-/// (`time_bucket_bound`), so the classic counts are exact; `+Inf` follows.
-pub const CLASSIC_BOUNDS_NS: [u64; 13] = [
-    1 << 10,
-    1 << 12,
-    1 << 14,
-    1 << 16,
-    1 << 18,
-    1 << 20,
-    1 << 22,
-    1 << 24,
-    1 << 26,
-    1 << 28,
-    1 << 30,
-    1 << 32,
-    1 << 34,
-];
+/// Upper bounds of the classic histogram buckets, as powers of two of seconds: every other one
+/// from 2^-20 s (0.95 µs) to 2^4 s (16 s). Each is a bound of the kernel's time histograms
+/// (`time_bucket`: 2^e s is the upper bound of native bucket 8e), so the classic counts are
+/// exact; `+Inf` follows.
+pub const CLASSIC_BOUNDS_LOG2_SECONDS: [i32; 13] =
+    [-20, -18, -16, -14, -12, -10, -8, -6, -4, -2, 0, 2, 4];
 /// Classic buckets, `+Inf` included.
-const SLOTS: usize = CLASSIC_BOUNDS_NS.len() + 1;
+const SLOTS: usize = CLASSIC_BOUNDS_LOG2_SECONDS.len() + 1;
 
 /// The label of words no symbol names (summed per process).
 pub const ANON: &str = "anon";
@@ -63,41 +51,53 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// A histogram in classic buckets: per-bucket counts (not cumulative), their sum and count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A histogram in classic buckets (per-bucket counts, not cumulative) and in the kernel's own
+/// buckets (the native ones), with the sum of the values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
-    /// Count per bucket of [`CLASSIC_BOUNDS_NS`], then `+Inf`.
+    /// Count per bucket of [`CLASSIC_BOUNDS_LOG2_SECONDS`], then `+Inf`.
     pub buckets: [u64; SLOTS],
+    /// The non-empty buckets of the kernel's histogram (`time_bucket`), by bucket number: 0 is
+    /// the zero bucket, bucket `i ≥ 1` is native bucket `i - TIME_NATIVE_OFFSET` of schema 3
+    /// ([`Histogram::native_buckets`]). Sparse: a word sees a few of the 466 buckets.
+    pub kernel: BTreeMap<u16, u64>,
     /// Sum of the values, in ns.
     pub sum_ns: u64,
 }
 
 impl Histogram {
-    /// The kernel's log-linear histogram `kernel` with the sum `sum_ns`, in classic buckets.
+    /// The kernel's histogram `kernel` with the sum `sum_ns`.
     fn from_kernel(kernel: &[u64; TIME_BUCKETS], sum_ns: u64) -> Histogram {
-        let mut buckets = [0; SLOTS];
+        let mut h = Histogram {
+            sum_ns,
+            ..Histogram::default()
+        };
         for (i, &count) in kernel.iter().enumerate() {
             if count == 0 {
                 continue;
             }
-            // Bucket i holds (bound(i), bound(i + 1)]; the last one also everything above.
-            let upper = time_bucket_bound(i + 1);
-            let slot = if i == TIME_BUCKETS - 1 {
-                SLOTS - 1
-            } else {
-                CLASSIC_BOUNDS_NS
-                    .iter()
-                    .position(|&bound| upper <= bound)
-                    .unwrap_or(SLOTS - 1)
-            };
-            buckets[slot] += count;
+            h.kernel.insert(i as u16, count);
+            h.buckets[classic_slot(i)] += count;
         }
-        Histogram { buckets, sum_ns }
+        h
     }
 
     /// Number of values.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
+    }
+
+    /// The zero bucket's count (values up to 2^-24 s) and the native buckets of schema 3 that
+    /// hold values, as `(index, count)` in increasing index: index `k` holds
+    /// `(2^((k-1)/8), 2^(k/8)]` s. Exactly the kernel's buckets, renumbered.
+    pub fn native_buckets(&self) -> (u64, Vec<(i32, u64)>) {
+        let zero = self.kernel.get(&0).copied().unwrap_or(0);
+        let buckets = self
+            .kernel
+            .range(1..)
+            .map(|(&i, &count)| (i32::from(i) - TIME_NATIVE_OFFSET, count))
+            .collect();
+        (zero, buckets)
     }
 
     fn add_delta(&mut self, now: &Histogram, before: &Histogram) {
@@ -108,12 +108,29 @@ impl Histogram {
         {
             *slot += n.saturating_sub(*b);
         }
+        for (&i, &n) in &now.kernel {
+            let delta = n.saturating_sub(before.kernel.get(&i).copied().unwrap_or(0));
+            if delta > 0 {
+                *self.kernel.entry(i).or_default() += delta;
+            }
+        }
         self.sum_ns += now.sum_ns.saturating_sub(before.sum_ns);
     }
 }
 
+/// The classic bucket that kernel bucket `i` falls in: the first bound 2^e s at or above the
+/// bucket's upper bound, which is native bucket 8e; the last kernel buckets (above 2^4 s) and
+/// no others go to `+Inf`.
+fn classic_slot(i: usize) -> usize {
+    let native = i as i32 - TIME_NATIVE_OFFSET;
+    CLASSIC_BOUNDS_LOG2_SECONDS
+        .iter()
+        .position(|&e| native <= 8 * e)
+        .unwrap_or(SLOTS - 1)
+}
+
 /// The counters of a word or a series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Wait calls.
     pub waits: u64,
@@ -495,20 +512,50 @@ mod tests {
         model
             .series()
             .find(|(k, _)| k.comm == comm && k.lock == lock)
-            .map(|(_, s)| s.totals)
+            .map(|(_, s)| s.totals.clone())
     }
 
     #[test]
-    fn classic_buckets_are_exact_at_powers_of_two() {
+    fn classic_buckets_are_exact_at_powers_of_two_of_seconds() {
         let mut kernel = [0; TIME_BUCKETS];
-        kernel[time_bucket(1024)] += 1;
-        kernel[time_bucket(1025)] += 1;
-        kernel[time_bucket(1 << 41)] += 1;
+        // 2^-20 s is 953.67 ns; 2^-18 s is 3814.7 ns; 16 s is 2^4 s.
+        for ns in [
+            953,
+            954,
+            3814,
+            3815,
+            16_000_000_000,
+            16_000_000_001,
+            u64::MAX,
+        ] {
+            kernel[time_bucket(ns)] += 1;
+        }
         let h = Histogram::from_kernel(&kernel, 0);
-        assert_eq!(h.buckets[0], 1, "1024 ns is <= 2^10");
-        assert_eq!(h.buckets[1], 1, "1025 ns is in (2^10, 2^12]");
-        assert_eq!(h.buckets[SLOTS - 1], 1, "2^41 ns is +Inf");
-        assert_eq!(h.count(), 3);
+        assert_eq!(h.buckets[0], 1, "953 ns is <= 2^-20 s");
+        assert_eq!(h.buckets[1], 2, "954 and 3814 ns are in (2^-20, 2^-18] s");
+        assert_eq!(h.buckets[2], 1, "3815 ns is above 2^-18 s");
+        assert_eq!(h.buckets[SLOTS - 2], 1, "16 s is <= 2^4 s");
+        assert_eq!(h.buckets[SLOTS - 1], 2, "above 2^4 s is +Inf");
+        assert_eq!(h.count(), 7);
+    }
+
+    #[test]
+    fn native_buckets_are_the_kernel_buckets_renumbered_and_grow_by_deltas() {
+        let mut kernel = [0; TIME_BUCKETS];
+        // 0 ns: zero bucket; 1 s: native bucket 0, (2^-1/8, 1] s; 1 s + 1 ns: bucket 1;
+        // 20 ms: bucket ceil(8 log2(0.02)) = -45.
+        kernel[time_bucket(0)] += 2;
+        kernel[time_bucket(1_000_000_000)] += 3;
+        kernel[time_bucket(1_000_000_001)] += 1;
+        kernel[time_bucket(20_000_000)] += 4;
+        let before = Histogram::from_kernel(&kernel, 7);
+        assert_eq!(before.native_buckets(), (2, vec![(-45, 4), (0, 3), (1, 1)]));
+        kernel[time_bucket(20_000_000)] += 1;
+        let now = Histogram::from_kernel(&kernel, 9);
+        let mut series = Histogram::default();
+        series.add_delta(&now, &before);
+        assert_eq!(series.native_buckets(), (0, vec![(-45, 1)]));
+        assert_eq!((series.count(), series.sum_ns), (1, 2));
     }
 
     #[test]
