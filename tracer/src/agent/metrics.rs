@@ -341,7 +341,7 @@ mod tests {
     use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 
     use super::*;
-    use crate::agent::model::{Limits, Model, ProcessInfo};
+    use crate::agent::model::{Limits, Model, ProcessInfo, WordReading};
 
     #[test]
     fn spans_cover_consecutive_indices_and_deltas_chain() {
@@ -380,7 +380,7 @@ mod tests {
             grace: Duration::from_secs(1),
         });
         model.refresh(
-            &[(FutexKey::process(1, 8), stats)],
+            &[(FutexKey::process(1, 8), WordReading::of(&stats))],
             &mut OneProcess,
             Instant::now(),
         );

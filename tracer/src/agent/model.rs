@@ -158,7 +158,7 @@ pub struct Totals {
 
 /// What the model keeps of one read of a word's kernel totals (`FutexStats`, ~5 KiB, is not
 /// kept: up to 16384 of them would be read at each refresh).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct WordReading {
     /// The word's counters.
     pub totals: Totals,
@@ -328,7 +328,7 @@ impl Model {
                 wait_ns: 0,
             });
             word.wait_ns = totals.wait.sum_ns;
-            current.push((*key, *totals));
+            current.push((*key, totals.clone()));
         }
         let top = self.top_words();
         // Deltas into the series each word belongs to now; waiters now recounted.
