@@ -206,9 +206,10 @@ impl Totals {
 /// A series' labels: the process name and the lock.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
-    /// The process name (`comm`).
+    /// The process name (`comm`); for a shared futex, the names of its processes.
     pub comm: String,
-    /// The lock: a symbol, [`ANON`], [`OTHER`] or [`SHARED`].
+    /// The lock: a symbol, a shared file and offset, [`ANON`], [`OTHER`], [`SHARED_ANON`] or
+    /// [`SHARED`].
     pub lock: String,
 }
 
@@ -219,7 +220,7 @@ pub struct Series {
     pub totals: Totals,
     /// Threads waiting now on its words.
     pub waiters_now: i64,
-    /// The processes whose words feed it (0 for shared words).
+    /// The processes whose words feed it (for a shared word, the processes that used it).
     processes: BTreeSet<u32>,
 }
 
