@@ -11,7 +11,7 @@
 //! - **Shared futexes** (keyed by file: the same futex in every process that maps it) are named
 //!   by the file's path and the word's offset in it (`/dev/shm/sem.jobs+0x0`), read from the
 //!   mappings of a process that uses it (the probes' `WORD_USERS`); in anonymous shared memory
-//!   by a symbol if one holds the word, else `lock="shared-anon"`; until a process that maps
+//!   `lock="shared-anon"`; until a process that maps
 //!   the file is seen, `lock="shared"`. Their counts are the futex's, not one process's: a
 //!   shared word feeds one series whose `comm` is the names of the processes that use it,
 //!   sorted and joined by commas (`comm="consumer,producer"`), so no count is split or
@@ -461,8 +461,7 @@ impl Model {
 
     /// Names the words that have no name yet: a process-local word by its symbol (or none);
     /// a shared word by its file and offset, found in the mappings of a process that uses
-    /// that file (any of its words), or in anonymous shared memory by the symbol that holds
-    /// it in one of its processes (or none).
+    /// that file (any of its words); none in anonymous shared memory.
     fn name_words(
         &mut self,
         users_of: &HashMap<FutexKey, Vec<(u32, u64)>>,
@@ -503,10 +502,8 @@ impl Model {
             word.name = match self.files.get(&file_id) {
                 None => Name::Unknown,
                 Some(SharedFile::Path(path)) => Name::Named(format!("{path}+{:#x}", key.uaddr)),
-                Some(SharedFile::Anonymous) => own
-                    .iter()
-                    .find_map(|&(tgid, uaddr)| info.symbol(tgid, uaddr))
-                    .map_or(Name::Anonymous, Name::Named),
+                // No symbol lies in anonymous shared memory (symbols are in ELF mappings).
+                Some(SharedFile::Anonymous) => Name::Anonymous,
             };
         }
     }
@@ -845,14 +842,13 @@ mod tests {
     fn shared_words_are_named_by_any_process_that_maps_the_file_else_by_fallbacks() {
         let mut info = Fake::default();
         let (a, b) = (FutexKey::inode(5, 1, 0), FutexKey::inode(5, 1, 0x40));
-        let (anon, named_anon) = (FutexKey::inode(1, 9, 0), FutexKey::inode(1, 9, 8));
+        let (anon, anon2) = (FutexKey::inode(1, 9, 0), FutexKey::inode(1, 9, 8));
         let unknown = FutexKey::inode(5, 2, 0);
         // Process 1 used word a only and is gone; process 2 used word b and maps the file.
         info.dead.insert(1);
         info.files
             .insert((2, 5, 1), SharedFile::Path("/srv/queue".into()));
         info.files.insert((3, 1, 9), SharedFile::Anonymous);
-        info.symbols.insert((3, 0x5008), "LOCKS".into());
         let mut model = Model::new(Limits {
             top_words: 10,
             ..limits()
@@ -865,14 +861,14 @@ mod tests {
                 (a, stats(1, 10)),
                 (b, stats(2, 10)),
                 (anon, stats(3, 10)),
-                (named_anon, stats(4, 10)),
+                (anon2, stats(4, 10)),
                 (unknown, stats(5, 10)),
             ],
             &[
                 user(a, 1, 0x1000),
                 user(b, 2, 0x2040),
                 user(anon, 3, 0x5000),
-                user(named_anon, 3, 0x5008),
+                user(anon2, 3, 0x5008),
                 user(unknown, 4, 0x9000),
             ],
             &mut info,
@@ -888,8 +884,7 @@ mod tests {
         let want: BTreeMap<String, u64> = [
             ("/srv/queue+0x0", 1),
             ("/srv/queue+0x40", 2),
-            (SHARED_ANON, 3),
-            ("LOCKS", 4),
+            (SHARED_ANON, 7),
             (SHARED, 5),
         ]
         .into_iter()
