@@ -323,9 +323,11 @@ pub struct AgentArgs {
     /// (repeatable).
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
-    /// Trace the processes of this cgroup v2 directory and the cgroups below it (a container,
-    /// a systemd unit: `system.slice/nginx.service`): absolute, or relative to the cgroup v2
-    /// mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid layout).
+    /// Trace the processes of this cgroup v2 and the cgroups below it (a container, a systemd
+    /// unit: `system.slice/nginx.service`): a directory under the cgroup v2 mount, or a cgroup
+    /// path as `/proc/PID/cgroup` shows it (`/system.slice/nginx.service`), below the mount
+    /// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid layout). In a cgroup
+    /// namespace (a container), as the namespace sees it.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
     /// How long an exited process's final counts are still served.

@@ -44,8 +44,15 @@ pub const TRACE_ALL: &str = "TRACE_ALL";
 /// below it, are traced besides [`TRACED_TGIDS`]; 0 = none.
 pub const TRACED_CGROUP: &str = "TRACED_CGROUP";
 /// Global (set at load): the level of [`TRACED_CGROUP`] in the cgroup hierarchy (the root is
-/// level 0), for `bpf_get_current_ancestor_cgroup_id`.
+/// level 0) as far as the tracer can tell: its depth below the root of the tracer's cgroup
+/// namespace. The real level is that or up to [`CGROUP_LEVELS_SEARCHED`] - 1 deeper (the
+/// namespace's root lies that far below the real root); the programs compare the ancestors of
+/// the current task's cgroup (`bpf_get_current_ancestor_cgroup_id`) at each of those levels.
 pub const TRACED_CGROUP_LEVEL: &str = "TRACED_CGROUP_LEVEL";
+/// How many cgroup levels from [`TRACED_CGROUP_LEVEL`] down the programs search for
+/// [`TRACED_CGROUP`]: a cgroup namespace's root may lie at most this many levels minus one
+/// below the real root.
+pub const CGROUP_LEVELS_SEARCHED: u32 = 16;
 /// Global (set at load): nonzero stops the programs from writing [`EVENTS`] records (the agent
 /// reads only the totals).
 pub const NO_RECORDS: &str = "NO_RECORDS";

@@ -8,9 +8,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use futexscope_probes_common::maps::{
-    DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS, DropReason, FutexKey,
-    FutexStats, KeyOffsets, MAX_FUTEX_WORDS, MAX_MARKER_SITES, MAX_PROCESS_COMMS, MAX_THREADS,
-    MAX_TRACED_COMMS, MAX_TRACED_TGIDS, MarkerSite, ThreadState, WordUser,
+    CGROUP_LEVELS_SEARCHED, DEFAULT_LOST_RACE_WINDOW_NS, DEFAULT_RING_BUFFER_BYTES, DROP_REASONS,
+    DropReason, FutexKey, FutexStats, KeyOffsets, MAX_FUTEX_WORDS, MAX_MARKER_SITES,
+    MAX_PROCESS_COMMS, MAX_THREADS, MAX_TRACED_COMMS, MAX_TRACED_TGIDS, MarkerSite, ThreadState,
+    WordUser,
 };
 
 use crate::atomic::add;
@@ -104,10 +105,28 @@ pub(crate) fn is_traced(tgid: u32) -> bool {
         return true;
     }
     let cgroup = read_global(&TRACED_CGROUP);
-    // SAFETY: the helper has no preconditions; a level deeper than the task's cgroup gives 0.
-    cgroup != 0
-        && unsafe { bpf_get_current_ancestor_cgroup_id(read_global(&TRACED_CGROUP_LEVEL) as i32) }
-            == cgroup
+    cgroup != 0 && in_cgroup(cgroup, read_global(&TRACED_CGROUP_LEVEL))
+}
+
+/// Whether the current task's cgroup is `cgroup` or below it, `cgroup` lying at level
+/// `min_level` or at most [`CGROUP_LEVELS_SEARCHED`] - 1 levels deeper. The tracer knows the
+/// level only relative to the root it sees: inside a cgroup namespace that root is itself some
+/// levels below the real one, so the ancestors are compared from that level down (on the host
+/// the first comparison is the one that matches).
+fn in_cgroup(cgroup: u64, min_level: u32) -> bool {
+    for i in 0..CGROUP_LEVELS_SEARCHED {
+        // SAFETY: the helper has no preconditions; a level deeper than the task's cgroup
+        // gives 0.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id((min_level + i) as i32) };
+        if ancestor == cgroup {
+            return true;
+        }
+        if ancestor == 0 {
+            // The task's cgroup lies above this level: no deeper ancestor either.
+            return false;
+        }
+    }
+    false
 }
 
 /// The value of a global the tracer may have set at load.
@@ -127,7 +146,8 @@ pub(crate) fn count_drop(reason: DropReason) {
 }
 
 /// Records that process `tgid` uses the shared futex `key` at `uaddr` (the first address seen
-/// is kept); a full map is counted.
+/// is kept); a full map is counted. For the agent also keeps the process's name, as
+/// [`word_stats`] does for process-local words (a process may use only shared ones).
 pub(crate) fn note_user(key: &FutexKey, tgid: u32, uaddr: u64) {
     let user = WordUser {
         key: *key,
@@ -144,6 +164,8 @@ pub(crate) fn note_user(key: &FutexKey, tgid: u32, uaddr: u64) {
         && WORD_USERS.get_ptr(user).is_none()
     {
         count_drop(DropReason::MapFull);
+    } else if read_global(&NO_RECORDS) != 0 {
+        note_comm(tgid);
     }
 }
 

@@ -1,7 +1,8 @@
 //! `futexscope agent --cgroup DIR` end to end: workloads moved into a fresh cgroup v2
 //! directory and into a cgroup below it are counted exactly, and a workload outside them not
-//! at all. The agent's
-//! `/metrics` is read directly (plain HTTP), no Prometheus needed.
+//! at all; the same for an agent in its own cgroup namespace (as in a container) given the
+//! cgroup as it sees it. The agent's `/metrics` is read directly (plain HTTP), no Prometheus
+//! needed.
 
 mod agent_support;
 mod common;
@@ -79,6 +80,33 @@ fn comms(metrics: &str, metric: &str) -> Vec<String> {
     comms
 }
 
+/// Runs `workload eagain WAITS` after moving it into cgroup `group` (a directory; `None`:
+/// where this test is).
+fn run_in(group: Option<&Path>, workload: &Path, waits: &str) {
+    let mut command = match group {
+        // The shell moves itself into the cgroup, then becomes the workload.
+        Some(group) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" eagain "$3""#)
+                .args(["sh", &group.display().to_string()])
+                .arg(workload)
+                .arg(waits);
+            sh
+        }
+        None => {
+            let mut direct = Command::new(workload);
+            direct.args(["eagain", waits]);
+            direct
+        }
+    };
+    let status = command
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the workload");
+    assert!(status.success(), "the workload in {group:?} failed");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn cgroup_counts_exactly_its_own_processes() {
@@ -120,29 +148,9 @@ fn cgroup_counts_exactly_its_own_processes() {
         "the agent did not answer /healthz"
     );
 
-    // The shell moves itself into the cgroup, then becomes the workload.
-    for (group, name, waits) in [(&cgroup.0, &inside, "300"), (&nested.0, &below, "70")] {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" eagain "$3""#)
-            .args(["sh", &group.display().to_string()])
-            .arg(dir.0.join(name))
-            .arg(waits)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run the workload in the cgroup");
-        assert!(
-            status.success(),
-            "the workload in {} failed",
-            group.display()
-        );
-    }
-    let status = Command::new(dir.0.join(&outside))
-        .args(["eagain", "200"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run the workload outside the cgroup");
-    assert!(status.success(), "the workload outside the cgroup failed");
+    run_in(Some(&cgroup.0), &dir.0.join(&inside), "300");
+    run_in(Some(&nested.0), &dir.0.join(&below), "70");
+    run_in(None, &dir.0.join(&outside), "200");
 
     let mut last = String::new();
     let counted = eventually(Duration::from_secs(10), || {
@@ -176,5 +184,78 @@ fn cgroup_counts_exactly_its_own_processes() {
     assert!(
         last.contains(&format!("cgroup {}", cgroup.0.display())),
         "the info metric names the cgroup:\n{last}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn cgroup_as_seen_inside_a_cgroup_namespace_counts_exactly_its_own_processes() {
+    require_ebpf();
+    let mount = cgroup2_mount();
+    let tag = std::process::id() % 100_000;
+    // The namespace's root, one level below the real root; the agent sees it as `/`.
+    let root = Cgroup(mount.join(format!("futexscope-ns-{tag}")));
+    std::fs::create_dir(&root.0)
+        .unwrap_or_else(|err| panic!("create cgroup {}: {err}", root.0.display()));
+    let (child, sibling) = (Cgroup(root.0.join("child")), Cgroup(root.0.join("sibling")));
+    for group in [&child, &sibling] {
+        std::fs::create_dir(&group.0)
+            .unwrap_or_else(|err| panic!("create cgroup {}: {err}", group.0.display()));
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("futexscope-agent-cgroupns-{tag}")));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let names = ["fxi", "fxs", "fxr", "fxh"].map(|prefix| {
+        let name = format!("{prefix}{tag}");
+        std::fs::copy(env!("CARGO_BIN_EXE_futexscope-workload"), dir.0.join(&name))
+            .expect("copy the workload");
+        name
+    });
+    let [inside, in_sibling, in_root, on_host] = &names;
+
+    // The shell moves itself into the namespace's root cgroup, then unshares the cgroup and
+    // mount namespaces and mounts cgroup2 privately: there the hierarchy starts at that root.
+    let port = free_port();
+    let _agent = Reaper(vec![
+        Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"echo $$ > "$1/cgroup.procs" && shift && exec unshare --cgroup --mount sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"' sh "$@""#,
+            )
+            .args(["sh", &root.0.display().to_string(), futexscope_exe()])
+            .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--grace", "60s", "--cgroup", "/child"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the agent in its namespaces"),
+    ]);
+    assert!(
+        eventually(Duration::from_secs(20), || http_get(port, "/healthz")).is_some(),
+        "the agent did not answer /healthz"
+    );
+
+    run_in(Some(&child.0), &dir.0.join(inside), "300");
+    run_in(Some(&sibling.0), &dir.0.join(in_sibling), "200");
+    run_in(Some(&root.0), &dir.0.join(in_root), "100");
+    run_in(None, &dir.0.join(on_host), "50");
+
+    let mut last = String::new();
+    let counted = eventually(Duration::from_secs(10), || {
+        last = http_get(port, "/metrics")?;
+        (sum(&last, "futexscope_value_changed_total", inside) == 300.0).then_some(())
+    });
+    assert!(counted.is_some(), "300 EAGAIN waits not counted:\n{last}");
+    assert_eq!(
+        sum(&last, "futexscope_waits_total", inside),
+        300.0,
+        "{last}"
+    );
+    let seen = comms(&last, "futexscope_waits_total");
+    assert!(
+        seen.iter().all(|c| c == inside || c == "sh"),
+        "processes outside /child were traced: {seen:?}"
+    );
+    assert!(
+        last.contains("cgroup /child"),
+        "the info metric names the cgroup as given:\n{last}"
     );
 }

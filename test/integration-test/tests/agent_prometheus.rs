@@ -2,15 +2,17 @@
 //! unpacks): workloads with known counts, one of them living well under a second, must show
 //! those counts and histograms through Prometheus's query API and the agent's `/metrics`, with
 //! the text format (classic buckets) and, with native histograms enabled in Prometheus, the
-//! protobuf format (native and classic buckets); processes that come and go must leave the
-//! agent's series and memory bounded.
+//! protobuf format (native and classic buckets); futexes shared between processes must be one
+//! series each, named by file and offset; processes that come and go must leave the agent's
+//! series and memory bounded.
 
 mod agent_support;
 mod common;
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -229,6 +231,141 @@ fn prometheus_stores_the_counts_and_histograms_of_known_workloads() {
         "{metrics}"
     );
     assert!(metrics.contains("futexscope_agent_info{version="));
+    drop(setup.reaper);
+    let _ = std::fs::remove_dir_all(&setup.dir);
+}
+
+/// Non-private futex calls with known counts on shared memory, then a wait for stdin to close
+/// (so the agent sees the process alive and reads its mappings):
+/// `file PATH OFFSET WAITS WAKES`: on a word at OFFSET of file PATH mapped `MAP_SHARED`;
+/// `anon WAITS`: on a word of `MAP_SHARED|MAP_ANONYMOUS` memory, in this process and in a
+/// child forked after it was mapped, WAITS each. Every wait returns `EAGAIN` (the word never
+/// holds the value waited for) and no wake finds a waiter. Prints `done` when the calls are made.
+const SHARED_PROGRAM: &str = r#"
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void calls(uint32_t *word, long waits, long wakes) {
+    for (long i = 0; i < waits; i++)
+        if (syscall(SYS_futex, word, FUTEX_WAIT, 1, NULL, NULL, 0) == 0) exit(3);
+    for (long i = 0; i < wakes; i++) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+int main(int argc, char **argv) {
+    uint32_t *word;
+    pid_t child = -1;
+    if (argc == 6 && strcmp(argv[1], "file") == 0) {
+        int fd = open(argv[2], O_RDWR | O_CREAT, 0600);
+        if (fd < 0 || ftruncate(fd, 4096) != 0) { perror("file"); return 2; }
+        char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (page == MAP_FAILED) { perror("mmap"); return 2; }
+        word = (uint32_t *)(page + strtol(argv[3], NULL, 0));
+        calls(word, atol(argv[4]), atol(argv[5]));
+    } else if (argc == 3 && strcmp(argv[1], "anon") == 0) {
+        word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (word == MAP_FAILED) { perror("mmap"); return 2; }
+        fflush(stdout);
+        child = fork();
+        calls(word, atol(argv[2]), 0);
+        if (child == 0) _exit(0);
+        int status;
+        if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) return 3;
+    } else {
+        fprintf(stderr, "usage: %s file PATH OFFSET WAITS WAKES | anon WAITS\n", argv[0]);
+        return 2;
+    }
+    printf("done\n");
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {}
+    return 0;
+}
+"#;
+
+/// Starts `binary args`, and waits until it has made its futex calls (it then waits for its
+/// stdin to close).
+fn start_shared(binary: &Path, args: &[&str]) -> Child {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the shared-memory program");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read its output");
+    assert_eq!(line, "done\n", "{} {args:?} failed", binary.display());
+    child
+}
+
+#[test]
+#[ignore = "needs root"]
+fn shared_futexes_are_one_series_each_named_by_file_and_offset() {
+    let tag = format!("{}", std::process::id() % 100_000);
+    let setup = start("shared", &["--grace", "60s"]);
+    let p = setup.prometheus_port;
+    let source = setup.dir.join("shared.c");
+    std::fs::write(&source, SHARED_PROGRAM).expect("write the C program");
+    let compiled = setup.dir.join("shared");
+    common::compile_c(&source, &compiled, &["-O1"]);
+    // Copies with names no other process has: two processes of one name share a word of one
+    // file, two of different names a word of another, and a parent and its child one in
+    // anonymous shared memory.
+    let [same, one, other, anon] = ["fxsa", "fxsb", "fxsc", "fxsd"].map(|prefix| {
+        let name = format!("{prefix}{tag}");
+        std::fs::copy(&compiled, setup.dir.join(&name)).expect("copy the program");
+        name
+    });
+    let (file1, file2) = (
+        format!("/dev/shm/fxs1-{tag}"),
+        format!("/dev/shm/fxs2-{tag}"),
+    );
+    let _files = [&file1, &file2].map(|f| agent_support::TempFile(PathBuf::from(f)));
+    let bin = |name: &str| setup.dir.join(name);
+    let children = Reaper(vec![
+        start_shared(&bin(&same), &["file", &file1, "0x10", "30", "5"]),
+        start_shared(&bin(&same), &["file", &file1, "0x10", "40", "7"]),
+        start_shared(&bin(&one), &["file", &file2, "0", "11", "0"]),
+        start_shared(&bin(&other), &["file", &file2, "0", "13", "0"]),
+        start_shared(&bin(&anon), &["anon", "25"]),
+    ]);
+
+    let lock1 = format!("{file1}+0x10");
+    let lock2 = format!("{file2}+0x0");
+    let waits = |lock: &str| format!("sum(futexscope_waits_total{{lock=\"{lock}\"}})");
+    assert_eq!(settles_to(p, &waits(&lock1), 70.0), 70.0);
+    assert_eq!(settles_to(p, &waits(&lock2), 24.0), 24.0);
+    let anon_waits =
+        format!("sum(futexscope_value_changed_total{{comm=\"{anon}\",lock=\"shared-anon\"}})");
+    assert_eq!(settles_to(p, &anon_waits, 50.0), 50.0);
+    // One series per word, labelled with the names of the processes that use it.
+    let series = |lock: &str| {
+        query(
+            p,
+            &format!("futexscope_wake_calls_total{{lock=\"{lock}\"}}"),
+        )
+        .into_iter()
+        .map(|(labels, value)| (labels["comm"].as_str().unwrap_or("").to_owned(), value))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(series(&lock1), vec![(same.clone(), 12.0)]);
+    assert_eq!(series(&lock2), vec![(format!("{one},{other}"), 0.0)]);
+    // Nothing of these processes went unnamed.
+    let unnamed = query(
+        p,
+        &format!("futexscope_waits_total{{comm=~\"fxs.{tag}.*\",lock=~\"shared|anon|other\"}}"),
+    );
+    assert!(unnamed.is_empty(), "unnamed series: {unnamed:?}");
+    drop(children);
     drop(setup.reaper);
     let _ = std::fs::remove_dir_all(&setup.dir);
 }

@@ -341,7 +341,7 @@ mod tests {
     use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 
     use super::*;
-    use crate::agent::model::{Limits, Model, ProcessInfo, WordReading};
+    use crate::agent::model::{Limits, Model, ProcessInfo, SharedFile, WordReading};
 
     #[test]
     fn spans_cover_consecutive_indices_and_deltas_chain() {
@@ -364,6 +364,9 @@ mod tests {
         fn symbol(&mut self, _: u32, _: u64) -> Option<String> {
             None
         }
+        fn shared_file(&mut self, _: u32, _: u32, _: u64) -> Option<SharedFile> {
+            None
+        }
         fn forget(&mut self, _: u32) {}
     }
 
@@ -381,6 +384,7 @@ mod tests {
         });
         model.refresh(
             &[(FutexKey::process(1, 8), WordReading::of(&stats))],
+            &[],
             &mut OneProcess,
             Instant::now(),
         );

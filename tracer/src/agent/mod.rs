@@ -27,14 +27,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
     metrics::{AgentStats, SeriesValues, Snapshot},
-    model::{Limits, Model, ProcessInfo, WordReading},
+    model::{Limits, Model, ProcessInfo, SharedFile, WordReading},
     selection::Selection,
 };
 use crate::{
     aggregate::symbols::Symbolizer,
     collect::{
         ebpf::{LoadError, ProbeOptions, Probes},
-        procfs,
+        proc_maps, procfs,
     },
     errors,
     session::{TraceError, check_privileges, exit_code},
@@ -214,20 +214,27 @@ impl Agent {
         {
             return Ok(());
         }
+        let read = |err| AgentError::Read(Box::new(err));
         // Each word's ~5 KiB of kernel totals shrinks to a reading as it is read.
         let mut stats = Vec::new();
         self.probes
             .for_each_futex_stats(|key, word| stats.push((key, WordReading::of(word))))
-            .map_err(|err| AgentError::Read(Box::new(err)))?;
+            .map_err(read)?;
+        let users = self.probes.word_users().map_err(read)?;
+        // Mappings read for shared files hold for this refresh only.
+        self.names.shared_maps.clear();
         let mut info = ProbeNames {
             names: &mut self.names,
             probes: &self.probes,
         };
-        let refresh = self.model.refresh(&stats, &mut info, now);
+        let refresh = self.model.refresh(&stats, &users, &mut info, now);
         if !refresh.forget.is_empty() {
+            self.probes.remove_words(&refresh.forget).map_err(read)?;
+        }
+        if !refresh.forget_users.is_empty() {
             self.probes
-                .remove_words(&refresh.forget)
-                .map_err(|err| AgentError::Read(Box::new(err)))?;
+                .remove_word_users(&refresh.forget_users)
+                .map_err(read)?;
         }
         if let Some(last) = self.last_refresh {
             self.calls_per_second = refresh.calls as f64 / now.duration_since(last).as_secs_f64();
@@ -329,6 +336,8 @@ struct Names {
     symbolizer: Symbolizer,
     /// When each process's mappings were last read.
     read_maps: std::collections::HashMap<u32, Instant>,
+    /// The file mappings of the processes asked about shared files in this refresh.
+    shared_maps: std::collections::HashMap<u32, Vec<proc_maps::Mapping>>,
 }
 
 struct ProbeNames<'a> {
@@ -361,6 +370,24 @@ impl ProcessInfo for ProbeNames<'_> {
             self.names.read_maps.insert(tgid, now);
         }
         self.names.symbolizer.resolve(tgid, uaddr)
+    }
+
+    fn shared_file(&mut self, tgid: u32, dev: u32, ino: u64) -> Option<SharedFile> {
+        let maps = self.names.shared_maps.entry(tgid).or_insert_with(|| {
+            let mut maps = proc_maps::read(tgid).unwrap_or_default();
+            maps.retain(|m| m.inode != 0);
+            maps
+        });
+        let mapping = maps.iter().find(|m| m.dev == dev && m.inode == ino)?;
+        let path = mapping.path.as_ref()?.to_string_lossy();
+        // Shared anonymous memory is a shmem file the kernel names `/dev/zero` (`mmap`) or
+        // `/SYSV<key>` (SysV, key 0 for `IPC_PRIVATE`), always marked deleted.
+        let anonymous = mapping.deleted && (path == "/dev/zero" || path == "/SYSV00000000");
+        Some(if anonymous {
+            SharedFile::Anonymous
+        } else {
+            SharedFile::Path(path.into_owned())
+        })
     }
 
     fn forget(&mut self, tgid: u32) {

@@ -159,17 +159,35 @@ fn cgroup2_root(mounts: &[(PathBuf, PathBuf)]) -> PathBuf {
         .unwrap_or_else(|| base.to_owned())
 }
 
-/// The id and level of the cgroup v2 directory `path` (absolute, or relative to the cgroup v2
-/// mount: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid layout).
+/// The directory of cgroup `path`: a directory under a cgroup v2 mount as it is; any other
+/// path, absolute as `/proc/PID/cgroup` shows cgroups (`/system.slice/x.service`) or relative,
+/// below the cgroup v2 mount ([`cgroup2_root`]).
+fn cgroup_dir(path: &Path, mounts: &[(PathBuf, PathBuf)]) -> PathBuf {
+    if mounts.iter().any(|(mount, _)| path.starts_with(mount)) {
+        return path.to_owned();
+    }
+    let below = path.strip_prefix("/").unwrap_or(path);
+    cgroup2_root(mounts).join(below)
+}
+
+/// The level of a directory `below` levels below a cgroup v2 mount whose root is `root` in
+/// the hierarchy, as far as this process can tell: inside a cgroup namespace `root` is
+/// relative to the namespace's root (`/..` above it), whose own level is unknown here, so
+/// this is the least the level can be (the probes search down from it).
+fn least_level(root: &Path, below: usize) -> u32 {
+    let depth = root.components().fold(0i64, |depth, c| match c {
+        std::path::Component::Normal(_) => depth + 1,
+        std::path::Component::ParentDir => depth - 1,
+        _ => depth,
+    });
+    (below as i64 + depth.max(0)) as u32
+}
+
+/// The id and level of the cgroup v2 directory `path` (see [`cgroup_dir`]).
 fn cgroup_filter(path: &Path) -> std::io::Result<CgroupFilter> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let mounts = cgroup2_mounts();
-    let full = if path.is_absolute() {
-        path.to_owned()
-    } else {
-        cgroup2_root(&mounts).join(path)
-    };
-    let full = full.canonicalize()?;
+    let full = cgroup_dir(path, &mounts).canonicalize()?;
     // A cgroup v1 directory has a `cgroup.procs` too: ask the file system.
     // SAFETY: an all-zero statfs is valid; statfs writes one into it.
     let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
@@ -186,17 +204,49 @@ fn cgroup_filter(path: &Path) -> std::io::Result<CgroupFilter> {
         )));
     }
     // Its level is its depth below the hierarchy's root: below the mount it lies under, plus
-    // the depth of that mount's root.
+    // the depth of that mount's root (in a cgroup namespace, plus the unknown depth of the
+    // namespace's root).
     let (mount, root) = mounts
         .iter()
         .filter(|(mount, _)| full.starts_with(mount))
         .max_by_key(|(mount, _)| mount.components().count())
         .ok_or_else(|| invalid(format!("no cgroup v2 mount holds {}", full.display())))?;
     let below = full.strip_prefix(mount).unwrap_or(Path::new(""));
-    let level = root.components().skip(1).count() + below.components().count();
     Ok(CgroupFilter {
-        // A cgroup v2 id is the inode number of its directory.
+        // A cgroup v2 id is the inode number of its directory, the same in every namespace.
         id: fs::metadata(&full)?.ino(),
-        level: level as u32,
+        level: least_level(root, below.components().count()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_are_directories_or_cgroups_below_the_mount() {
+        let unified = [(PathBuf::from("/sys/fs/cgroup"), PathBuf::from("/"))];
+        let hybrid = [(PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/"))];
+        let dir = |path: &str, mounts: &[(PathBuf, PathBuf)]| cgroup_dir(Path::new(path), mounts);
+        assert_eq!(
+            dir("/sys/fs/cgroup/a/b", &unified),
+            Path::new("/sys/fs/cgroup/a/b")
+        );
+        assert_eq!(dir("a/b", &unified), Path::new("/sys/fs/cgroup/a/b"));
+        assert_eq!(dir("/a/b", &unified), Path::new("/sys/fs/cgroup/a/b"));
+        assert_eq!(dir("/a", &hybrid), Path::new("/sys/fs/cgroup/unified/a"));
+        assert_eq!(
+            dir("/sys/fs/cgroup/unified/a", &hybrid),
+            Path::new("/sys/fs/cgroup/unified/a")
+        );
+    }
+
+    #[test]
+    fn levels_count_the_mount_root_and_never_go_below_the_namespace_root() {
+        assert_eq!(least_level(Path::new("/"), 2), 2);
+        // A mount of a part of the hierarchy (a bind mount, a container's view).
+        assert_eq!(least_level(Path::new("/kubepods/pod1"), 1), 3);
+        // The host's mount seen from a cgroup namespace two levels down.
+        assert_eq!(least_level(Path::new("/../.."), 3), 3);
+    }
 }

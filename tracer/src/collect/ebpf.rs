@@ -755,6 +755,23 @@ impl Probes {
         Ok(removed)
     }
 
+    /// Removes processes' uses of shared futexes from `WORD_USERS` (the processes are gone);
+    /// returns how many were there.
+    pub fn remove_word_users(&mut self, users: &[WordUser]) -> Result<usize, LoadError> {
+        let name = maps::WORD_USERS;
+        let mut map: HashMap<&mut MapData, WordUser, u64> = self.hash_map_mut(name)?;
+        let mut removed = 0;
+        for user in users {
+            match map.remove(user) {
+                Ok(()) => removed += 1,
+                Err(aya::maps::MapError::SyscallError(err))
+                    if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => return Err(LoadError::Map { name, source }),
+            }
+        }
+        Ok(removed)
+    }
+
     fn hash_map_mut<'a, K: aya::Pod, V: aya::Pod>(
         &'a mut self,
         name: &'static str,

@@ -18,6 +18,11 @@ pub struct Mapping {
     pub executable: bool,
     /// File offset of `start`.
     pub offset: u64,
+    /// Device of the mapped file's file system in the kernel's encoding (major << 20 | minor,
+    /// as futex keys and `st_dev` inside the kernel hold it); 0 for anonymous memory.
+    pub dev: u32,
+    /// Inode number of the mapped file; 0 for anonymous memory.
+    pub inode: u64,
     /// The mapped file, if the mapping has an absolute path (not `[stack]`, `[vdso]` or
     /// anonymous memory), without the ` (deleted)` suffix.
     pub path: Option<PathBuf>,
@@ -61,8 +66,9 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
     let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let _device = fields.next()?;
-    let _inode = fields.next()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let dev = (u32::from_str_radix(major, 16).ok()? << 20) | u32::from_str_radix(minor, 16).ok()?;
+    let inode = fields.next()?.parse().ok()?;
     let pathname = fields.next().unwrap_or("").trim_start();
     let (pathname, deleted) = match pathname.strip_suffix(" (deleted)") {
         Some(path) => (path, true),
@@ -73,6 +79,8 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         executable: perms.contains('x'),
         offset,
+        dev,
+        inode,
         path: pathname.starts_with('/').then(|| PathBuf::from(pathname)),
         deleted,
     })
@@ -103,12 +111,15 @@ garbage
                 end: 0x55d0_c0a0_2000,
                 executable: true,
                 offset: 0x1000,
+                dev: 0x80_0001,
+                inode: 1234,
                 // Padding before the path is dropped; spaces inside it are kept.
                 path: Some(PathBuf::from("/usr/bin/my  prog")),
                 deleted: false,
             }
         );
         assert!(!maps[0].executable);
+        assert_eq!((maps[3].dev, maps[3].inode), (0, 0));
         assert_eq!(maps[2].path.as_deref(), Some(Path::new("/opt/old lib.so")));
         assert!(maps[2].deleted);
         for unnamed in &maps[3..] {

@@ -38,6 +38,15 @@ impl Drop for TempDir {
     }
 }
 
+/// A temporary file, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The Prometheus server the tests start: Debian 13's 2.53 (OTLP receiver, native histograms),
 /// which `cargo xtask setup` unpacks here; `FUTEXSCOPE_PROMETHEUS` names another binary.
 pub fn prometheus_exe() -> PathBuf {
