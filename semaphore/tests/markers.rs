@@ -21,8 +21,10 @@ fn sites_of_this_binary() -> (Vec<UsdtSite>, Vec<u8>) {
 
     let exe = std::env::current_exe().expect("path of this test binary");
     let data = std::fs::read(exe).expect("read this test binary");
-    let sites = futexscope_stapsdt::sites(&data, PROVIDER).expect("this binary's notes parse");
-    (sites, data)
+    let found = futexscope_stapsdt::sites(&data, PROVIDER).expect("this binary's notes parse");
+    // A note is dropped with its code, so none can point outside the program's code.
+    assert_eq!(found.skipped, [], "notes at no reachable address");
+    (found.sites, data)
 }
 
 /// Checks that `site`'s file offset in `binary` holds the instruction its marker sits on (see
