@@ -152,7 +152,7 @@ fn push_site_lines(
     skipped: &[SkippedSite],
 ) {
     for skipped in skipped {
-        lines.push(format!("# skipped in `{}`: {skipped}", path.display()));
+        lines.push(format!("# `{}`: {skipped}", path.display()));
     }
     for site in sites {
         lines.push(format!(
@@ -212,5 +212,40 @@ mod tests {
             ),
         ];
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn list_names_skipped_notes_before_the_sites() {
+        let site = UsdtSite {
+            provider: markers::PROVIDER.to_owned(),
+            name: "acquired".to_owned(),
+            address: 0x1000,
+            file_offset: 0x1000,
+            semaphore: 0,
+            args: vec![],
+        };
+        let skipped = SkippedSite {
+            provider: markers::PROVIDER.to_owned(),
+            name: "wake_begin".to_owned(),
+            address: 0x13,
+            reason: SkipReason::OutsideText,
+        };
+        let mut lines = Vec::new();
+        push_site_lines(&mut lines, Path::new("/bin/x"), &[site], &[skipped]);
+        assert_eq!(
+            lines[0],
+            "# `/bin/x`: marker `futexscope:wake_begin` at 0x13 skipped: outside every \
+             executable PT_LOAD segment (its code was probably dropped by the linker)"
+        );
+        assert_eq!(
+            lines[1],
+            "usdt:/bin/x:futexscope:acquired (file offset 0x1000)"
+        );
+        // The site has no arguments, where the table has two: one line says so.
+        assert_eq!(
+            lines[2],
+            "    (0 arguments, futexscope's marker table has 2)"
+        );
+        assert_eq!(lines.len(), 3, "{lines:#?}");
     }
 }
