@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let all = parse_sites(data);
     let ours = sites(data, "futexscope");
     for found in [all, ours].into_iter().flatten() {
-        for arg in found.iter().flat_map(|site| &site.args) {
+        for arg in found.sites.iter().flat_map(|site| &site.args) {
             if let ArgLocation::Register(register) = arg.location {
                 assert!(register.pt_regs_offset() < 256);
             }

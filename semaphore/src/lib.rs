@@ -102,13 +102,17 @@ mod portable;
 use portable::RawSemaphore;
 
 mod markers;
-#[cfg(all(target_os = "linux", not(feature = "portable"), not(loom)))]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod shared;
 #[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod state;
 
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub use shared::SharedSemaphore;
+// Loom builds model one process: they have `SharedSemaphore::init` and the semaphore's
+// operations, not `open` (which reads the header through a raw pointer).
 #[cfg(all(target_os = "linux", not(feature = "portable"), not(loom)))]
-pub use shared::{OpenError, SharedSemaphore};
+pub use shared::OpenError;
 
 mod sealed {
     /// Keeps [`PermitSource`](super::PermitSource) to this crate's semaphores.

@@ -89,6 +89,16 @@ macro_rules! stapsdt_note_asm {
 /// A tracer's uprobe fires before the instruction runs, so the marker is free when nobody
 /// traces if the instruction is one the code executes anyway; otherwise it is a `nop`.
 ///
+/// The note's section is linked to the section of the code it marks (the `o` flag,
+/// `SHF_LINK_ORDER`), so a linker that drops the code (`--gc-sections` dropping a function
+/// nothing calls, or a copy of it that was inlined everywhere) drops the note with it. Without
+/// the link the note would stay (`.note.stapsdt` is not allocated, and linkers keep such
+/// sections whole) and record an address that is no address: lld writes the marker's offset
+/// within the dropped function (`0x13`), GNU ld writes 0. An assembler link needs a symbol in
+/// the code's section that no other marker uses, even when the compiler copies this asm into
+/// several functions of one assembly unit: a counter symbol and an `.altmacro` expansion name
+/// one label per note.
+///
 /// The first note of a code unit also defines `_.stapsdt.base` in its own COMDAT section,
 /// which tracers use to undo prelink-style relocation. `.stapsdt.base` is flagged `R`
 /// (retained) so `--gc-sections` keeps it although only the non-allocated notes refer to it,
@@ -106,7 +116,21 @@ macro_rules! stapsdt_note_on {
             "990: ",
             $instruction,
             "\n",
-            ".pushsection .note.stapsdt, \"\", \"note\"\n",
+            // The note's section is linked (SHF_LINK_ORDER) to the code's section through a
+            // label with a name of its own: `.Lfutexscope_sites` counts the notes of this
+            // assembly unit, and `.altmacro`'s `%` turns the count into the label's name.
+            ".ifndef .Lfutexscope_sites\n",
+            ".set .Lfutexscope_sites, 0\n",
+            ".endif\n",
+            ".set .Lfutexscope_sites, .Lfutexscope_sites + 1\n",
+            ".altmacro\n",
+            ".macro futexscope_note_section site\n",
+            ".Lfutexscope_site_\\site:\n",
+            ".pushsection .note.stapsdt, \"o\", \"note\", .Lfutexscope_site_\\site\n",
+            ".endm\n",
+            "futexscope_note_section %.Lfutexscope_sites\n",
+            ".purgem futexscope_note_section\n",
+            ".noaltmacro\n",
             ".balign 4\n",
             ".4byte 992f-991f, 994f-993f, 3\n",
             "991: .asciz \"stapsdt\"\n",

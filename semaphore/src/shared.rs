@@ -16,14 +16,19 @@
 //! the bytes mean the same in every process at every address. The layout changes only with a
 //! new version, which `open` refuses to confuse with this one.
 
-use crate::futex_semaphore::{RawSemaphore, SHARED_HEADER_BYTES};
+use crate::futex_semaphore::RawSemaphore;
 use crate::{
     AcquireError, MAX_PERMITS, Permit, PermitSource, ReleaseError, Timeout, check_request, sealed,
 };
 use std::fmt;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, Ordering};
 
 /// A counting semaphore that several processes use through memory they share: the same API,
 /// markers and guarantees as [`Semaphore`](crate::Semaphore) (see the crate documentation),
@@ -77,11 +82,14 @@ pub struct SharedSemaphore {
     raw: RawSemaphore<true>,
 }
 
-// The layout table above, checked.
+// The layout table above, checked (loom's atomics and futex model are larger).
+#[cfg(not(loom))]
 const _: () = {
     assert!(std::mem::offset_of!(SharedSemaphore, magic) == 0);
     assert!(std::mem::offset_of!(SharedSemaphore, version) == 4);
-    assert!(std::mem::offset_of!(SharedSemaphore, raw) == SHARED_HEADER_BYTES);
+    assert!(
+        std::mem::offset_of!(SharedSemaphore, raw) == crate::futex_semaphore::SHARED_HEADER_BYTES
+    );
     assert!(size_of::<SharedSemaphore>() == 40);
     assert!(align_of::<SharedSemaphore>() == 8);
 };
@@ -96,8 +104,8 @@ impl PermitSource for SharedSemaphore {
 }
 
 // Every method that reaches the futex code is `#[inline]`, so that its code, and the marker
-// notes in it, are generated only in programs that call it: a program that links this crate
-// without using `SharedSemaphore` carries no notes pointing into discarded code.
+// notes in it, are generated only in programs that call it. (A note of code the linker drops
+// is dropped with it in any case: see `markers.rs`.)
 impl SharedSemaphore {
     /// The most permits a semaphore can hold, and the most one call can acquire or release.
     pub const MAX_PERMITS: u32 = MAX_PERMITS;
@@ -140,11 +148,14 @@ impl SharedSemaphore {
     /// if the memory does not start with [`SharedSemaphore::MAGIC`] (not initialized, or not
     /// yet); [`OpenError::VersionMismatch`] if it was made by a build with another layout.
     ///
+    /// Not in loom builds, whose models run in one process.
+    ///
     /// # Safety
     /// - `ptr` is valid for reads and writes of `size_of::<SharedSemaphore>()` bytes for the
     ///   lifetime `'a` (mapped, and not unmapped while the reference is used).
     /// - For `'a`, those bytes are changed only through `SharedSemaphore` methods (in any
     ///   process): not re-initialized, not written any other way.
+    #[cfg(not(loom))]
     pub unsafe fn open<'a>(ptr: *const SharedSemaphore) -> Result<&'a SharedSemaphore, OpenError> {
         if ptr.is_null() || !ptr.is_aligned() {
             return Err(OpenError::Misaligned {
@@ -305,6 +316,7 @@ impl fmt::Debug for SharedSemaphore {
 }
 
 /// Why [`SharedSemaphore::open`] found no semaphore it can use.
+#[cfg(not(loom))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenError {
     /// The pointer is null or not aligned to 8 bytes.
@@ -327,6 +339,7 @@ pub enum OpenError {
     },
 }
 
+#[cfg(not(loom))]
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -350,4 +363,5 @@ impl fmt::Display for OpenError {
     }
 }
 
+#[cfg(not(loom))]
 impl std::error::Error for OpenError {}

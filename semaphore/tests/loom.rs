@@ -7,17 +7,88 @@
 //!
 //! A lost wake-up shows as loom's deadlock report, a data race on the payload as loom's
 //! causality error, a miscount as a failed assertion.
+//!
+//! `SharedSemaphore` is the same generic code (`RawSemaphore<true>`, `FutexWord<true>`) with
+//! non-private futex operations and no woken count, so its releases never skip a wake; the
+//! `shared_*` models run it through the same futex model (one process: loom cannot model the
+//! kernel keying a shared futex by page).
 #![cfg(loom)]
 
-use futexscope_semaphore::{AcquireError, Semaphore};
+use futexscope_semaphore::{AcquireError, Semaphore, SharedSemaphore};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::thread;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
-/// Runs `body` under loom and checks the semaphore is quiescent with `expected` permits.
-fn model(body: impl Fn() -> (Arc<Semaphore>, u32) + Sync + Send + 'static) {
+/// What the models need of a semaphore, `Semaphore` or `SharedSemaphore`.
+trait ModelSemaphore: Send + Sync + Sized + 'static {
+    /// A semaphore holding `permits`.
+    fn with_permits(permits: u32) -> Self;
+    /// Acquires `n` permits and keeps them.
+    fn take(&self, n: u32);
+    /// Acquires `n` permits within `timeout` and keeps them, or says why not.
+    fn take_within(&self, n: u32, timeout: Duration) -> Result<(), AcquireError>;
+    /// Releases `n` permits.
+    fn give(&self, n: u32);
+    /// Permits available.
+    fn available(&self) -> u32;
+    /// Registered waiters.
+    fn waiters(&self) -> u32;
+}
+
+impl ModelSemaphore for Semaphore {
+    fn with_permits(permits: u32) -> Self {
+        Semaphore::new(permits)
+    }
+    fn take(&self, n: u32) {
+        self.acquire(n).unwrap().forget();
+    }
+    fn take_within(&self, n: u32, timeout: Duration) -> Result<(), AcquireError> {
+        self.try_acquire_for(n, timeout)
+            .map(|permit| permit.forget())
+    }
+    fn give(&self, n: u32) {
+        self.release(n).unwrap();
+    }
+    fn available(&self) -> u32 {
+        Semaphore::available(self)
+    }
+    fn waiters(&self) -> u32 {
+        Semaphore::waiters(self)
+    }
+}
+
+impl ModelSemaphore for SharedSemaphore {
+    fn with_permits(permits: u32) -> Self {
+        let mut slot = MaybeUninit::uninit();
+        SharedSemaphore::init(&mut slot, permits).unwrap();
+        // SAFETY: `init` succeeded, so it wrote a whole semaphore into `slot`. Moving it is
+        // fine here: the model is one process, and no other reference to it exists yet.
+        unsafe { slot.assume_init() }
+    }
+    fn take(&self, n: u32) {
+        self.acquire(n).unwrap().forget();
+    }
+    fn take_within(&self, n: u32, timeout: Duration) -> Result<(), AcquireError> {
+        self.try_acquire_for(n, timeout)
+            .map(|permit| permit.forget())
+    }
+    fn give(&self, n: u32) {
+        self.release(n).unwrap();
+    }
+    fn available(&self) -> u32 {
+        SharedSemaphore::available(self)
+    }
+    fn waiters(&self) -> u32 {
+        SharedSemaphore::waiters(self)
+    }
+}
+
+/// Runs `body` under loom and checks the semaphore (of either instantiation) is quiescent
+/// with `expected` permits.
+fn model<S: ModelSemaphore>(body: impl Fn() -> (Arc<S>, u32) + Sync + Send + 'static) {
     loom::model(move || {
         let (sem, expected) = body();
         assert_eq!(sem.available(), expected, "permits not conserved");
@@ -27,13 +98,22 @@ fn model(body: impl Fn() -> (Arc<Semaphore>, u32) + Sync + Send + 'static) {
 
 #[test]
 fn release_wakes_a_single_waiter_and_carries_data() {
+    release_wakes_a_waiter_and_carries_data::<Semaphore>();
+}
+
+#[test]
+fn shared_release_wakes_a_single_waiter_and_carries_data() {
+    release_wakes_a_waiter_and_carries_data::<SharedSemaphore>();
+}
+
+fn release_wakes_a_waiter_and_carries_data<S: ModelSemaphore>() {
     model(|| {
-        let sem = Arc::new(Semaphore::new(0));
+        let sem = Arc::new(S::with_permits(0));
         let data = Arc::new(UnsafeCell::new(0u32));
         let consumer = {
             let (sem, data) = (sem.clone(), data.clone());
             thread::spawn(move || {
-                sem.acquire(1).unwrap().forget();
+                sem.take(1);
                 // SAFETY: the producer wrote before releasing; the acquire orders this read
                 // after that write (loom reports a race if it does not).
                 assert_eq!(unsafe { data.with(|p| *p) }, 42);
@@ -41,7 +121,7 @@ fn release_wakes_a_single_waiter_and_carries_data() {
         };
         // SAFETY: the consumer reads only after acquiring, which happens after this write.
         unsafe { data.with_mut(|p| *p = 42) };
-        sem.release(1).unwrap();
+        sem.give(1);
         consumer.join().unwrap();
         (sem, 0)
     });
@@ -207,17 +287,26 @@ fn timed_multi_waiter_and_single_waiter_share_a_release() {
 
 #[test]
 fn one_release_of_two_wakes_two_single_sleepers() {
+    release_of_two_wakes_two_single_sleepers::<Semaphore>();
+}
+
+#[test]
+fn shared_one_release_of_two_wakes_two_single_sleepers() {
+    release_of_two_wakes_two_single_sleepers::<SharedSemaphore>();
+}
+
+fn release_of_two_wakes_two_single_sleepers<S: ModelSemaphore>() {
     model(|| {
-        let sem = Arc::new(Semaphore::new(0));
+        let sem = Arc::new(S::with_permits(0));
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let sem = sem.clone();
-                thread::spawn(move || sem.acquire(1).unwrap().forget())
+                thread::spawn(move || sem.take(1))
             })
             .collect();
         // One call: a release that wakes one single waiter however many permits it gives
         // leaves the other asleep (loom reports the deadlock).
-        sem.release(2).unwrap();
+        sem.give(2);
         waiters.into_iter().for_each(|w| w.join().unwrap());
         (sem, 0)
     });
@@ -240,26 +329,30 @@ fn two_permits_wake_a_two_permit_sleeper() {
 
 #[test]
 fn timed_single_sleepers_share_a_release_of_two() {
+    timed_sleepers_share_a_release_of_two::<Semaphore>();
+}
+
+#[test]
+fn shared_timed_single_sleepers_share_a_release_of_two() {
+    timed_sleepers_share_a_release_of_two::<SharedSemaphore>();
+}
+
+fn timed_sleepers_share_a_release_of_two<S: ModelSemaphore>() {
     model(|| {
-        let sem = Arc::new(Semaphore::new(0));
+        let sem = Arc::new(S::with_permits(0));
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let sem = sem.clone();
-                thread::spawn(
-                    move || match sem.try_acquire_for(1, Duration::from_secs(1)) {
-                        Ok(permit) => {
-                            permit.forget();
-                            1
-                        }
-                        Err(error) => {
-                            assert_eq!(error, AcquireError::TimedOut);
-                            0
-                        }
-                    },
-                )
+                thread::spawn(move || match sem.take_within(1, Duration::from_secs(1)) {
+                    Ok(()) => 1,
+                    Err(error) => {
+                        assert_eq!(error, AcquireError::TimedOut);
+                        0
+                    }
+                })
             })
             .collect();
-        sem.release(2).unwrap();
+        sem.give(2);
         let took: u32 = waiters.into_iter().map(|w| w.join().unwrap()).sum();
         (sem, 2 - took)
     });

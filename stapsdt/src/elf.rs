@@ -5,7 +5,7 @@ use object::{
     read::elf::{FileHeader, ProgramHeader, SectionHeader},
 };
 
-use crate::{Arch, ParseError, UsdtArg, UsdtSite};
+use crate::{Arch, ParseError, Sites, SkipReason, SkippedSite, UsdtArg, UsdtSite};
 
 /// The ELF note owner of stapsdt notes.
 const STAPSDT_OWNER: &[u8] = b"stapsdt";
@@ -20,7 +20,7 @@ const STAPSDT_BASE_SECTION: &[u8] = b".stapsdt.base";
 pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
     data: &[u8],
     provider: Option<&str>,
-) -> Result<Vec<UsdtSite>, ParseError> {
+) -> Result<Sites, ParseError> {
     let malformed = |e: object::Error| ParseError::Malformed {
         reason: e.to_string(),
     };
@@ -31,7 +31,7 @@ pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
         .iter()
         .find(|s| sections.section_name(endian, s) == Ok(STAPSDT_SECTION))
     else {
-        return Ok(Vec::new());
+        return Ok(Sites::default());
     };
     let arch = match header.e_machine(endian) {
         elf::EM_X86_64 => Arch::X86_64,
@@ -63,7 +63,7 @@ pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
         .map_err(malformed)?
         .into_iter()
         .flatten();
-    let mut sites = Vec::new();
+    let mut found = Sites::default();
     for (index, note) in notes.enumerate() {
         let note = note.map_err(malformed)?;
         if note.name() != STAPSDT_OWNER || note.n_type(endian) != STAPSDT_NOTE_TYPE {
@@ -113,14 +113,19 @@ pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
             _ => address,
         };
         let address = adjust(pc);
-        let probe = format!("{provider_name}:{name}");
-        let &(vaddr, _, segment_offset) = text_segments
+        let Some(&(vaddr, _, segment_offset)) = text_segments
             .iter()
             .find(|&&(vaddr, memsz, _)| address >= vaddr && address - vaddr < memsz)
-            .ok_or_else(|| ParseError::OutsideText {
-                probe: probe.clone(),
+        else {
+            found.skipped.push(SkippedSite {
+                provider: provider_name.to_owned(),
+                name: name.to_owned(),
                 address,
-            })?;
+                reason: SkipReason::OutsideText,
+            });
+            continue;
+        };
+        let probe = format!("{provider_name}:{name}");
         let file_offset = (address - vaddr)
             .checked_add(segment_offset)
             .ok_or_else(|| ParseError::Malformed {
@@ -138,7 +143,7 @@ pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
                 })
             })
             .collect::<Result<_, _>>()?;
-        sites.push(UsdtSite {
+        found.sites.push(UsdtSite {
             provider: provider_name.to_owned(),
             name: name.to_owned(),
             address,
@@ -147,7 +152,7 @@ pub(crate) fn parse<Elf: FileHeader<Endian = Endianness>>(
             args,
         });
     }
-    Ok(sites)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -290,8 +295,11 @@ mod tests {
         }
     }
 
+    /// The sites of `data`, all providers, checking that none was skipped.
     fn parse(data: &[u8]) -> Result<Vec<UsdtSite>, ParseError> {
-        parse_sites(data)
+        let found = parse_sites(data)?;
+        assert_eq!(found.skipped, [], "skipped notes");
+        Ok(found.sites)
     }
 
     #[test]
@@ -358,21 +366,59 @@ mod tests {
     }
 
     #[test]
-    fn discarded_sites_are_skipped_and_stray_ones_are_errors() {
+    fn discarded_sites_are_left_out_and_stray_ones_skipped_alone() {
         let discarded = note(0, "timed_out", "8@%rdi");
         assert_eq!(parse(&synthetic_elf(&[discarded], false)).unwrap(), []);
-        let stray = note(0x9999_0000, "timed_out", "8@%rdi");
-        let error = parse(&synthetic_elf(&[stray], true)).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ParseError::OutsideText {
-                    address: 0x9999_0000,
-                    ..
-                }
-            ),
-            "{error}"
+        // A note left behind by code lld dropped records the marker's offset in the dropped
+        // function: here 0x13, below the text segment. One past the segment's end is just as
+        // unreachable. The good notes around them still give their sites.
+        let good = note(TEXT_VADDR + 0x10, "wait_begin", "8@%rdi");
+        let dropped = note(0x13, "wake_begin", "8@%rdi 8@%bogus");
+        let past_end = note(TEXT_VADDR + 0x100, "timed_out", "8@%rdi");
+        let last = note(TEXT_VADDR + 0xff, "acquired", "8@%rax");
+        let found = parse_sites(&synthetic_elf(&[good, dropped, past_end, last], true)).unwrap();
+        let names: Vec<&str> = found.sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["wait_begin", "acquired"]);
+        assert_eq!(found.sites[1].file_offset, TEXT_OFFSET + 0xff);
+        assert_eq!(
+            found.skipped,
+            [
+                SkippedSite {
+                    provider: "futexscope".into(),
+                    name: "wake_begin".into(),
+                    address: 0x13,
+                    reason: SkipReason::OutsideText,
+                },
+                SkippedSite {
+                    provider: "futexscope".into(),
+                    name: "timed_out".into(),
+                    address: TEXT_VADDR + 0x100,
+                    reason: SkipReason::OutsideText,
+                },
+            ]
         );
+        assert_eq!(
+            found.skipped[0].to_string(),
+            "marker `futexscope:wake_begin` at 0x13 skipped: outside every executable PT_LOAD \
+             segment (its code was probably dropped by the linker)"
+        );
+        // The provider filter gives the same answer for the provider's notes.
+        assert_eq!(
+            sites(
+                &synthetic_elf(&[good, dropped, past_end, last], true),
+                "futexscope"
+            )
+            .unwrap(),
+            found
+        );
+        // The adjustment applies before the check: a note recorded with `.stapsdt.base` one page
+        // lower lies in the text segment once moved, and outside it unmoved.
+        let mut moved = note(TEXT_VADDR - 0x1000 + 0x20, "wake_end", "8@%rax");
+        moved.base = BASE_VADDR - 0x1000;
+        let found = parse_sites(&synthetic_elf(&[moved], true)).unwrap();
+        assert_eq!((found.sites.len(), found.skipped.len()), (1, 0));
+        let found = parse_sites(&synthetic_elf(&[moved], false)).unwrap();
+        assert_eq!((found.sites.len(), found.skipped.len()), (0, 1));
     }
 
     #[test]
@@ -410,13 +456,13 @@ mod tests {
         );
         assert_eq!(parse(&data).unwrap().len(), 1);
         for len in 0..data.len() {
-            let _ = parse(&data[..len]);
+            let _ = parse_sites(&data[..len]);
         }
         for position in 0..data.len() {
             for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
                 let mut mutated = data.clone();
                 mutated[position] = value;
-                let _ = parse(&mutated);
+                let _ = parse_sites(&mutated);
             }
         }
     }
@@ -436,18 +482,18 @@ mod tests {
         };
         let data = synthetic_elf(&[unparsable, ours, stray], true);
         assert!(matches!(
-            parse(&data),
+            parse_sites(&data),
             Err(ParseError::BadArgSpec { position: 0, .. })
         ));
-        let without_unparsable = synthetic_elf(&[ours, stray], true);
-        assert!(matches!(
-            parse(&without_unparsable),
-            Err(ParseError::OutsideText { .. })
-        ));
+        let without_unparsable = parse_sites(&synthetic_elf(&[ours, stray], true)).unwrap();
+        assert_eq!(without_unparsable.sites.len(), 1);
+        assert_eq!(without_unparsable.skipped.len(), 1);
+        assert_eq!(without_unparsable.skipped[0].name, "longjmp");
         let found = sites(&data, "futexscope").unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].name, "wait_begin");
-        assert_eq!(sites(&data, "nobody").unwrap(), []);
+        assert_eq!(found.sites.len(), 1);
+        assert_eq!(found.sites[0].name, "wait_begin");
+        assert_eq!(found.skipped, []);
+        assert_eq!(sites(&data, "nobody").unwrap(), Sites::default());
         // A structurally broken note is an error whatever its provider.
         let mut broken = synthetic_elf(&[note(TEXT_VADDR, "wait_end", "")], true);
         let end = broken

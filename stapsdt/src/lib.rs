@@ -21,7 +21,11 @@
 //!
 //! // The markers of the running program, if it carries any.
 //! let data = std::fs::read(std::env::current_exe()?)?;
-//! for site in sites(&data, "futexscope")? {
+//! let found = sites(&data, "futexscope")?;
+//! for skipped in &found.skipped {
+//!     println!("{skipped}");
+//! }
+//! for site in &found.sites {
 //!     println!("{}:{} at file offset {:#x}", site.provider, site.name, site.file_offset);
 //!     for arg in &site.args {
 //!         if let ArgLocation::Register(register) = arg.location {
@@ -104,21 +108,52 @@ pub enum ParseError {
         #[source]
         source: ArgSpecError,
     },
-    /// A probe's address lies in no executable loadable segment, so it has no file offset.
-    #[error("marker `{probe}` is at {address:#x}, outside every executable PT_LOAD segment")]
-    OutsideText {
-        /// `provider:name`.
-        probe: String,
-        /// The adjusted virtual address.
-        address: u64,
-    },
+}
+
+/// What a file's stapsdt notes hold: the sites a uprobe can attach to, and the notes that name
+/// a site no process can reach, each skipped on its own so that the others still attach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sites {
+    /// The usable sites, in note order.
+    pub sites: Vec<UsdtSite>,
+    /// The notes skipped, in note order, each with the reason.
+    pub skipped: Vec<SkippedSite>,
+}
+
+/// A stapsdt note whose site cannot be attached to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("marker `{provider}:{name}` at {address:#x} skipped: {reason}")]
+pub struct SkippedSite {
+    /// The provider.
+    pub provider: String,
+    /// The probe name.
+    pub name: String,
+    /// The note's address, after the `.stapsdt.base` adjustment.
+    pub address: u64,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// Why a site was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// The address lies in no executable loadable segment, so it has no file offset. This is
+    /// what a note whose code the linker dropped looks like when the linker wrote the marker's
+    /// offset in the dropped function instead of 0 (lld does, for notes not linked to their
+    /// code's section).
+    #[error(
+        "outside every executable PT_LOAD segment (its code was probably dropped by the linker)"
+    )]
+    OutsideText,
 }
 
 /// Every USDT probe site of an ELF image, whatever its provider.
 ///
-/// Sites whose `nop` the linker discarded (their recorded address is 0, left by
-/// `--gc-sections` for code that nothing called) are not returned: no process can hit them.
-pub fn parse_sites(data: &[u8]) -> Result<Vec<UsdtSite>, ParseError> {
+/// Sites whose `nop` the linker discarded and marked so (their recorded address is 0, as GNU
+/// ld leaves it for code that `--gc-sections` dropped) are not returned, not even as skipped:
+/// they are no sites. A note whose address lies outside the executable segments is skipped on
+/// its own ([`Sites::skipped`]); the other notes' sites are still returned.
+pub fn parse_sites(data: &[u8]) -> Result<Sites, ParseError> {
     parse(data, None)
 }
 
@@ -127,14 +162,14 @@ pub fn parse_sites(data: &[u8]) -> Result<Vec<UsdtSite>, ParseError> {
 /// Only that provider's notes have their argument specs parsed and their addresses placed in a
 /// segment, so another provider's note that this parser does not understand (a memory operand
 /// it cannot read, a RIP-relative one) does not make the file unreadable. Notes that are
-/// structurally broken are errors whatever their provider. Discarded sites are skipped as in
-/// [`parse_sites`].
-pub fn sites(data: &[u8], provider: &str) -> Result<Vec<UsdtSite>, ParseError> {
+/// structurally broken are errors whatever their provider. Discarded and unreachable sites are
+/// left out or skipped as in [`parse_sites`].
+pub fn sites(data: &[u8], provider: &str) -> Result<Sites, ParseError> {
     parse(data, Some(provider))
 }
 
 /// [`parse_sites`] or [`sites`]: the sites of `provider`, or of all providers if `None`.
-fn parse(data: &[u8], provider: Option<&str>) -> Result<Vec<UsdtSite>, ParseError> {
+fn parse(data: &[u8], provider: Option<&str>) -> Result<Sites, ParseError> {
     match FileKind::parse(data) {
         Ok(FileKind::Elf64) => elf::parse::<FileHeader64<Endianness>>(data, provider),
         Ok(FileKind::Elf32) => elf::parse::<FileHeader32<Endianness>>(data, provider),

@@ -16,8 +16,11 @@ fn this_binary() -> PathBuf {
     std::env::current_exe().expect("path of this test binary")
 }
 
+/// This binary's futexscope sites; none may be skipped.
 fn futexscope_sites() -> Vec<UsdtSite> {
-    usdt::read_markers(&this_binary()).expect("this binary's notes parse")
+    let found = usdt::read_markers(&this_binary()).expect("this binary's notes parse");
+    assert_eq!(found.skipped, [], "notes at no reachable address");
+    found.sites
 }
 
 #[test]
@@ -62,6 +65,7 @@ fn own_process_maps_lead_to_this_binary() {
         .find(|o| o.path == exe)
         .unwrap_or_else(|| panic!("`{}` not among {found:#?}", exe.display()));
     assert_eq!(object.sites, futexscope_sites());
+    assert_eq!(object.skipped, []);
     assert!(
         object
             .host_path

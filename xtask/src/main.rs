@@ -96,6 +96,15 @@ fn test() -> anyhow::Result<()> {
     // builds only for the tracer's own tests.
     step("binaries the tests run");
     cargo(&["build", "--workspace", "--bins"])?;
+    // An optimized build of the marker workload, which the tracer's release-markers test runs.
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "futexscope-semaphore",
+        "--example",
+        "marker-workload",
+    ])?;
     step("tests");
     // The tests that load eBPF or attach uprobes are `#[ignore = "needs root"]`, and no other
     // test is ignored: as root they all run, and must pass.
@@ -136,6 +145,26 @@ fn test() -> anyhow::Result<()> {
                 "futexscope-semaphore",
                 "--features",
                 "portable",
+            ],
+            harness,
+        ]
+        .concat(),
+        &[],
+    )?;
+    step("marker notes of an optimized (release) build");
+    // What users ship: inlined copies of the marked paths, and dropped code whose notes must
+    // go with it. The notes themselves, then bpftrace and perf counting them.
+    totals.run(
+        &[
+            &[
+                "test",
+                "--release",
+                "-p",
+                "futexscope-semaphore",
+                "--test",
+                "markers",
+                "--test",
+                "markers_tracers",
             ],
             harness,
         ]

@@ -12,7 +12,7 @@ use crate::errors::Chain;
 
 use super::{
     ebpf::{LoadError, MarkerSiteSpec, Probes},
-    usdt::{self, ArgLocation, ParseError, UsdtError, UsdtSite},
+    usdt::{self, ArgLocation, ParseError, SkippedSite, UsdtError, UsdtSite},
 };
 
 /// Why markers could not be attached (tracing goes on without them).
@@ -53,7 +53,8 @@ pub struct Attached {
     pub sites: usize,
     /// Files they are in.
     pub files: Vec<PathBuf>,
-    /// Sites that could not be used, each with the reason.
+    /// Sites that could not be used (notes at no reachable address, arguments the eBPF program
+    /// cannot read, processes gone), each with the reason.
     pub skipped: Vec<String>,
 }
 
@@ -115,15 +116,15 @@ pub fn attach_file(
     shown: &Path,
     set: MarkerSet,
 ) -> Result<Attached, AttachError> {
-    let sites = match usdt::read_markers(path) {
+    let found = match usdt::read_markers(path) {
         // A script or other non-ELF program has no markers.
         Err(UsdtError::Parse {
             source: ParseError::NotElf,
             ..
         }) => return Ok(Attached::default()),
-        sites => sites?,
+        found => found?,
     };
-    attach_sites(probes, path, shown, &sites, set)
+    attach_sites(probes, path, shown, &found.sites, &found.skipped, set)
 }
 
 /// Attaches to every file the processes `pids` map that carries futexscope markers, each file
@@ -161,6 +162,7 @@ pub fn attach_processes(
                 &object.host_path,
                 &object.path,
                 &object.sites,
+                &object.skipped,
                 set,
             )?);
         }
@@ -168,14 +170,25 @@ pub fn attach_processes(
     Ok(attached)
 }
 
+/// Attaches to `sites` of the file `path` (reported as `shown`) those of `set`; the notes of
+/// `set` that the parser `skipped` and the sites the eBPF program cannot read are reported as
+/// skipped.
 fn attach_sites(
     probes: &mut Probes,
     path: &Path,
     shown: &Path,
     sites: &[UsdtSite],
+    skipped: &[SkippedSite],
     set: MarkerSet,
 ) -> Result<Attached, AttachError> {
-    let mut attached = Attached::default();
+    let mut attached = Attached {
+        skipped: skipped
+            .iter()
+            .filter(|s| markers::by_name(&s.name).is_none_or(|m| set.includes(m)))
+            .map(|skipped| format!("{}: {skipped}", shown.display()))
+            .collect(),
+        ..Attached::default()
+    };
     let mut specs = Vec::with_capacity(sites.len());
     for site in sites {
         match site_spec(site) {

@@ -11,7 +11,8 @@ use std::{
 
 use futexscope_probes_common::markers;
 pub use futexscope_stapsdt::{
-    Arch, ArgLocation, ArgSpecError, ParseError, Register, UsdtArg, UsdtSite,
+    Arch, ArgLocation, ArgSpecError, ParseError, Register, Sites, SkipReason, SkippedSite, UsdtArg,
+    UsdtSite,
 };
 
 use super::proc_maps;
@@ -54,7 +55,8 @@ pub enum UsdtError {
 ///
 /// Sites whose `nop` the linker discarded (their recorded address is 0, left by
 /// `--gc-sections` for code that nothing called) are not returned: no process can hit them.
-pub fn read_markers(path: &Path) -> Result<Vec<UsdtSite>, UsdtError> {
+/// Notes whose address lies outside the file's code are returned as skipped, each on its own.
+pub fn read_markers(path: &Path) -> Result<Sites, UsdtError> {
     let data = fs::read(path).map_err(|source| UsdtError::Read {
         path: path.into(),
         source,
@@ -75,13 +77,15 @@ pub struct MarkedObject {
     pub host_path: PathBuf,
     /// Its futexscope marker sites.
     pub sites: Vec<UsdtSite>,
+    /// Its futexscope notes that name no reachable site.
+    pub skipped: Vec<SkippedSite>,
 }
 
 /// The files a process maps executable (its program and libraries), split into those with
 /// futexscope markers and those that could not be read.
 #[derive(Debug, Default)]
 pub struct ProcessMarkers {
-    /// Files with at least one futexscope marker site.
+    /// Files with at least one futexscope marker note (a site, or a skipped one).
     pub marked: Vec<MarkedObject>,
     /// Mapped files that could not be read or parsed, with the reason.
     pub unreadable: Vec<(PathBuf, UsdtError)>,
@@ -94,11 +98,12 @@ pub fn process_markers(pid: u32) -> Result<ProcessMarkers, UsdtError> {
     let mut result = ProcessMarkers::default();
     for (path, host_path) in executable_files(&maps, pid) {
         match read_markers(&host_path) {
-            Ok(sites) if sites.is_empty() => {}
-            Ok(sites) => result.marked.push(MarkedObject {
+            Ok(found) if found == Sites::default() => {}
+            Ok(Sites { sites, skipped }) => result.marked.push(MarkedObject {
                 path,
                 host_path,
                 sites,
+                skipped,
             }),
             Err(error) => result.unreadable.push((path, error)),
         }
@@ -116,7 +121,8 @@ fn executable_files(maps: &[proc_maps::Mapping], pid: u32) -> BTreeMap<PathBuf, 
 
 /// The lines `futexscope list BIN|PID` prints: one per futexscope marker site, in the form
 /// `usdt:PATH:futexscope:NAME` followed by each argument's name and spec, like
-/// `bpftrace -lv`. `target` is a file path, or a process id if it is a number.
+/// `bpftrace -lv`; a note that names no reachable site is a `# skipped` line. `target` is a
+/// file path, or a process id if it is a number.
 pub fn list(target: &str) -> Result<Vec<String>, UsdtError> {
     let mut lines = Vec::new();
     match target.parse::<u32>() {
@@ -126,19 +132,28 @@ pub fn list(target: &str) -> Result<Vec<String>, UsdtError> {
                 lines.push(format!("# skipped `{}`: {}", path.display(), Chain(error)));
             }
             for object in &found.marked {
-                push_site_lines(&mut lines, &object.path, &object.sites);
+                push_site_lines(&mut lines, &object.path, &object.sites, &object.skipped);
             }
         }
         _ => {
             let path = Path::new(target);
-            push_site_lines(&mut lines, path, &read_markers(path)?);
+            let found = read_markers(path)?;
+            push_site_lines(&mut lines, path, &found.sites, &found.skipped);
         }
     }
     Ok(lines)
 }
 
-/// Appends the `list` lines of `sites`, found in `path`.
-fn push_site_lines(lines: &mut Vec<String>, path: &Path, sites: &[UsdtSite]) {
+/// Appends the `list` lines of `sites` and `skipped`, found in `path`.
+fn push_site_lines(
+    lines: &mut Vec<String>,
+    path: &Path,
+    sites: &[UsdtSite],
+    skipped: &[SkippedSite],
+) {
+    for skipped in skipped {
+        lines.push(format!("# `{}`: {skipped}", path.display()));
+    }
     for site in sites {
         lines.push(format!(
             "usdt:{}:{}:{} (file offset {:#x})",
@@ -197,5 +212,40 @@ mod tests {
             ),
         ];
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn list_names_skipped_notes_before_the_sites() {
+        let site = UsdtSite {
+            provider: markers::PROVIDER.to_owned(),
+            name: "acquired".to_owned(),
+            address: 0x1000,
+            file_offset: 0x1000,
+            semaphore: 0,
+            args: vec![],
+        };
+        let skipped = SkippedSite {
+            provider: markers::PROVIDER.to_owned(),
+            name: "wake_begin".to_owned(),
+            address: 0x13,
+            reason: SkipReason::OutsideText,
+        };
+        let mut lines = Vec::new();
+        push_site_lines(&mut lines, Path::new("/bin/x"), &[site], &[skipped]);
+        assert_eq!(
+            lines[0],
+            "# `/bin/x`: marker `futexscope:wake_begin` at 0x13 skipped: outside every \
+             executable PT_LOAD segment (its code was probably dropped by the linker)"
+        );
+        assert_eq!(
+            lines[1],
+            "usdt:/bin/x:futexscope:acquired (file offset 0x1000)"
+        );
+        // The site has no arguments, where the table has two: one line says so.
+        assert_eq!(
+            lines[2],
+            "    (0 arguments, futexscope's marker table has 2)"
+        );
+        assert_eq!(lines.len(), 3, "{lines:#?}");
     }
 }
