@@ -311,20 +311,23 @@ fn start_shared(binary: &Path, args: &[&str]) -> Child {
 #[ignore = "needs root"]
 fn shared_futexes_are_one_series_each_named_by_file_and_offset() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let setup = start("shared", &["--grace", "60s"]);
+    // Copies with names no other process has: two processes of one name share a word of one
+    // file, two of different names a word of another, and a parent and its child one in
+    // anonymous shared memory.
+    let [same, one, other, anon] = ["fxsa", "fxsb", "fxsc", "fxsd"].map(|p| format!("{p}{tag}"));
+    let mut args = vec!["--grace", "60s"];
+    for name in [&same, &one, &other, &anon] {
+        args.extend(["--comm", name.as_str()]);
+    }
+    let setup = start("shared", &args, false);
     let p = setup.prometheus_port;
     let source = setup.dir.join("shared.c");
     std::fs::write(&source, SHARED_PROGRAM).expect("write the C program");
     let compiled = setup.dir.join("shared");
     common::compile_c(&source, &compiled, &["-O1"]);
-    // Copies with names no other process has: two processes of one name share a word of one
-    // file, two of different names a word of another, and a parent and its child one in
-    // anonymous shared memory.
-    let [same, one, other, anon] = ["fxsa", "fxsb", "fxsc", "fxsd"].map(|prefix| {
-        let name = format!("{prefix}{tag}");
-        std::fs::copy(&compiled, setup.dir.join(&name)).expect("copy the program");
-        name
-    });
+    for name in [&same, &one, &other, &anon] {
+        std::fs::copy(&compiled, setup.dir.join(name)).expect("copy the program");
+    }
     let (file1, file2) = (
         format!("/dev/shm/fxs1-{tag}"),
         format!("/dev/shm/fxs2-{tag}"),
