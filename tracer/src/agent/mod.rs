@@ -191,7 +191,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                 for tgid in agent.selection.rescan() {
                     let _ = agent.probes.trace_tgid(tgid);
                 }
-                agent.refresh()?;
+                agent.refresh(BACKGROUND_REFRESH)?;
             }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
@@ -204,13 +204,22 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// How often the maps are read between scrapes: exited processes are noticed (their grace
+/// period starts) and the word cap enforced within this time. A read copies every word's
+/// totals (~8 KiB each, up to 16384 words): at 1 s it was the agent's main cost on a busy host.
+const BACKGROUND_REFRESH: Duration = Duration::from_secs(5);
+
+/// A scrape reads the maps unless they were read this recently.
+const SCRAPE_REFRESH: Duration = Duration::from_millis(200);
+
 impl Agent {
-    /// Reads the maps into the model (at most every 200 ms) and forgets what it says to.
-    fn refresh(&mut self) -> Result<(), AgentError> {
+    /// Reads the maps into the model, unless that was done less than `fresh` ago, and forgets
+    /// what it says to.
+    fn refresh(&mut self, fresh: Duration) -> Result<(), AgentError> {
         let now = Instant::now();
         if self
             .last_refresh
-            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(200))
+            .is_some_and(|t| now.duration_since(t) < fresh)
         {
             return Ok(());
         }
@@ -260,7 +269,7 @@ impl Agent {
 
     /// Refreshes, then takes a snapshot for a scrape.
     fn snapshot(&mut self) -> Snapshot {
-        if let Err(err) = self.refresh() {
+        if let Err(err) = self.refresh(SCRAPE_REFRESH) {
             errors::print(&err);
         }
         let (cpu_seconds, resident_bytes) = own_usage();
