@@ -306,7 +306,9 @@ fn load_probes(options: &AgentOptions, selection: &mut Selection) -> Result<Prob
         cgroup: selection.cgroup(),
         comms: options.comms.clone(),
         records: false,
-        follow_forks: !options.pids.is_empty(),
+        // A selected process's children are traced from their first call: forked workers keep
+        // their parent's name, and a 1 s rescan would miss what they do before it.
+        follow_forks: !options.pids.is_empty() || !options.comms.is_empty(),
         syscall_tracepoints: !options.sys_enter_exit,
         ..ProbeOptions::default()
     };
