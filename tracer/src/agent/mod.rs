@@ -12,6 +12,7 @@
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod selection;
 
 use std::{
@@ -57,6 +58,8 @@ pub struct AgentOptions {
     /// Hook `sys_enter`/`sys_exit` (every system call) instead of the futex syscalls'
     /// own tracepoints.
     pub sys_enter_exit: bool,
+    /// Also push the metrics over OTLP.
+    pub otlp: Option<otlp::OtlpOptions>,
 }
 
 /// Why the agent stopped with an error.
@@ -127,6 +130,8 @@ struct Agent {
     kernel: String,
     last_refresh: Option<Instant>,
     calls_per_second: f64,
+    /// OTLP pushes so far (with `--otlp`).
+    otlp: Option<otlp::PushStats>,
 }
 
 async fn serve(options: AgentOptions) -> Result<(), AgentError> {
@@ -158,6 +163,12 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         selection.describe(),
         options.listen
     );
+    if let Some(o) = &options.otlp {
+        eprintln!(
+            "futexscope agent: pushing over OTLP/HTTP to {} every {:?}",
+            o.endpoint, o.interval
+        );
+    }
     let agent = Rc::new(RefCell::new(Agent {
         probes,
         model: Model::new(options.limits),
@@ -166,10 +177,22 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         kernel: kernel_release(),
         last_refresh: None,
         calls_per_second: 0.0,
+        otlp: options.otlp.as_ref().map(|_| otlp::PushStats::default()),
     }));
+    let pusher = options
+        .otlp
+        .clone()
+        .map(|o| otlp::Pusher::new(o, &agent.borrow().kernel));
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
+    let pushing = pusher.map(|p| {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        (
+            stop,
+            tokio::task::spawn_local(p.run(Rc::clone(&agent), stopped)),
+        )
+    });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -199,6 +222,11 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                 }
             }
         }
+    }
+    if let Some((stop, task)) = pushing {
+        // The pusher makes one last push with the counts of now, then ends.
+        let _ = stop.send(());
+        let _ = task.await;
     }
     eprintln!("futexscope agent: stopped");
     Ok(())
@@ -250,6 +278,13 @@ impl Agent {
         Ok(())
     }
 
+    /// Refreshes even if the last refresh is recent, then takes a snapshot (the final OTLP
+    /// push: the counts up to now). The calls-per-second gauge keeps its last value.
+    fn snapshot_now(&mut self) -> Snapshot {
+        self.last_refresh = None;
+        self.snapshot()
+    }
+
     /// Refreshes, then takes a snapshot for a scrape.
     fn snapshot(&mut self) -> Snapshot {
         if let Err(err) = self.refresh() {
@@ -275,6 +310,7 @@ impl Agent {
                 evictions: self.model.evictions(),
                 processes: self.model.processes(),
                 drops: self.probes.drops().unwrap_or_default(),
+                otlp: self.otlp,
             },
             kernel: self.kernel.clone(),
             traces: self.selection.describe(),
