@@ -239,7 +239,7 @@ impl Pusher {
                     self.options.endpoint, self.options.interval
                 ),
                 None => eprintln!(
-                    "futexscope agent: OTLP push to {} succeeded",
+                    "futexscope agent: OTLP push to {} works again",
                     self.options.endpoint
                 ),
             }
