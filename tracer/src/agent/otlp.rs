@@ -216,7 +216,7 @@ impl Pusher {
     }
 
     /// Pushes `snapshot`, counts the outcome in `agent`, and logs it if it changed.
-    pub(super) async fn push(&mut self, snapshot: Snapshot, agent: &RefCell<Agent>) {
+    async fn push(&mut self, snapshot: Snapshot, agent: &RefCell<Agent>) {
         let request = self.request(&snapshot, now_ns());
         let outcome =
             match tokio::time::timeout(PUSH_TIMEOUT, post(&self.options.endpoint, request)).await {
