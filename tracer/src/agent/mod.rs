@@ -1,9 +1,10 @@
 //! `futexscope agent`: always-on futex metrics for Prometheus.
 //!
 //! One tokio runtime on the current thread runs everything: the HTTP endpoint ([`http`]), the
-//! signals, and a one-second tick. One thread is enough (the work is a few map reads per
-//! refresh and a text encoding per scrape), keeps the agent's own CPU and memory small, and
-//! lets the probes and the model live in one `RefCell` without locks.
+//! signals, a one-second tick, and with `--otlp` the pushes ([`otlp`]). One thread is enough
+//! (the work is a few map reads per refresh and a text encoding per scrape or push), keeps the
+//! agent's own CPU and memory small, and lets the probes and the model live in one `RefCell`
+//! without locks.
 //!
 //! The agent reads no per-event records: the in-kernel totals (`FUTEX_STATS`) are exact and
 //! hold everything the metrics show, so the probes are loaded with records off (no ring-buffer
@@ -179,18 +180,16 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         calls_per_second: 0.0,
         otlp: options.otlp.as_ref().map(|_| otlp::PushStats::default()),
     }));
-    let pusher = options
-        .otlp
-        .clone()
-        .map(|o| otlp::Pusher::new(o, &agent.borrow().kernel));
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
-    let pushing = pusher.map(|p| {
+    // The OTLP pusher is a task of its own, so a slow receiver never holds up the scrapes.
+    let pushing = options.otlp.clone().map(|o| {
+        let pusher = otlp::Pusher::new(o, &agent.borrow().kernel);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         (
             stop,
-            tokio::task::spawn_local(p.run(Rc::clone(&agent), stopped)),
+            tokio::task::spawn_local(pusher.run(Rc::clone(&agent), stopped)),
         )
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
