@@ -272,6 +272,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
 }
 
+/// A duration above zero (a period).
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("`{text}` is zero: give a period, e.g. `15s`"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +354,13 @@ pub struct AgentArgs {
     /// tracepoints (which need tracefs; used by default, mounted if missing).
     #[arg(long)]
     pub sys_enter_exit: bool,
+    /// Also push the metrics to this OTLP/HTTP receiver (an OpenTelemetry collector:
+    /// `http://HOST:4318/v1/metrics`; a URL with no path gets `/v1/metrics`). http only.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<futexscope::agent::otlp::Endpoint>,
+    /// Time between OTLP pushes (one more is made at shutdown).
+    #[arg(long, value_parser = parse_nonzero_duration, default_value = "15s", requires = "otlp")]
+    pub otlp_interval: Duration,
 }
 
 impl AgentArgs {
@@ -359,6 +377,13 @@ impl AgentArgs {
                 grace: self.grace,
             },
             sys_enter_exit: self.sys_enter_exit,
+            otlp: self
+                .otlp
+                .clone()
+                .map(|endpoint| futexscope::agent::otlp::OtlpOptions {
+                    endpoint,
+                    interval: self.otlp_interval,
+                }),
         }
     }
 }

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
 /// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
-/// `python3` and `xz-utils` are real programs the tests trace. Prometheus comes apart, from
-/// Debian 13 (see [`prometheus`]).
+/// `python3` and `xz-utils` are real programs the tests trace. Prometheus and VictoriaMetrics
+/// come apart, from Debian 13 (see [`prometheus`], [`victoria_metrics`]).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -39,6 +39,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     prometheus()?;
+    victoria_metrics()?;
     println!("setup: everything is in place");
     Ok(())
 }
@@ -139,23 +140,46 @@ fn bpf_linker() -> anyhow::Result<()> {
     )
 }
 
-/// The Prometheus server the agent tests start: Debian 13's package, whose 2.53 has the OTLP
-/// receiver and native histograms that Debian 12's 2.42 lacks. It is unpacked under
-/// [`PROMETHEUS_DIR`], not installed: apt fetches and verifies it (signed release, checksums)
-/// with a sources list and package lists of its own, so the system's apt configuration and
-/// packages stay Debian 12's.
+/// The Prometheus server the agent tests start: Debian 13's package, whose 2.53 has the native
+/// histograms that Debian 12's 2.42 lacks (Debian builds it without the OTLP receiver).
 fn prometheus() -> anyhow::Result<()> {
-    let binary = std::path::Path::new(PROMETHEUS_DIR).join("usr/bin/prometheus");
+    debian13_package(
+        "prometheus",
+        PROMETHEUS_VERSION,
+        PROMETHEUS_DIR,
+        "usr/bin/prometheus",
+    )
+}
+
+/// The OTLP receiver the agent's OTLP tests push to: Debian 13's VictoriaMetrics, which
+/// ingests OTLP/HTTP metrics and answers Prometheus's query API (Debian's Prometheus has its
+/// OTLP receiver disabled).
+fn victoria_metrics() -> anyhow::Result<()> {
+    debian13_package(
+        "victoria-metrics",
+        VICTORIA_METRICS_VERSION,
+        VICTORIA_METRICS_DIR,
+        "usr/bin/victoria-metrics",
+    )
+}
+
+/// Unpacks Debian 13's `package` at `version` under `dir`, unless `dir/binary` is there. It is
+/// unpacked, not installed: apt fetches and verifies it (signed release, checksums) with a
+/// sources list and package lists of its own, so the system's apt configuration and packages
+/// stay Debian 12's.
+fn debian13_package(package: &str, version: &str, dir: &str, binary: &str) -> anyhow::Result<()> {
+    let binary = std::path::Path::new(dir).join(binary);
     if binary.is_file() {
         return Ok(());
     }
     if !super::is_root() {
         bail!(
-            "Prometheus {PROMETHEUS_VERSION} for the agent tests is missing: run `cargo xtask setup` as root"
+            "{package} {version} for the agent tests is missing: run `cargo xtask setup` as root"
         );
     }
-    println!("setup: fetching Debian 13's prometheus {PROMETHEUS_VERSION} into {PROMETHEUS_DIR}");
-    let work = std::env::temp_dir().join(format!("futexscope-setup-{}", std::process::id()));
+    println!("setup: fetching Debian 13's {package} {version} into {dir}");
+    let work =
+        std::env::temp_dir().join(format!("futexscope-setup-{package}-{}", std::process::id()));
     std::fs::create_dir_all(work.join("lists/partial"))?;
     let sources = work.join("trixie.list");
     std::fs::write(
@@ -179,7 +203,7 @@ fn prometheus() -> anyhow::Result<()> {
     super::run(&mut apt(&["update"]))?;
     // `download` writes into the working directory, which `super::run` would set to the
     // workspace.
-    let download = format!("prometheus={PROMETHEUS_VERSION}");
+    let download = format!("{package}={version}");
     let status = apt(&["download", &download]).current_dir(&work).status()?;
     if !status.success() {
         bail!("`apt-get download {download}` from Debian 13 failed ({status})");
@@ -192,21 +216,15 @@ fn prometheus() -> anyhow::Result<()> {
     // Unpacked beside, then renamed: an interrupted run leaves no half-written binary.
     let unpacked = work.join("unpacked");
     super::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    let _ = std::fs::remove_dir_all(PROMETHEUS_DIR);
-    if let Some(parent) = std::path::Path::new(PROMETHEUS_DIR).parent() {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = std::path::Path::new(dir).parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::rename(&unpacked, PROMETHEUS_DIR).or_else(|_| {
-        super::run(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&unpacked)
-                .arg(PROMETHEUS_DIR),
-        )
-    })?;
+    std::fs::rename(&unpacked, dir)
+        .or_else(|_| super::run(Command::new("cp").arg("-a").arg(&unpacked).arg(dir)))?;
     let _ = std::fs::remove_dir_all(&work);
     if !binary.is_file() {
-        bail!("{} is not in Debian's prometheus package", binary.display());
+        bail!("{} is not in Debian's {package} package", binary.display());
     }
     Ok(())
 }
@@ -216,6 +234,12 @@ const PROMETHEUS_VERSION: &str = "2.53.3+ds1-2";
 
 /// Where [`prometheus`] unpacks it; the tests read the same path.
 const PROMETHEUS_DIR: &str = "/opt/futexscope-test/prometheus-2.53";
+
+/// The Debian 13 version of VictoriaMetrics the OTLP tests push to.
+const VICTORIA_METRICS_VERSION: &str = "1.112.0+ds1-2";
+
+/// Where [`victoria_metrics`] unpacks it; the tests read the same path.
+const VICTORIA_METRICS_DIR: &str = "/opt/futexscope-test/victoria-metrics-1.112";
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?

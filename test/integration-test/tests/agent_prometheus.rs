@@ -16,57 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_support::{Reaper, eventually, free_port, http_get, prometheus_exe};
+use agent_support::{
+    Reaper, eventually, free_port, http_get, prometheus_exe, query, settles_to, workload_named,
+};
 use common::{futexscope_exe, require_ebpf};
-
-/// Children killed when the test ends, however it ends.
-fn encode(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The instant vector `query` evaluates to in Prometheus: each sample's labels and value.
-fn query(port: u16, query: &str) -> Vec<(serde_json::Value, f64)> {
-    let Some(body) = http_get(port, &format!("/api/v1/query?query={}", encode(query))) else {
-        return Vec::new();
-    };
-    let json: serde_json::Value = serde_json::from_str(&body).expect("Prometheus answers JSON");
-    json["data"]["result"]
-        .as_array()
-        .map(|results| {
-            results
-                .iter()
-                .map(|r| {
-                    let value = r["value"][1].as_str().and_then(|v| v.parse().ok());
-                    (r["metric"].clone(), value.unwrap_or(f64::NAN))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The single value of `q`, once Prometheus has it and it equals `want` (or what it last was).
-fn settles_to(port: u16, q: &str, want: f64) -> f64 {
-    let mut last = f64::NAN;
-    eventually(Duration::from_secs(30), || {
-        last = query(port, q).first().map_or(f64::NAN, |s| s.1);
-        (last == want).then_some(())
-    });
-    last
-}
-
-/// A copy of the workload binary named `name`, so its processes have a name (comm) no other
-/// process on the machine has.
-fn workload_named(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::copy(env!("CARGO_BIN_EXE_futexscope-workload"), &path).expect("copy the workload");
-    path
-}
 
 struct Setup {
     dir: PathBuf,

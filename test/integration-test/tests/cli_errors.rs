@@ -575,6 +575,18 @@ fn a_bad_buffer_size_is_a_clear_usage_error() {
 }
 
 #[test]
+fn an_https_otlp_url_is_refused_at_start_saying_why() {
+    let output = futexscope()
+        .args(["agent", "--otlp", "https://127.0.0.1:4318/v1/metrics"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("https is not supported"), "{stderr}");
+    assert!(stderr.contains("no TLS"), "{stderr}");
+}
+
+#[test]
 #[ignore = "needs root"]
 fn a_full_ring_buffer_is_counted_and_shown_never_silent() {
     common::require_ebpf();

@@ -15,7 +15,10 @@ use prometheus_client::{
 
 use futexscope_probes_common::maps::{TIME_SCHEMA, TIME_ZERO_LOG2_SECONDS};
 
-use super::model::{CLASSIC_BOUNDS_LOG2_SECONDS, Histogram, SeriesKey, Totals};
+use super::{
+    model::{CLASSIC_BOUNDS_LOG2_SECONDS, Histogram, SeriesKey, Totals},
+    otlp::PushStats,
+};
 use crate::collect::ebpf::Drops;
 
 /// The content type of [`Snapshot::encode`]'s output.
@@ -56,6 +59,8 @@ pub struct AgentStats {
     pub processes: usize,
     /// Records and map entries the probes lost.
     pub drops: Drops,
+    /// OTLP pushes (with `--otlp`).
+    pub otlp: Option<PushStats>,
 }
 
 /// Everything one scrape shows.
@@ -99,9 +104,10 @@ fn labels(key: &SeriesKey) -> Labels<'_> {
 }
 
 /// A per-series counter: name, help, and how to read it from the totals.
-type CounterField = (&'static str, &'static str, fn(&Totals) -> u64);
+pub(super) type CounterField = (&'static str, &'static str, fn(&Totals) -> u64);
 
-const COUNTERS: [CounterField; 9] = [
+/// The per-series counters (the OTLP push sends the same).
+pub(super) const COUNTERS: [CounterField; 9] = [
     ("waits", "Futex wait calls.", |t| t.waits),
     ("wake_calls", "Futex wake calls.", |t| t.wake_calls),
     ("woken", "Threads woken by wake calls.", |t| t.woken),
@@ -222,6 +228,20 @@ impl Snapshot {
             "Words evicted by the cap on tracked words.",
             a.evictions as f64,
         )?;
+        if let Some(otlp) = a.otlp {
+            counter(
+                encoder,
+                "agent_otlp_pushes",
+                "OTLP pushes the receiver accepted.",
+                otlp.pushes as f64,
+            )?;
+            counter(
+                encoder,
+                "agent_otlp_failures",
+                "OTLP pushes that failed (retried at the next interval).",
+                otlp.failures as f64,
+            )?;
+        }
         let gauge = |encoder: &mut DescriptorEncoder, name, help, value: f64| {
             encoder
                 .encode_descriptor(name, help, None, MetricType::Gauge)?

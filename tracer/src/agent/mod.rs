@@ -1,9 +1,10 @@
 //! `futexscope agent`: always-on futex metrics for Prometheus.
 //!
 //! One tokio runtime on the current thread runs everything: the HTTP endpoint ([`http`]), the
-//! signals, and a one-second tick. One thread is enough (the work is a few map reads per
-//! refresh and a text encoding per scrape), keeps the agent's own CPU and memory small, and
-//! lets the probes and the model live in one `RefCell` without locks.
+//! signals, a one-second tick, and with `--otlp` the pushes ([`otlp`]). One thread is enough
+//! (the work is a few map reads per refresh and a text encoding per scrape or push), keeps the
+//! agent's own CPU and memory small, and lets the probes and the model live in one `RefCell`
+//! without locks.
 //!
 //! The agent reads no per-event records: the in-kernel totals (`FUTEX_STATS`) are exact and
 //! hold everything the metrics show, so the probes are loaded with records off (no ring-buffer
@@ -12,6 +13,7 @@
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod selection;
 
 use std::{
@@ -57,6 +59,8 @@ pub struct AgentOptions {
     /// Hook `sys_enter`/`sys_exit` (every system call) instead of the futex syscalls'
     /// own tracepoints.
     pub sys_enter_exit: bool,
+    /// Also push the metrics over OTLP.
+    pub otlp: Option<otlp::OtlpOptions>,
 }
 
 /// Why the agent stopped with an error.
@@ -127,6 +131,8 @@ struct Agent {
     kernel: String,
     last_refresh: Option<Instant>,
     calls_per_second: f64,
+    /// OTLP pushes so far (with `--otlp`).
+    otlp: Option<otlp::PushStats>,
 }
 
 async fn serve(options: AgentOptions) -> Result<(), AgentError> {
@@ -158,6 +164,12 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         selection.describe(),
         options.listen
     );
+    if let Some(o) = &options.otlp {
+        eprintln!(
+            "futexscope agent: pushing over OTLP/HTTP to {} every {:?}",
+            o.endpoint, o.interval
+        );
+    }
     let agent = Rc::new(RefCell::new(Agent {
         probes,
         model: Model::new(options.limits),
@@ -166,10 +178,20 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         kernel: kernel_release(),
         last_refresh: None,
         calls_per_second: 0.0,
+        otlp: options.otlp.as_ref().map(|_| otlp::PushStats::default()),
     }));
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
+    // The OTLP pusher is a task of its own, so a slow receiver never holds up the scrapes.
+    let pushing = options.otlp.clone().map(|o| {
+        let pusher = otlp::Pusher::new(o, &agent.borrow().kernel);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        (
+            stop,
+            tokio::task::spawn_local(pusher.run(Rc::clone(&agent), stopped)),
+        )
+    });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -199,6 +221,11 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                 }
             }
         }
+    }
+    if let Some((stop, task)) = pushing {
+        // The pusher makes one last push with the counts of now, then ends.
+        let _ = stop.send(());
+        let _ = task.await;
     }
     eprintln!("futexscope agent: stopped");
     Ok(())
@@ -267,6 +294,13 @@ impl Agent {
         Ok(())
     }
 
+    /// Refreshes even if the last refresh is recent, then takes a snapshot (the final OTLP
+    /// push: the counts up to now). The calls-per-second gauge keeps its last value.
+    fn snapshot_now(&mut self) -> Snapshot {
+        self.last_refresh = None;
+        self.snapshot()
+    }
+
     /// Refreshes, then takes a snapshot for a scrape.
     fn snapshot(&mut self) -> Snapshot {
         if let Err(err) = self.refresh(SCRAPE_REFRESH) {
@@ -292,6 +326,7 @@ impl Agent {
                 evictions: self.model.evictions(),
                 processes: self.model.processes(),
                 drops: self.probes.drops().unwrap_or_default(),
+                otlp: self.otlp,
             },
             kernel: self.kernel.clone(),
             traces: self.selection.describe(),
