@@ -24,6 +24,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "xz-utils",
     "valgrind",
+    // sem-bench's `qt` peer (semaphore/bench): Qt 6's QtCore headers and library, found with
+    // pkg-config, and g++ for its C++ shim.
+    "qt6-base-dev",
+    "pkg-config",
+    "g++",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.
