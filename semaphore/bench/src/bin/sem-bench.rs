@@ -14,7 +14,7 @@
 //! Prints one JSON object per run on one line.
 //!
 //! `pair` runs IMPL and PEER in one process, alternately, in BLOCKS counted blocks (default
-//! 41) of N operations each, after one warm-up block of each: IMPL PEER, PEER IMPL, IMPL PEER, …
+//! 201) of N operations each, after one warm-up block of each: IMPL PEER, PEER IMPL, IMPL PEER, …
 //! so that both see the same machine (the same busy threads, the same other load) from one
 //! block to the next. Each block spawns its threads afresh. It prints one JSON line with the
 //! median `ns_per_op` of each side and the distribution of the per-block ratios IMPL/PEER.
@@ -494,7 +494,7 @@ const USAGE: &str = "usage: [LOAD=K|cpus] sem-bench IMPL WORKLOAD [N] [THREADS]
   WORKLOAD    uncontended | pingpong | prodcons | multi | timed
   N           operations (default 1000000; in `pair`, per block)
   THREADS     threads for prodcons and multi (default 2)
-  BLOCKS      `pair`: counted blocks of each (default 41), after one warm-up block of each
+  BLOCKS      `pair`: counted blocks of each (default 201), after one warm-up block of each
   LOAD        busy-looping threads beside the workload (default 0; cpus = one per CPU)";
 
 /// The `LOAD` environment variable: how many busy threads to run beside the workload.
@@ -549,14 +549,17 @@ impl Paired {
     /// The JSON line, without its closing brace.
     fn json(&self, implementation: &str, peer: &str, workload: &str, ops: u64) -> String {
         let ratio = |q| quantile(&self.ratios, q);
+        let [low, high] = median_ci95(&self.ratios);
         let above = |limit: f64| self.ratios.iter().filter(|&&r| r > limit).count();
         format!(
-            r#"{{"impl":"{implementation}","peer":"{peer}","workload":"{workload}","ops":{ops},"threads":{},"blocks":{},"ns_per_op":{:.1},"peer_ns_per_op":{:.1},"ratio_p50":{:.3},"ratio_p10":{:.3},"ratio_p90":{:.3},"ratio_min":{:.3},"ratio_max":{:.3},"blocks_above_1":{},"blocks_above_1_5":{}"#,
+            r#"{{"impl":"{implementation}","peer":"{peer}","workload":"{workload}","ops":{ops},"threads":{},"blocks":{},"ns_per_op":{:.1},"peer_ns_per_op":{:.1},"ratio_p50":{:.3},"ratio_p50_ci95":[{:.3},{:.3}],"ratio_p10":{:.3},"ratio_p90":{:.3},"ratio_min":{:.3},"ratio_max":{:.3},"blocks_above_1":{},"blocks_above_1_5":{}"#,
             self.threads,
             self.ratios.len(),
             quantile(&self.impl_ns, 0.5),
             quantile(&self.peer_ns, 0.5),
             ratio(0.5),
+            low,
+            high,
             ratio(0.1),
             ratio(0.9),
             ratio(0.0),
@@ -565,6 +568,17 @@ impl Paired {
             above(1.5),
         )
     }
+}
+
+/// A 95 % confidence interval of the median of `sorted`, distribution-free: the order statistics
+/// at ranks n/2 ∓ 1.96·√n/2 (the normal approximation of the binomial count of values below
+/// the median), clamped to the sample.
+fn median_ci95(sorted: &[f64]) -> [f64; 2] {
+    let n = sorted.len() as f64;
+    let half_width = 1.96 * n.sqrt() / 2.0;
+    let low = (n / 2.0 - half_width).floor().max(0.0) as usize;
+    let high = ((n / 2.0 + half_width).ceil() as usize).min(sorted.len() - 1);
+    [sorted[low], sorted[high]]
 }
 
 /// Runs `workload` on IMPL and PEER alternately: one warm-up block of each, then `blocks`
@@ -645,13 +659,13 @@ fn parse_and_run() -> Result<String, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let load = load_from_env()?;
     let mut line = match args.as_slice() {
+        [pair, _, _, _, rest @ ..] if pair == "pair" && rest.len() > 3 => {
+            return Err(format!("unexpected argument `{}`", rest[3]));
+        }
         [pair, implementation, peer, workload, rest @ ..] if pair == "pair" => {
-            if rest.len() > 3 {
-                return Err(format!("unexpected argument `{}`", rest[3]));
-            }
             let ops = number(rest, 0, "N", 1_000_000)?;
             let threads = number(rest, 1, "THREADS", 2)?;
-            let blocks = number(rest, 2, "BLOCKS", 41)?;
+            let blocks = number(rest, 2, "BLOCKS", 201)?;
             let (run_impl, run_peer) = (runner(implementation)?, runner(peer)?);
             let paired = with_load(load, || {
                 paired(run_impl, run_peer, workload, ops, threads, blocks)
