@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
 /// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
-/// `python3` and `xz-utils` are real programs the tests trace. Prometheus comes apart, from
+/// `python3` and `xz-utils` are real programs the tests trace; `qt6-base-dev` is the Qt peer of
+/// the semaphore benchmark. Prometheus comes apart, from
 /// Debian 13 (see [`prometheus`]).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
