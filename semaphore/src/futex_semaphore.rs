@@ -663,8 +663,11 @@ impl SpinBudget {
     const MAX: u32 = 2000;
     /// The least budget a successful spin leaves.
     const LEAST: u32 = 32;
-    /// At budget 0, one slow acquire in this many probes.
-    const PROBE_EVERY: u32 = 512;
+    /// At budget 0, one slow acquire in this many probes. A probe that fails costs up to
+    /// [`SpinBudget::MAX`] (~64 µs), so one in 4096 adds about 0.016 µs per slow acquire; one in
+    /// 512 added 2 % to a sleeping hand-off's time (`docs/bench-semaphore.md`). Noticing that
+    /// spinning pays again takes up to 4096 slow acquires (tens of ms of sleeping hand-offs).
+    const PROBE_EVERY: u32 = 4096;
     /// Iterations between two clock reads while spinning (deadline and preemption checks).
     const LAP: u32 = 64;
     /// A lap of `LAP` iterations that took longer than this was interrupted: 64 `PAUSE`s take

@@ -132,6 +132,7 @@ pub trait PermitSource: sealed::Sealed {
 impl sealed::Sealed for Semaphore {}
 
 impl PermitSource for Semaphore {
+    #[inline]
     fn release_permits(&self, n: u32) -> Result<(), ReleaseError> {
         self.release(n)
     }
@@ -214,6 +215,7 @@ impl Semaphore {
     /// [`AcquireError::TooManyPermits`] at once if `n` exceeds [`Semaphore::MAX_PERMITS`];
     /// [`AcquireError::TooManyWaiters`] if 65,535 threads already wait for the same kind of
     /// request (1 permit, or more than 1).
+    #[inline]
     pub fn acquire(&self, n: u32) -> Result<Permit<'_>, AcquireError> {
         self.acquire_within(n, Timeout::Never)
     }

@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 /// bpf-linker's build links, and the tools the tests use as independent witnesses: bpftrace,
 /// perf (`linux-perf`), readelf (`binutils`); `util-linux` gives `unshare` and `setpriv`,
 /// `gcc` builds the C test programs, `valgrind` counts instructions for the benchmarks;
-/// `python3` and `xz-utils` are real programs the tests trace. Prometheus and VictoriaMetrics
-/// come apart, from Debian 13 (see [`prometheus`], [`victoria_metrics`]).
+/// `python3` and `xz-utils` are real programs the tests trace; `qt6-base-dev` is the Qt peer of
+/// the semaphore benchmark. Prometheus and VictoriaMetrics come apart, from Debian 13 (see
+/// [`prometheus`], [`victoria_metrics`]).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -24,6 +25,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "xz-utils",
     "valgrind",
+    // sem-bench's `qt` peer (semaphore/bench): Qt 6's QtCore headers and library, found with
+    // pkg-config, and g++ for its C++ shim.
+    "qt6-base-dev",
+    "pkg-config",
+    "g++",
 ];
 
 /// The bpf-linker release built against Debian's LLVM 22.

@@ -4,9 +4,9 @@
 //! ```text
 //! cargo build --release -p futexscope --bin futexscope \
 //!     -p futexscope-integration-test --bin futexscope-workload \
-//!     -p futexscope-semaphore --example sem-bench
+//!     -p futexscope-semaphore-bench --bin sem-bench
 //! cargo run --release -p futexscope-integration-test --example trace-overhead -- \
-//!     target/release/futexscope target/release/examples/sem-bench [RUNS] [OPS]
+//!     target/release/futexscope target/release/sem-bench [RUNS] [OPS]
 //! ```
 //!
 //! Part 1: `sem-bench IMPL pingpong|prodcons OPS` for the futexscope semaphore and the POSIX

@@ -4,7 +4,7 @@
 //! asks ATTEMPTS times for all 4 permits with a TIMEOUT_MS timeout (default 1000; 0 = an
 //! untimed `acquire(4)`) and reports how long each took and how many gave up.
 //!
-//! `cargo run --release -p futexscope-semaphore --example sem-starvation -- [THREADS] [ATTEMPTS] [WORK_NS] [WORK_MAX_NS] [TIMEOUT_MS]`
+//! `cargo run --release -p futexscope-semaphore-bench --bin sem-starvation -- [THREADS] [ATTEMPTS] [WORK_NS] [WORK_MAX_NS] [TIMEOUT_MS]`
 
 use futexscope_semaphore::Semaphore;
 use std::process::ExitCode;
