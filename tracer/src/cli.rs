@@ -331,7 +331,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
     /// Trace processes with this name (`comm`, 15 bytes), also those that start later, and
-    /// their children (repeatable).
+    /// their children until they run another program (repeatable).
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
     /// Trace the processes of this cgroup v2 and the cgroups below it (a container, a systemd

@@ -40,6 +40,10 @@ pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 /// Global (set at load): nonzero traces every process on the host (the agent's default), so the
 /// syscall hooks skip the [`TRACED_TGIDS`] lookup.
 pub const TRACE_ALL: &str = "TRACE_ALL";
+/// Global (set at load): nonzero stops tracing a process that execs into a name not in
+/// [`TRACED_COMMS`]: with the agent's `--comm` alone, a named process's children are traced from
+/// their fork until they run another program.
+pub const UNTRACE_OTHER_EXECS: &str = "UNTRACE_OTHER_EXECS";
 /// Global (set at load): the id of a cgroup (v2) whose processes, and those of the cgroups
 /// below it, are traced besides [`TRACED_TGIDS`]; 0 = none.
 pub const TRACED_CGROUP: &str = "TRACED_CGROUP";

@@ -51,6 +51,10 @@ pub(crate) static WAKEUP_BYTES: u64 = DEFAULT_RING_BUFFER_BYTES as u64 / 4;
 /// Nonzero: every process is traced (the agent), set by the tracer at load.
 #[unsafe(no_mangle)]
 pub(crate) static TRACE_ALL: u32 = 0;
+/// Nonzero: a process that execs into a name not in `TRACED_COMMS` is no longer traced (the
+/// agent's `--comm` alone), set by the tracer at load.
+#[unsafe(no_mangle)]
+pub(crate) static UNTRACE_OTHER_EXECS: u32 = 0;
 /// Id of a cgroup whose processes are traced too (0 = none), set by the tracer at load.
 #[unsafe(no_mangle)]
 pub(crate) static TRACED_CGROUP: u64 = 0;

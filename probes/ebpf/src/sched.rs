@@ -20,7 +20,8 @@ use crate::{
     emit::{blank_event, emit, emit_call},
     helpers::now_ns,
     maps::{
-        MAP_FULL, TASK_TGID_OFFSET, THREAD_STATE, TRACED_COMMS, TRACED_TGIDS, count_drop,
+        MAP_FULL, TASK_TGID_OFFSET, THREAD_STATE, TRACED_COMMS, TRACED_TGIDS, UNTRACE_OTHER_EXECS,
+        count_drop,
         is_traced, read_global, word_stats,
     },
 };
@@ -77,13 +78,18 @@ fn try_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Traces a process whose `exec` gave it one of the names in `TRACED_COMMS`.
+/// Traces a process whose `exec` gave it one of the names in `TRACED_COMMS`; with
+/// `UNTRACE_OTHER_EXECS`, stops tracing one that runs a program of another name.
 fn try_process_exec() -> Result<(), i64> {
     let comm = bpf_get_current_comm()?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if TRACED_COMMS.get_ptr(comm).is_none() {
+        if read_global(&UNTRACE_OTHER_EXECS) != 0 {
+            // Not traced already is fine: nothing to remove.
+            let _ = TRACED_TGIDS.remove(tgid);
+        }
         return Ok(());
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if TRACED_TGIDS.insert(tgid, 1, u64::from(BPF_ANY)).is_err() {
         count_drop(DropReason::MapFull);
         return Err(MAP_FULL);

@@ -480,3 +480,52 @@ fn series_and_memory_stay_bounded_while_processes_come_and_go() {
     drop(setup.reaper);
     let _ = std::fs::remove_dir_all(&setup.dir);
 }
+
+/// Five `EAGAIN` waits of its own, then a forked child that execs `argv[1] eagain 30`.
+const FORK_EXEC_PROGRAM: &str = r#"
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    (void)argc;
+    static uint32_t word = 1;
+    for (int i = 0; i < 5; i++)
+        syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        execl(argv[1], argv[1], "eagain", "30", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+"#;
+
+#[test]
+#[ignore = "needs root"]
+fn comm_follows_forked_children_until_they_run_another_program() {
+    let tag = format!("{}", std::process::id() % 100_000);
+    let (parent, other) = (format!("fxe{tag}"), format!("fxw{tag}"));
+    let setup = start("exec", &["--grace", "60s", "--comm", &parent], false);
+    let source = setup.dir.join("fork_exec.c");
+    std::fs::write(&source, FORK_EXEC_PROGRAM).expect("write the C program");
+    let parent_path = setup.dir.join(&parent);
+    common::compile_c(&source, &parent_path, &["-O1"]);
+    let other_path = workload_named(&setup.dir, &other);
+    run(&parent_path, &[other_path.to_str().unwrap()]);
+    // The parent's own 5 waits are counted; its child's 30, made after it ran another
+    // program, are not.
+    let waits = format!("sum(futexscope_value_changed_total{{comm=\"{parent}\"}})");
+    assert_eq!(settles_to(setup.prometheus_port, &waits, 5.0), 5.0);
+    let metrics = http_get(setup.agent_port, "/metrics").expect("/metrics");
+    assert!(
+        !metrics.contains(&format!("comm=\"{other}\"")),
+        "the child that ran {other} is still traced:\n{metrics}"
+    );
+    drop(setup.reaper);
+    let _ = std::fs::remove_dir_all(&setup.dir);
+}

@@ -344,6 +344,8 @@ fn load_probes(options: &AgentOptions, selection: &mut Selection) -> Result<Prob
         // A selected process's children are traced from their first call: forked workers keep
         // their parent's name, and a 1 s rescan would miss what they do before it.
         follow_forks: !options.pids.is_empty() || !options.comms.is_empty(),
+        // With `--comm` alone, a followed child that runs another program leaves the set.
+        untrace_other_execs: options.pids.is_empty() && !options.comms.is_empty(),
         syscall_tracepoints: !options.sys_enter_exit,
         ..ProbeOptions::default()
     };
@@ -427,8 +429,13 @@ impl ProcessInfo for ProbeNames<'_> {
         let mapping = maps.iter().find(|m| m.dev == dev && m.inode == ino)?;
         let path = mapping.path.as_ref()?.to_string_lossy();
         // Shared anonymous memory is a shmem file the kernel names `/dev/zero` (`mmap`) or
-        // `/SYSV<key>` (SysV, key 0 for `IPC_PRIVATE`), always marked deleted.
-        let anonymous = mapping.deleted && (path == "/dev/zero" || path == "/SYSV00000000");
+        // `/SYSV<key>` (SysV, key 0 for `IPC_PRIVATE`), always marked deleted, as are memfds
+        // (`/memfd:NAME`). Other deleted files count as anonymous too: a file unlinked while
+        // mapped usually had a name made for one run (Python's `multiprocessing` unlinks
+        // `/dev/shm/sem.mp-RANDOM` at once), and a label per run would grow the series
+        // without bound across restarts.
+        let keyed_sysv = path.starts_with("/SYSV") && path != "/SYSV00000000";
+        let anonymous = mapping.deleted && !keyed_sysv && !path.starts_with("/memfd:");
         Some(if anonymous {
             SharedFile::Anonymous
         } else {

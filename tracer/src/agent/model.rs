@@ -62,7 +62,8 @@ pub enum SharedFile {
     /// `/SYSV0052e2c1`).
     Path(String),
     /// Anonymous shared memory (`MAP_SHARED|MAP_ANONYMOUS`, shown as `/dev/zero`; a SysV
-    /// segment created with `IPC_PRIVATE`, `/SYSV00000000`): no name survives a restart.
+    /// segment created with `IPC_PRIVATE`, `/SYSV00000000`) or a file deleted while mapped: no
+    /// name survives a restart.
     Anonymous,
 }
 

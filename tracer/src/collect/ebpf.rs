@@ -151,6 +151,9 @@ pub struct ProbeOptions {
     pub cgroup: Option<CgroupFilter>,
     /// Also trace processes that exec into one of these names (`comm`, at most 15 bytes each).
     pub comms: Vec<String>,
+    /// Stop tracing a process that execs into a name not in `comms` (a child followed from a
+    /// named process that runs another program).
+    pub untrace_other_execs: bool,
     /// Write event records to the ring buffer; off, only the totals are kept.
     pub records: bool,
     /// Hook the futex system calls by their own tracepoints (`syscalls:sys_enter_futex` and
@@ -185,6 +188,7 @@ impl Default for ProbeOptions {
             trace_all: false,
             cgroup: None,
             comms: Vec::new(),
+            untrace_other_execs: false,
             records: true,
             syscall_tracepoints: false,
             stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
@@ -389,6 +393,11 @@ impl Probes {
             )
             .override_global(maps::WAKEUP_BYTES, &u64::from(ring / 4), true)
             .override_global(maps::TRACE_ALL, &u32::from(options.trace_all), true)
+            .override_global(
+                maps::UNTRACE_OTHER_EXECS,
+                &u32::from(options.untrace_other_execs),
+                true,
+            )
             .override_global(maps::NO_RECORDS, &u32::from(!options.records), true)
             .override_global(
                 maps::TRACED_CGROUP,
