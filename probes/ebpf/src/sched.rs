@@ -21,8 +21,7 @@ use crate::{
     helpers::now_ns,
     maps::{
         MAP_FULL, TASK_TGID_OFFSET, THREAD_STATE, TRACED_COMMS, TRACED_TGIDS, UNTRACE_OTHER_EXECS,
-        count_drop,
-        is_traced, read_global, word_stats,
+        count_drop, is_traced, read_global, word_stats,
     },
 };
 
