@@ -508,8 +508,9 @@ int main(int argc, char **argv) {
 #[test]
 #[ignore = "needs root"]
 fn comm_follows_forked_children_until_they_run_another_program() {
+    // Names no other test of this file uses: their agents run at the same time.
     let tag = format!("{}", std::process::id() % 100_000);
-    let (parent, other) = (format!("fxe{tag}"), format!("fxw{tag}"));
+    let (parent, other) = (format!("fxp{tag}"), format!("fxq{tag}"));
     let setup = start("exec", &["--grace", "60s", "--comm", &parent], false);
     let source = setup.dir.join("fork_exec.c");
     std::fs::write(&source, FORK_EXEC_PROGRAM).expect("write the C program");
